@@ -1,0 +1,221 @@
+"""Vigil's configuration: one typed ``Settings`` read from the environment and ``.env``.
+
+Every key is documented in ``.env.example`` with its default. ``load_settings()`` turns validation
+errors into ``SettingsError`` whose lines read ``KEY: what is wrong`` — one line per bad key, no
+traceback. Secrets are ``SecretStr`` so they never show up in a repr, a log line or /config.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{2,20}USDT$")
+TIMEFRAMES_ALLOWED = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")
+
+CommaList = Annotated[list[str], NoDecode]
+CommaInts = Annotated[list[int], NoDecode]
+
+
+class SettingsError(Exception):
+    """Configuration is invalid. ``lines`` holds one ``KEY: reason`` line per problem."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
+                                      case_sensitive=False, validate_default=True)
+
+    # --- mode and exchange -------------------------------------------------------------------
+    trading_mode: Literal["paper", "live"] = "paper"
+    binance_api_key: SecretStr | None = None
+    binance_api_secret: SecretStr | None = None
+    binance_env: Literal["live", "testnet", "demo"] = "live"
+    binance_base_url: str | None = None
+    binance_weight_budget_pct: float = Field(40.0, gt=0, le=90)
+
+    # --- telegram ----------------------------------------------------------------------------
+    telegram_bot_token: SecretStr | None = None
+    telegram_allowed_user_ids: CommaInts = Field(default_factory=list)
+    telegram_api_base_url: str | None = None
+
+    # --- storage -----------------------------------------------------------------------------
+    db_path: Path = Path("data/vigil.sqlite3")
+    data_dir: Path = Path("data")
+
+    # --- scheduling --------------------------------------------------------------------------
+    scan_interval_seconds: int = Field(300, ge=1, le=86_400)
+    scan_delay_seconds: int = Field(5, ge=0, le=120)
+    monitor_interval_seconds: int = Field(60, ge=1, le=3_600)
+    health_max_age_seconds: int | None = Field(None, ge=1)
+
+    # --- market data -------------------------------------------------------------------------
+    universe_size: int = Field(20, ge=1, le=300)
+    symbols: CommaList = Field(default_factory=list)
+    blacklist: CommaList = Field(default_factory=list)
+    timeframes: CommaList = Field(default_factory=lambda: ["5m", "15m", "1h", "4h"])
+    kline_history: int = Field(300, ge=60, le=1500)
+    max_concurrent_requests: int = Field(8, ge=1, le=50)
+    min_quote_volume_usdt: Decimal = Field(Decimal("20000000"), ge=0)
+
+    # --- paper account -----------------------------------------------------------------------
+    paper_start_balance: Decimal = Field(Decimal("1000"), gt=0)
+    paper_taker_fee: Decimal = Field(Decimal("0.0005"), ge=0, lt=Decimal("0.01"))
+    paper_maker_fee: Decimal = Field(Decimal("0.0002"), ge=0, lt=Decimal("0.01"))
+    paper_slippage_pct: Decimal = Field(Decimal("0.02"), ge=0, le=2)
+    paper_trigger_interval: Literal["1m", "5m"] = "1m"
+
+    # --- risk ----------------------------------------------------------------------------------
+    leverage: int = Field(3, ge=1, le=125)
+    margin_type: Literal["ISOLATED", "CROSSED"] = "ISOLATED"
+    risk_per_trade_pct: Decimal = Field(Decimal("1.0"), gt=0, le=10)
+    max_open_positions: int = Field(3, ge=0, le=50)
+    max_position_notional_pct: Decimal = Field(Decimal("100"), gt=0, le=1000)
+    stop_atr_mult: Decimal = Field(Decimal("2.0"), gt=0, le=20)
+    take_profit_atr_mult: Decimal = Field(Decimal("3.0"), gt=0, le=50)
+    min_stop_pct: Decimal = Field(Decimal("0.5"), gt=0, le=50)
+    max_stop_pct: Decimal = Field(Decimal("5.0"), gt=0, le=50)
+    min_reward_risk: Decimal = Field(Decimal("1.5"), gt=0, le=20)
+    entry_threshold: float = Field(0.6, gt=0, le=1)
+
+    # --- logging -------------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("log_level", "trading_mode", "binance_env", "margin_type", mode="before")
+    @classmethod
+    def _normalise_case(cls, value: Any, info: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        return value.upper() if info.field_name in ("log_level", "margin_type") else value.lower()
+
+    @field_validator("symbols", "blacklist", mode="before")
+    @classmethod
+    def _parse_symbols(cls, value: Any) -> list[str]:
+        items = _split(value)
+        out = [s.upper() for s in items]
+        bad = [s for s in out if not SYMBOL_PATTERN.match(s)]
+        if bad:
+            raise ValueError(f"not a USDT perpetual symbol: {', '.join(bad)} (expected e.g. BTCUSDT,ETHUSDT)")
+        return out
+
+    @field_validator("timeframes", mode="before")
+    @classmethod
+    def _parse_timeframes(cls, value: Any) -> list[str]:
+        items = _split(value)
+        bad = [t for t in items if t not in TIMEFRAMES_ALLOWED]
+        if bad:
+            raise ValueError(f"unknown timeframe {', '.join(bad)}; use {', '.join(TIMEFRAMES_ALLOWED)}")
+        if not items:
+            raise ValueError("at least one timeframe is needed, e.g. 5m,15m,1h,4h")
+        return items
+
+    @field_validator("telegram_allowed_user_ids", mode="before")
+    @classmethod
+    def _parse_ids(cls, value: Any) -> list[int]:
+        items = _split(value)
+        try:
+            return [int(i) for i in items]
+        except ValueError:
+            raise ValueError("expected comma-separated numeric Telegram user ids, e.g. 12345,67890") from None
+
+    @field_validator("binance_base_url", "telegram_api_base_url", mode="before")
+    @classmethod
+    def _parse_url(cls, value: Any) -> str | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        value = str(value).strip().rstrip("/")
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"expected an http(s) URL such as http://127.0.0.1:9000, got {value!r}")
+        return value
+
+    @field_validator("binance_api_key", "binance_api_secret", "telegram_bot_token", mode="before")
+    @classmethod
+    def _empty_secret_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        problems: list[str] = []
+        if self.trading_mode == "live" and not self.has_binance_keys:
+            problems.append("TRADING_MODE: live trading needs BINANCE_API_KEY and BINANCE_API_SECRET")
+        if self.min_stop_pct > self.max_stop_pct:
+            problems.append("MIN_STOP_PCT: must not exceed MAX_STOP_PCT")
+        if self.telegram_bot_token is not None and not self.telegram_allowed_user_ids:
+            problems.append("TELEGRAM_ALLOWED_USER_IDS: set at least one user id when TELEGRAM_BOT_TOKEN is set")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    # --- derived ---------------------------------------------------------------------------
+    @property
+    def has_binance_keys(self) -> bool:
+        return bool(self.binance_api_key and self.binance_api_secret)
+
+    @property
+    def heartbeat_max_age_seconds(self) -> int:
+        return self.health_max_age_seconds or max(3 * self.monitor_interval_seconds, 180)
+
+    def redacted(self) -> dict[str, str]:
+        """Every setting as text, secrets replaced (for /config and the startup log)."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                out[name.upper()] = "set (hidden)"
+            elif value is None:
+                out[name.upper()] = ""
+            elif isinstance(value, list):
+                out[name.upper()] = ",".join(str(v) for v in value)
+            else:
+                out[name.upper()] = str(value)
+        return out
+
+
+def _split(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    if isinstance(value, list | tuple):
+        return [str(p).strip() for p in value if str(p).strip()]
+    return [str(value)]
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Read settings; raise ``SettingsError`` with one readable line per bad key."""
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise SettingsError(format_validation_error(exc)) from None
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    lines: list[str] = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if not str(p).isdigit()]
+        msg = err.get("msg", "invalid value")
+        if not loc:
+            # model-level check: messages already start with KEY:
+            text = msg.removeprefix("Value error, ")
+            lines.extend(line for line in text.splitlines() if line)
+            continue
+        key = loc[0].upper()
+        text = msg.removeprefix("Value error, ")
+        given = err.get("input")
+        shown = "" if given is None or key in _SECRET_KEYS or isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"{key}: {text}{shown}")
+    return lines
+
+
+_SECRET_KEYS = {"BINANCE_API_KEY", "BINANCE_API_SECRET", "TELEGRAM_BOT_TOKEN"}
