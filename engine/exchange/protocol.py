@@ -21,6 +21,7 @@ from engine.exchange.types import (
     Balance,
     Fill,
     FundingPayment,
+    FundingRate,
     KlineBatch,
     MarginType,
     MarkPrice,
@@ -54,6 +55,11 @@ class MarketData(Protocol):
         ...
 
     async def mark_price(self, symbol: str) -> MarkPrice:
+        """Mark price now, with the current funding rate and next funding time."""
+        ...
+
+    async def funding_rates(self, symbol: str, start: datetime, end: datetime) -> list[FundingRate]:
+        """Settled funding rates with ``start <= funding_time <= end``, oldest first."""
         ...
 
     async def close(self) -> None:

@@ -1,0 +1,46 @@
+"""Values that cross from strategies/ to the engine: votes and the consensus signal for one symbol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class Direction(IntEnum):
+    SHORT = -1
+    FLAT = 0
+    LONG = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """One voter's opinion on one symbol. ``confidence`` is in [0, 1]."""
+
+    voter: str
+    direction: Direction
+    confidence: float
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.confidence <= 1.0:
+            raise ValueError(f"confidence must be in [0, 1], got {self.confidence}")
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """Consensus for one symbol at one scan.
+
+    ``score`` in [0, 1] ranks candidates; ``atr`` (price units, entry timeframe) and ``price`` (last close)
+    feed stop and take-profit placement. Floats: this is analysis, not an order.
+    """
+
+    symbol: str
+    direction: Direction
+    score: float
+    price: float
+    atr: float
+    votes: tuple[Vote, ...] = field(default_factory=tuple)
+
+    @property
+    def atr_pct(self) -> float:
+        return self.atr / self.price * 100.0 if self.price else 0.0
