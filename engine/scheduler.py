@@ -1,0 +1,113 @@
+"""APScheduler 3 wiring: the scan job (aligned to candle close + a few seconds) and the monitor job.
+
+Both run on the asyncio loop that runs everything else (``AsyncIOScheduler``), with ``max_instances=1``
+and ``coalesce=True``. A job that raises is logged, counted and reported as an ``Alert``; the scheduler
+keeps its next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from engine.clock import Clock
+from engine.events import Alert, EventBus, Level
+
+log = logging.getLogger(__name__)
+
+JobFn = Callable[[], Awaitable[object]]
+
+
+def next_aligned(now: datetime, interval_seconds: int, delay_seconds: int) -> datetime:
+    """First time ≥ now that is a multiple of the interval since the epoch, plus ``delay_seconds``.
+
+    With a 300 s interval the scan runs at hh:00:05, hh:05:05, … just after each 5m candle closes.
+    """
+    ts = now.timestamp()
+    base = math.floor(ts / interval_seconds) * interval_seconds
+    candidate = base + delay_seconds
+    if candidate < ts:
+        candidate = base + interval_seconds + delay_seconds
+    return datetime.fromtimestamp(candidate, tz=UTC)
+
+
+@dataclass(slots=True)
+class JobStats:
+    runs: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    last_started: datetime | None = None
+    last_finished: datetime | None = None
+    last_error: str = ""
+    history: list[str] = field(default_factory=list)
+
+
+class EngineScheduler:
+    """Owns the AsyncIOScheduler; the job bodies are supplied by the caller (the runtime)."""
+
+    def __init__(self, *, clock: Clock, bus: EventBus, scan: JobFn, monitor: JobFn, scan_interval: int,
+                 monitor_interval: int, scan_delay: int) -> None:
+        self.clock = clock
+        self.bus = bus
+        self._jobs: dict[str, JobFn] = {"scan": scan, "monitor": monitor}
+        self.scan_interval = scan_interval
+        self.monitor_interval = monitor_interval
+        self.scan_delay = scan_delay
+        self.stats: dict[str, JobStats] = {"scan": JobStats(), "monitor": JobStats()}
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+
+    def start(self) -> None:
+        """Must be called from inside the running event loop."""
+        now = self.clock.now()
+        self.scheduler.add_job(
+            self.run_job, IntervalTrigger(seconds=self.scan_interval,
+                                          start_date=next_aligned(now, self.scan_interval, self.scan_delay),
+                                          timezone=UTC),
+            args=["scan"], id="scan", name="market scan", max_instances=1, coalesce=True,
+            misfire_grace_time=max(1, self.scan_interval // 2), replace_existing=True)
+        self.scheduler.add_job(
+            self.run_job, IntervalTrigger(seconds=self.monitor_interval, timezone=UTC),
+            args=["monitor"], id="monitor", name="position monitor", max_instances=1, coalesce=True,
+            misfire_grace_time=max(1, self.monitor_interval // 2), replace_existing=True,
+            next_run_time=datetime.now(UTC) + timedelta(seconds=1))
+        self.scheduler.start()
+        log.info("scheduler started: scan every %ss (first at %s), monitor every %ss", self.scan_interval,
+                 self.next_run("scan"), self.monitor_interval)
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
+    def next_run(self, name: str) -> datetime | None:
+        job = self.scheduler.get_job(name)
+        return None if job is None else job.next_run_time
+
+    async def run_now(self, name: str) -> None:
+        await self.run_job(name)
+
+    async def run_job(self, name: str) -> None:
+        """Run one job body; never lets an exception escape into APScheduler."""
+        stats = self.stats[name]
+        stats.runs += 1
+        stats.last_started = self.clock.now()
+        try:
+            await self._jobs[name]()
+        except Exception as exc:
+            stats.failures += 1
+            stats.consecutive_failures += 1
+            stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("%s job failed", name)
+            await self.bus.publish(Alert(
+                time=self.clock.now(), level=Level.WARNING if stats.consecutive_failures < 3 else Level.CRITICAL,
+                message=f"{name} job failed ({stats.last_error}); it will run again at the next interval",
+                detail={"job": name, "consecutive_failures": str(stats.consecutive_failures)}))
+        else:
+            stats.consecutive_failures = 0
+        finally:
+            stats.last_finished = self.clock.now()
