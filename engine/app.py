@@ -1,0 +1,117 @@
+"""``main.py run``: open the database, start the runtime, the scheduler and (optionally) Telegram, and run
+until SIGINT/SIGTERM — all on one asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from datetime import datetime
+
+from engine.clock import Clock, SystemClock
+from engine.console import ConsoleSink, EventLogSink
+from engine.events import EventBus, StateChanged
+from engine.exchange.errors import AccountConfigError, AuthenticationError, ExchangeError
+from engine.runtime import Runtime
+from engine.service import EngineService
+from settings import Settings
+from storage.db import Database, DatabaseError
+from storage.repositories import Repositories
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_STARTUP = 3
+
+
+def configure_logging(level: str) -> None:
+    logging.Formatter.converter = time.gmtime
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+                        format="%(asctime)sZ %(levelname)s %(name)s: %(message)s", force=True)
+    for noisy in ("apscheduler", "httpx", "aiosqlite", "telegram", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+async def run_bot(settings: Settings, *, clock: Clock | None = None, stop_event: asyncio.Event | None = None) -> int:
+    """Run until ``stop_event`` is set or a signal arrives. Returns the process exit code."""
+    clock = clock or SystemClock()
+    stop_event = stop_event or asyncio.Event()
+    _install_signal_handlers(stop_event)
+    log.info("Vigil starting: %s", {k: v for k, v in settings.redacted().items()
+                                    if k in ("TRADING_MODE", "BINANCE_ENV", "DB_PATH", "LEVERAGE", "MARGIN_TYPE",
+                                             "RISK_PER_TRADE_PCT", "MAX_OPEN_POSITIONS", "SCAN_INTERVAL_SECONDS",
+                                             "MONITOR_INTERVAL_SECONDS")})
+    try:
+        db = await Database(settings.db_path).open()
+    except DatabaseError as exc:
+        print(f"vigil: {exc}")
+        return EXIT_STARTUP
+    repos = Repositories(db)
+    bus = EventBus()
+    bus.subscribe(EventLogSink(repos.events))
+    bus.subscribe(ConsoleSink())
+    runtime = Runtime(settings, repos, bus, clock)
+    try:
+        try:
+            await runtime.start()
+        except (AccountConfigError, AuthenticationError) as exc:
+            print(f"vigil: {exc.reason}")
+            return EXIT_CONFIG
+        except ExchangeError as exc:
+            print(f"vigil: cannot reach Binance at start ({exc}); check the network and BINANCE_BASE_URL")
+            return EXIT_STARTUP
+        service = EngineService(runtime)
+        runtime.start_scheduler()
+        bot = await _start_telegram(settings, service, bus)
+        await bus.publish(StateChanged(time=clock.now(), state="started",
+                                       detail=f"mode {runtime.mode}; {(await service.status()).state}"))
+        if bot is None:
+            log.info("TELEGRAM_BOT_TOKEN is not set: running with the console only")
+        await stop_event.wait()
+        log.info("shutting down")
+        if bot is not None:
+            await bot.stop()
+        return EXIT_OK
+    finally:
+        await runtime.close()
+        await db.close()
+
+
+async def _start_telegram(settings: Settings, service: EngineService, bus: EventBus) -> _Stoppable | None:
+    if settings.telegram_bot_token is None:
+        return None
+    try:
+        from bot.app import start_bot
+    except ImportError:
+        log.warning("the Telegram bot is not available in this build; running with the console only")
+        return None
+    return await start_bot(settings, service, bus)
+
+
+class _Stoppable:
+    async def stop(self) -> None: ...
+
+
+def _install_signal_handlers(stop_event: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop_event.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread or platform
+            pass
+
+
+async def heartbeat_age(settings: Settings, now: datetime) -> float | None:
+    """Seconds since the last monitor tick, or None if there is none (used by ``main.py health``)."""
+    if not settings.db_path.exists():
+        return None
+    db = await Database(settings.db_path).open()
+    try:
+        value = await Repositories(db).state.get("monitor_heartbeat")
+    finally:
+        await db.close()
+    if not value:
+        return None
+    return (now - datetime.fromisoformat(value)).total_seconds()

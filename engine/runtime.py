@@ -1,0 +1,182 @@
+"""Builds and owns the running engine for one mode: exchange, market data, consensus, trader, scheduler.
+
+``Runtime`` is what ``main.py run`` starts and what the façade talks to. Switching paper/live rebuilds the
+exchange and trader on the same database, bus and scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from engine.clock import Clock
+from engine.events import EventBus
+from engine.exchange.errors import AccountConfigError
+from engine.exchange.protocol import Exchange, MarketData
+from engine.exchange.types import MarginType
+from engine.market import MarketDataService
+from engine.risk import RiskConfig
+from engine.scheduler import EngineScheduler
+from engine.trader import Trader, TraderConfig
+from settings import Settings
+from storage.repositories import Repositories
+from strategies.consensus import Consensus
+from strategies.technical import TrendMomentumVoter
+
+log = logging.getLogger(__name__)
+
+MODE_KEY = "mode"
+
+
+def risk_config(settings: Settings, taker_fee: float | None = None) -> RiskConfig:
+    return RiskConfig(
+        risk_per_trade_pct=settings.risk_per_trade_pct, leverage=settings.leverage,
+        max_position_notional_pct=settings.max_position_notional_pct, stop_atr_mult=settings.stop_atr_mult,
+        take_profit_atr_mult=settings.take_profit_atr_mult, min_stop_pct=settings.min_stop_pct,
+        max_stop_pct=settings.max_stop_pct, min_reward_risk=settings.min_reward_risk,
+        taker_fee=settings.paper_taker_fee)
+
+
+def build_consensus(settings: Settings) -> Consensus:
+    return Consensus([TrendMomentumVoter()], threshold=settings.entry_threshold)
+
+
+def build_market_service(settings: Settings, source: MarketData, clock: Clock) -> MarketDataService:
+    return MarketDataService(
+        source, clock, timeframes=list(settings.timeframes), history=settings.kline_history,
+        max_concurrency=settings.max_concurrent_requests, universe_size=settings.universe_size,
+        fixed_symbols=list(settings.symbols), blacklist=list(settings.blacklist),
+        min_quote_volume=settings.min_quote_volume_usdt)
+
+
+def build_trader(settings: Settings, *, mode: str, exchange: Exchange, repos: Repositories, bus: EventBus,
+                 clock: Clock, market: MarketDataService | None = None) -> Trader:
+    config = TraderConfig(mode=mode, risk=risk_config(settings), margin_type=MarginType(settings.margin_type),
+                          max_open_positions=settings.max_open_positions)
+    return Trader(exchange=exchange, market=market or build_market_service(settings, exchange, clock),
+                  consensus=build_consensus(settings), repos=repos, bus=bus, clock=clock, config=config)
+
+
+async def check_account(exchange: Exchange) -> None:
+    """Refuse account set-ups Vigil cannot trade safely (one clear line each)."""
+    config = await exchange.account_config()
+    if config.hedge_mode:
+        raise AccountConfigError("the Binance futures account is in Hedge mode; Vigil trades One-way mode only. "
+                                 "Switch Position Mode to One-way in Binance (Preferences) and restart.")
+    if config.multi_assets_margin:
+        raise AccountConfigError("the Binance futures account is in Multi-Assets mode; Vigil needs Single-Asset "
+                                 "mode. Switch it off in Binance (Preferences) and restart.")
+    if not config.can_trade:
+        raise AccountConfigError("the API key cannot trade futures; enable futures trading for this key")
+
+
+class Runtime:
+    def __init__(self, settings: Settings, repos: Repositories, bus: EventBus, clock: Clock) -> None:
+        self.settings = settings
+        self.repos = repos
+        self.bus = bus
+        self.clock = clock
+        self.mode = settings.trading_mode
+        self._exchange: Exchange | None = None
+        self._trader: Trader | None = None
+        self.scheduler: EngineScheduler | None = None
+
+    @property
+    def exchange(self) -> Exchange:
+        if self._exchange is None:
+            raise RuntimeError("runtime not started")
+        return self._exchange
+
+    @property
+    def trader(self) -> Trader:
+        if self._trader is None:
+            raise RuntimeError("runtime not started")
+        return self._trader
+
+    async def start(self) -> None:
+        """Pick the mode (last explicit switch stored in the database wins over TRADING_MODE) and build."""
+        stored = await self.repos.state.get(MODE_KEY)
+        mode = stored if stored in ("paper", "live") else self.settings.trading_mode
+        if stored and stored != self.settings.trading_mode:
+            log.warning("mode %s comes from the operator's last /paper switch; it overrides TRADING_MODE=%s",
+                        stored, self.settings.trading_mode)
+        if mode == "live" and not self.settings.has_binance_keys:
+            raise AccountConfigError("the stored mode is live but BINANCE_API_KEY/BINANCE_API_SECRET are not set")
+        await self._activate(mode)
+
+    async def _activate(self, mode: str) -> None:
+        exchange = await self._build_exchange(mode)
+        try:
+            trader = build_trader(self.settings, mode=mode, exchange=exchange, repos=self.repos, bus=self.bus,
+                                  clock=self.clock)
+            await trader.start()
+        except BaseException:
+            await exchange.close()
+            raise
+        self._exchange, self._trader, self.mode = exchange, trader, mode
+
+    async def _build_exchange(self, mode: str) -> Exchange:
+        from engine.exchange.binance import BinanceFutures
+        from engine.exchange.paper import PaperExchange
+
+        s = self.settings
+        if mode == "live":
+            live = await BinanceFutures.connect(
+                api_key=s.binance_api_key.get_secret_value() if s.binance_api_key else None,
+                api_secret=s.binance_api_secret.get_secret_value() if s.binance_api_secret else None,
+                env=s.binance_env, base_url=s.binance_base_url, clock=self.clock,
+                weight_budget_pct=s.binance_weight_budget_pct)
+            try:
+                await check_account(live)
+            except BaseException:
+                await live.close()
+                raise
+            return live
+        public = await BinanceFutures.connect(api_key=None, api_secret=None, env=s.binance_env,
+                                              base_url=s.binance_base_url, clock=self.clock,
+                                              weight_budget_pct=s.binance_weight_budget_pct)
+        paper = PaperExchange(self.repos.db, public, self.clock, start_balance=s.paper_start_balance,
+                              taker_fee=s.paper_taker_fee, maker_fee=s.paper_maker_fee,
+                              slippage_pct=s.paper_slippage_pct, trigger_interval=s.paper_trigger_interval,
+                              default_leverage=s.leverage, default_margin_type=MarginType(s.margin_type))
+        await paper.open()
+        return paper
+
+    async def switch_mode(self, mode: str) -> None:
+        old_exchange = self._exchange
+        await self._activate(mode)
+        await self.repos.state.set(MODE_KEY, mode, self.clock.now())
+        if old_exchange is not None:
+            await old_exchange.close()
+
+    async def run_scan(self) -> None:
+        await self.trader.scan()
+
+    async def run_monitor(self) -> None:
+        await self.trader.monitor()
+
+    def start_scheduler(self) -> EngineScheduler:
+        s = self.settings
+        self.scheduler = EngineScheduler(
+            clock=self.clock, bus=self.bus, scan=self.run_scan, monitor=self.run_monitor,
+            scan_interval=s.scan_interval_seconds, monitor_interval=s.monitor_interval_seconds,
+            scan_delay=s.scan_delay_seconds)
+        self.scheduler.start()
+        return self.scheduler
+
+    def next_scan(self) -> datetime | None:
+        return self.scheduler.next_run("scan") if self.scheduler else None
+
+    async def run_job_now(self, name: str) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.run_now(name)
+        elif name == "scan":
+            await self.run_scan()
+        else:
+            await self.run_monitor()
+
+    async def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown()
+        if self._exchange is not None:
+            await self._exchange.close()

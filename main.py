@@ -1,0 +1,117 @@
+"""Vigil command line: ``run`` (default) | ``demo`` | ``health``.
+
+    python main.py run      trade (paper by default) until Ctrl-C / SIGTERM
+    python main.py demo     replay bundled real Binance data through the trader, offline, and summarise
+    python main.py health   exit 0 if the last monitor tick is recent (Docker HEALTHCHECK)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from settings import Settings, SettingsError, load_settings
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main.py", description="Vigil — Binance USD-M perpetual futures trader (paper by default).",
+        epilog="Configuration comes from the environment and .env; see .env.example for every key.")
+    parser.add_argument("--env-file", default=".env", help="settings file to read besides the environment "
+                        "(default: .env; missing is fine)")
+    sub = parser.add_subparsers(dest="command", metavar="{run,demo,health}")
+
+    sub.add_parser("run", help="run the trader (default command)", description=(
+        "Run the scanner every SCAN_INTERVAL_SECONDS and the position monitor every MONITOR_INTERVAL_SECONDS. "
+        "Paper mode (TRADING_MODE=paper, the default) simulates the account on real Binance prices; live mode "
+        "needs BINANCE_API_KEY and BINANCE_API_SECRET. Stops cleanly on Ctrl-C or SIGTERM."))
+
+    demo = sub.add_parser("demo", help="replay bundled real market data offline and print a summary",
+                          description=(
+                              "Replay real Binance futures 5m candles and funding rates (data/sample) through the "
+                              "same trader code with a simulated clock and the paper exchange. Needs no network, "
+                              "keys or Telegram; uses a throw-away database."))
+    demo.add_argument("--data-dir", type=Path, default=Path(__file__).parent / "data" / "sample",
+                      help="folder with SYMBOL-5m.csv.gz, SYMBOL-funding.csv.gz, exchange_info.json "
+                           "(default: data/sample)")
+    demo.add_argument("--symbols", default="BTCUSDT,ETHUSDT,SOLUSDT", help="comma-separated symbols to trade")
+    demo.add_argument("--start", default="2025-03-01", help="first simulated day, UTC (default 2025-03-01)")
+    demo.add_argument("--days", type=int, default=45, help="number of days to replay (default 45)")
+    demo.add_argument("--quiet", action="store_true", help="print only the summary")
+    demo.add_argument("--db", type=Path, default=None, help="keep the demo database at this path (default: temp)")
+
+    sub.add_parser("health", help="exit 0 if the last monitor tick is recent", description=(
+        "Exit 0 if the running bot's last monitor tick (stored in DB_PATH) is younger than "
+        "HEALTH_MAX_AGE_SECONDS (default 3 × MONITOR_INTERVAL_SECONDS, at least 180 s); exit 1 otherwise."))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "run"
+    env_file = args.env_file if Path(args.env_file).exists() else None
+    try:
+        settings = load_settings(env_file) if command != "demo" else load_settings(
+            env_file, trading_mode="paper", telegram_bot_token=None)
+    except SettingsError as exc:
+        print("vigil: invalid configuration:", file=sys.stderr)
+        for line in exc.lines:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    if command == "run":
+        return _run(settings)
+    if command == "demo":
+        return _demo(settings, args)
+    return _health(settings)
+
+
+def _run(settings: Settings) -> int:
+    from engine.app import configure_logging, run_bot
+
+    configure_logging(settings.log_level)
+    return asyncio.run(run_bot(settings))
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.backtest import DemoOptions, run_demo
+
+    from engine.app import configure_logging
+
+    configure_logging("WARNING")
+    try:
+        start = datetime.fromisoformat(args.start).replace(tzinfo=UTC)
+    except ValueError:
+        print(f"vigil: --start must be a date like 2025-03-01, got {args.start!r}", file=sys.stderr)
+        return EXIT_CONFIG
+    symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
+    options = DemoOptions(data_dir=args.data_dir, symbols=symbols, start=start, days=args.days,
+                          quiet=args.quiet, db_path=args.db)
+    try:
+        return asyncio.run(run_demo(settings, options))
+    except FileNotFoundError as exc:
+        print(f"vigil: demo data not found: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _health(settings: Settings) -> int:
+    from engine.app import heartbeat_age
+
+    age = asyncio.run(heartbeat_age(settings, datetime.now(UTC)))
+    limit = settings.heartbeat_max_age_seconds
+    if age is None:
+        print("unhealthy: no monitor tick recorded yet")
+        return 1
+    if age > limit:
+        print(f"unhealthy: last monitor tick {age:.0f} s ago (limit {limit} s)")
+        return 1
+    print(f"healthy: last monitor tick {age:.0f} s ago")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
