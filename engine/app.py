@@ -4,6 +4,7 @@ until SIGINT/SIGTERM — all on one asyncio loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -97,10 +98,8 @@ class _Stoppable:
 def _install_signal_handlers(stop_event: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # non-main thread or platform
             loop.add_signal_handler(sig, stop_event.set)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread or platform
-            pass
 
 
 async def heartbeat_age(settings: Settings, now: datetime) -> float | None:
