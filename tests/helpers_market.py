@@ -17,6 +17,7 @@ from engine.exchange.errors import ExchangeError
 from engine.exchange.types import FundingRate, KlineBatch, MarkPrice, SymbolRules, Ticker24h
 from engine.intervals import interval_ms
 from engine.market import resample_klines
+from strategies.features import Features, TimeframeFeatures
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
 SAMPLE_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
@@ -138,3 +139,26 @@ class FakeMarketData:
 
 def ticker(symbol: str, quote_volume: str) -> Ticker24h:
     return Ticker24h(symbol, Decimal("1"), Decimal(quote_volume), Decimal("0"))
+
+
+# ---- hand-set features ----------------------------------------------------------------------------
+
+FEATURE_TFS = ("5m", "15m", "1h", "4h")
+
+
+def tff(interval: str, direction: int = 1, **overrides: float) -> TimeframeFeatures:
+    """Features of a clean trend in ``direction`` (+1 up, -1 down) on one timeframe."""
+    s = direction
+    values = dict(interval=interval, open_time=T0, candles=300, close=100.0 + 1.0 * s, ema_fast=100.0 + 0.5 * s,
+                  ema_slow=100.0 - 0.5 * s, ema_fast_slope=0.2 * s, trend=1.5 * s, extension=0.5 * s,
+                  rsi=50.0 + 10.0 * s, macd=0.3 * s, macd_signal=0.1 * s, macd_hist=0.2 * s, macd_hist_prev=0.1 * s,
+                  atr=1.0, atr_pct=1.0, adx=30.0, plus_di=30.0 if s > 0 else 15.0,
+                  minus_di=15.0 if s > 0 else 30.0, ret_1=0.001 * s, ret_12=0.01 * s, volatility=0.002,
+                  volume_z=0.0)
+    values.update(overrides)
+    return TimeframeFeatures(**values)  # type: ignore[arg-type]
+
+
+def feats(direction: int = 1, tfs: tuple[str, ...] = FEATURE_TFS, **per_tf: dict) -> Features:
+    frames = {tf: tff(tf, direction, **per_tf.get(f"tf_{tf}", {})) for tf in tfs}
+    return Features("TESTUSDT", frames, tfs)

@@ -1,0 +1,77 @@
+"""Consensus of the voter panel for one symbol, and the ranking of candidates.
+
+Rule (weights default to 1.0 per voter name):
+
+- the majority direction is the non-FLAT direction with the larger total weight of voters behind it;
+  equal weight on both sides (or nobody non-FLAT) means no majority → FLAT with score 0;
+- ``score = sum(weight * confidence of voters agreeing with the majority) / sum(weight of all voters that
+  answered)`` — FLAT and dissenting voters stay in the denominator, so abstention and dissent lower it;
+- the signal is the majority direction if ``score >= threshold``, else FLAT (score kept for diagnostics).
+
+A voter that raises is logged and left out of the denominator (it did not answer); so is an async voter
+(LLM) whose vote the scanner did not get in time: pass the votes you have as ``extra_votes``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+
+from strategies.features import Features
+from strategies.types import Direction, Signal, Vote
+from strategies.voters import Voter
+
+logger = logging.getLogger(__name__)
+
+
+class Consensus:
+    def __init__(self, voters: Sequence[Voter], weights: Mapping[str, float] | None = None,
+                 threshold: float = 0.6) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        weights = dict(weights or {})
+        bad = {k: w for k, w in weights.items() if not w >= 0}
+        if bad:
+            raise ValueError(f"voter weights must be >= 0: {bad}")
+        names = [v.name for v in voters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"voter names must be unique: {names}")
+        self.voters = tuple(voters)
+        self.weights = weights
+        self.threshold = threshold
+
+    def weight(self, voter: str) -> float:
+        return self.weights.get(voter, 1.0)
+
+    def decide(self, symbol: str, features: Features, extra_votes: Iterable[Vote] = ()) -> Signal:
+        """Ask every voter, add ``extra_votes`` (already gathered async votes) and combine."""
+        votes: list[Vote] = []
+        for voter in self.voters:
+            try:
+                votes.append(voter.vote(symbol, features))
+            except Exception:
+                logger.exception("voter %s failed on %s; counted as not answering", voter.name, symbol)
+        votes.extend(extra_votes)
+        direction, score = self.combine(votes)
+        entry = features.entry
+        return Signal(symbol=symbol, direction=direction, score=score, price=entry.close, atr=entry.atr,
+                      votes=tuple(votes))
+
+    def combine(self, votes: Sequence[Vote]) -> tuple[Direction, float]:
+        """Direction and score of a set of votes (see the module docstring)."""
+        total = sum(self.weight(v.voter) for v in votes)
+        if total <= 0:
+            return Direction.FLAT, 0.0
+        side_weight = {d: sum(self.weight(v.voter) for v in votes if v.direction == d)
+                       for d in (Direction.LONG, Direction.SHORT)}
+        if side_weight[Direction.LONG] == side_weight[Direction.SHORT]:
+            return Direction.FLAT, 0.0
+        majority = max(side_weight, key=side_weight.__getitem__)
+        score = sum(self.weight(v.voter) * v.confidence for v in votes if v.direction == majority) / total
+        score = min(1.0, max(0.0, score))
+        return (majority if score >= self.threshold else Direction.FLAT), score
+
+
+def rank(signals: Iterable[Signal]) -> list[Signal]:
+    """Non-FLAT signals, best score first (ties by symbol, so the order is deterministic)."""
+    return sorted((s for s in signals if s.direction is not Direction.FLAT), key=lambda s: (-s.score, s.symbol))
