@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     risk_per_trade_pct: Decimal = Field(Decimal("1.0"), gt=0, le=10)
     max_open_positions: int = Field(3, ge=0, le=50)
     max_position_notional_pct: Decimal = Field(Decimal("100"), gt=0, le=1000)
+    stop_atr_timeframe: str = "1h"
     stop_atr_mult: Decimal = Field(Decimal("2.0"), gt=0, le=20)
     take_profit_atr_mult: Decimal = Field(Decimal("3.0"), gt=0, le=50)
     min_stop_pct: Decimal = Field(Decimal("0.5"), gt=0, le=50)
@@ -117,6 +118,13 @@ class Settings(BaseSettings):
         if not items:
             raise ValueError("at least one timeframe is needed, e.g. 5m,15m,1h,4h")
         return items
+
+    @field_validator("stop_atr_timeframe")
+    @classmethod
+    def _check_stop_tf(cls, value: str) -> str:
+        if value not in TIMEFRAMES_ALLOWED:
+            raise ValueError(f"unknown timeframe {value}; use one of TIMEFRAMES")
+        return value
 
     @field_validator("telegram_allowed_user_ids", mode="before")
     @classmethod

@@ -52,7 +52,7 @@ def build_market_service(settings: Settings, source: MarketData, clock: Clock) -
 def build_trader(settings: Settings, *, mode: str, exchange: Exchange, repos: Repositories, bus: EventBus,
                  clock: Clock, market: MarketDataService | None = None) -> Trader:
     config = TraderConfig(mode=mode, risk=risk_config(settings), margin_type=MarginType(settings.margin_type),
-                          max_open_positions=settings.max_open_positions)
+                          max_open_positions=settings.max_open_positions, stop_timeframe=settings.stop_atr_timeframe)
     return Trader(exchange=exchange, market=market or build_market_service(settings, exchange, clock),
                   consensus=build_consensus(settings), repos=repos, bus=bus, clock=clock, config=config)
 

@@ -20,9 +20,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from strategies.consensus import Consensus
-from strategies.scanner import evaluate_snapshot
-
 from engine.clock import Clock
 from engine.events import Alert, EventBus, Level, ScanCompleted, TradeClosed, TradeOpened
 from engine.exchange.errors import (
@@ -33,6 +30,7 @@ from engine.exchange.errors import (
     WouldTrigger,
 )
 from engine.exchange.protocol import Exchange
+from engine.exchange.rules import round_price
 from engine.exchange.types import (
     Fill,
     MarginType,
@@ -51,6 +49,8 @@ from engine.market import MarketDataService
 from engine.risk import RiskConfig, plan_entry, protective_prices, stop_distance
 from storage.records import OrderPurpose, OrderState, TradeRecord, TradeStatus
 from storage.repositories import Repositories
+from strategies.consensus import Consensus
+from strategies.scanner import evaluate_snapshot
 from strategies.types import Direction, Signal
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class TraderConfig:
     risk: RiskConfig
     margin_type: MarginType
     max_open_positions: int
+    stop_timeframe: str | None = None
     equity_snapshot_every: timedelta = timedelta(minutes=5)
 
 
@@ -135,7 +136,7 @@ class Trader:
         report.symbols = len(universe)
         snapshot = await self.market.snapshot(universe)
         report.rejected = dict(snapshot.rejected)
-        report.signals = evaluate_snapshot(snapshot, self.consensus)
+        report.signals = evaluate_snapshot(snapshot, self.consensus, stop_timeframe=self.config.stop_timeframe)
         async with self._lock:
             active = await self.repos.trades.active(self.mode)
             busy = {t.symbol for t in active}
@@ -263,6 +264,8 @@ class Trader:
         entry = result.avg_price
         stop, take = protective_prices(rules, side, entry, dist, atr, self.config.risk)
         liq = await self._liquidation_price(trade.symbol)
+        if liq is not None:
+            liq = round_price(rules, liq)
         trade = await self.repos.trades.mark_open(
             trade.id, entry_price=entry, quantity=result.filled_quantity, stop_price=stop,
             take_profit_price=take, liquidation_price=liq, fee=result.fee, now=self.clock.now())
