@@ -1,0 +1,95 @@
+"""Builds a real trader over the paper exchange and the bundled real data, with hand-written voters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from engine.clock import ManualClock
+from engine.events import EventBus, RecordingSink
+from engine.exchange.historical import HistoricalMarket
+from engine.exchange.paper import PaperExchange
+from engine.exchange.types import MarginType
+from engine.market import MarketDataService
+from engine.runtime import risk_config
+from engine.trader import Trader, TraderConfig
+from settings import Settings
+from storage.db import Database
+from storage.repositories import Repositories
+from strategies.consensus import Consensus
+from strategies.features import Features
+from strategies.types import Direction, Vote
+
+SAMPLE = Path(__file__).parent.parent / "data" / "sample"
+START = datetime(2025, 3, 20, 0, 0, 5, tzinfo=UTC)
+
+
+class FixedVoter:
+    """Votes the same direction on the symbols it is told about (FLAT elsewhere)."""
+
+    name = "fixed"
+
+    def __init__(self, direction: Direction, symbols: set[str]) -> None:
+        self.direction = direction
+        self.symbols = symbols
+
+    def vote(self, symbol: str, features: Features) -> Vote:
+        if symbol in self.symbols:
+            return Vote(self.name, self.direction, 1.0, "test")
+        return Vote(self.name, Direction.FLAT, 0.0, "test")
+
+
+@dataclass
+class Rig:
+    db: Database
+    repos: Repositories
+    clock: ManualClock
+    market: HistoricalMarket
+    exchange: PaperExchange
+    trader: Trader
+    bus: EventBus
+    sink: RecordingSink
+    voter: FixedVoter
+    settings: Settings
+
+    async def step(self, minutes: int = 5) -> None:
+        self.clock.advance(timedelta(minutes=minutes))
+
+    async def close(self) -> None:
+        await self.exchange.close()
+        await self.db.close()
+
+
+def test_settings(**overrides: object) -> Settings:
+    base: dict[str, object] = dict(symbols=["BTCUSDT", "ETHUSDT"], universe_size=2, max_open_positions=2,
+                                   leverage=3, risk_per_trade_pct=Decimal("1"), telegram_bot_token=None,
+                                   trading_mode="paper")
+    base.update(overrides)
+    return Settings(_env_file=None, **base)  # type: ignore[call-arg]
+
+
+async def build_rig(db_path: Path, *, clock: ManualClock | None = None, direction: Direction = Direction.LONG,
+                    voted: set[str] | None = None, **settings_overrides: object) -> Rig:
+    settings = test_settings(**settings_overrides)
+    clock = clock or ManualClock(START)
+    market = HistoricalMarket(SAMPLE, clock, settings.symbols)
+    db = await Database(db_path).open()
+    repos = Repositories(db)
+    exchange = PaperExchange(db, market, clock, start_balance=settings.paper_start_balance,
+                             taker_fee=settings.paper_taker_fee, slippage_pct=settings.paper_slippage_pct,
+                             trigger_interval="5m", default_leverage=settings.leverage,
+                             default_margin_type=MarginType(settings.margin_type))
+    await exchange.open()
+    bus = EventBus()
+    sink = RecordingSink()
+    bus.subscribe(sink)
+    voter = FixedVoter(direction, voted if voted is not None else {"BTCUSDT"})
+    service = MarketDataService.from_settings(exchange, clock, settings)
+    config = TraderConfig(mode="paper", risk=risk_config(settings), margin_type=MarginType(settings.margin_type),
+                          max_open_positions=settings.max_open_positions, stop_timeframe=settings.stop_atr_timeframe)
+    trader = Trader(exchange=exchange, market=service, consensus=Consensus([voter], threshold=0.5), repos=repos,
+                    bus=bus, clock=clock, config=config)
+    await trader.start()
+    return Rig(db, repos, clock, market, exchange, trader, bus, sink, voter, settings)
