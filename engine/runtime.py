@@ -81,6 +81,14 @@ class Runtime:
         self._trader: Trader | None = None
         self.scheduler: EngineScheduler | None = None
 
+    @classmethod
+    def from_parts(cls, settings: Settings, repos: Repositories, bus: EventBus, clock: Clock, *,
+                   exchange: Exchange, trader: Trader) -> Runtime:
+        """A runtime around components built elsewhere (backtests, tests); mode switching rebuilds normally."""
+        runtime = cls(settings, repos, bus, clock)
+        runtime._exchange, runtime._trader, runtime.mode = exchange, trader, trader.mode
+        return runtime
+
     @property
     def exchange(self) -> Exchange:
         if self._exchange is None:

@@ -62,7 +62,7 @@ class Rig:
         await self.db.close()
 
 
-def test_settings(**overrides: object) -> Settings:
+def make_settings(**overrides: object) -> Settings:
     base: dict[str, object] = dict(symbols=["BTCUSDT", "ETHUSDT"], universe_size=2, max_open_positions=2,
                                    leverage=3, risk_per_trade_pct=Decimal("1"), telegram_bot_token=None,
                                    trading_mode="paper")
@@ -72,7 +72,7 @@ def test_settings(**overrides: object) -> Settings:
 
 async def build_rig(db_path: Path, *, clock: ManualClock | None = None, direction: Direction = Direction.LONG,
                     voted: set[str] | None = None, **settings_overrides: object) -> Rig:
-    settings = test_settings(**settings_overrides)
+    settings = make_settings(**settings_overrides)
     clock = clock or ManualClock(START)
     market = HistoricalMarket(SAMPLE, clock, settings.symbols)
     db = await Database(db_path).open()
