@@ -432,3 +432,15 @@ async def test_concurrency_is_bounded_by_the_semaphore(clock):
 def test_history_must_fit_the_binance_limit(clock):
     with pytest.raises(ValueError):
         _service(FakeMarketData(clock), clock, history=1501)
+
+
+def test_built_from_settings(clock):
+    from settings import load_settings
+
+    s = load_settings(env_file=None, symbols="ETHUSDT,BTCUSDT", blacklist="XRPUSDT", timeframes="1h,5m",
+                      kline_history=500, max_concurrent_requests=3)
+    svc = MarketDataService.from_settings(FakeMarketData(clock), clock, s)
+    assert svc.timeframes == ("5m", "1h")
+    assert svc.history == 500 and svc.fixed_symbols == ("ETHUSDT", "BTCUSDT")
+    assert svc.blacklist == frozenset({"XRPUSDT"})
+    assert svc.min_quote_volume == s.min_quote_volume_usdt
