@@ -539,7 +539,8 @@ class BinanceFutures:
                 raise err from cause
             attempt += 1
             log.warning("%s - retry %d/%d in %.1fs", err, attempt, self._retry.max_retries, delay)
-            await self._sleep(delay)
+            if delay > 0:
+                await self._sleep(delay)
 
     async def _send(self, fn: Callable[..., Awaitable[Any]], weight: int, params: dict[str, Any]) -> Any:
         headers: Mapping[str, str] | None = None
