@@ -99,6 +99,20 @@ async def test_from_settings_uses_env_keys_and_base_url(fake: FakeBinanceFutures
         assert (await adapter.balance()).wallet_balance == Decimal(1000)
 
 
+@pytest.mark.parametrize(("env", "host"), [("live", "https://fapi.binance.com/fapi"),
+                                           ("testnet", "https://testnet.binancefuture.com/fapi"),
+                                           ("demo", "https://demo-fapi.binance.com/fapi")])
+async def test_env_selects_the_futures_url_and_base_url_overrides_it(env: str, host: str) -> None:
+    adapter = BinanceFutures(env=env)  # type: ignore[arg-type]
+    overridden = BinanceFutures(env=env, base_url="http://127.0.0.1:9000/")  # type: ignore[arg-type]
+    try:
+        assert adapter._require_client()._create_futures_api_uri("time") == f"{host}/v1/time"
+        assert overridden._require_client()._create_futures_api_uri("time", 3) == "http://127.0.0.1:9000/fapi/v3/time"
+    finally:
+        await adapter.close()
+        await overridden.close()
+
+
 # ------------------------------------------------------------------------------------------ market data
 async def test_latest_klines_end_with_the_forming_candle(ex: BinanceFutures, fake: FakeBinanceFutures) -> None:
     batch = await ex.klines("BTCUSDT", "5m", limit=10)

@@ -89,6 +89,33 @@ async def test_429_on_an_order_is_not_retried_and_later_calls_wait_the_cooldown(
     assert sleeper.calls == [12.0]  # honoured Retry-After before touching the API again
 
 
+async def test_the_servers_own_weight_limit_429_is_waited_out(clock: ManualClock) -> None:
+    async with FakeBinanceFutures(weight_limit=60) as fake:
+        sleeper = FakeSleep(clock, fake)  # sleeping also moves the exchange's clock
+        adapter = await BinanceFutures.connect(None, None, base_url=fake.base_url, clock=clock, sleep=sleeper,
+                                               weight_budget_pct=100)
+        try:
+            assert adapter.weight.limit == 60  # read from exchangeInfo: the adapter would pause by itself...
+            adapter.weight.limit = 2400  # ...so pretend it believes a bigger limit to meet the server's 429
+            await adapter.tickers_24h()
+            await adapter.tickers_24h()  # 2 + 40 + 40 > 60 on the server: a real 429 with Retry-After
+            assert [r.path for r in fake.requests].count("/fapi/v1/ticker/24hr") == 3
+            assert len(sleeper.calls) == 1 and 0 < sleeper.calls[0] <= 60
+        finally:
+            await adapter.close()
+
+
+async def test_cancel_all_algo_orders_endpoint_of_the_fake(ex: BinanceFutures, fake: FakeBinanceFutures) -> None:
+    await buy(ex, "ca-entry")
+    p = fake.price("BTCUSDT")
+    await ex.place_protective_order("BTCUSDT", Side.SELL, ProtectiveKind.STOP_LOSS, p - 900, "ca-sl-1")
+    await ex.place_protective_order("BTCUSDT", Side.SELL, ProtectiveKind.TAKE_PROFIT, p + 900, "ca-tp-1")
+    client = ex._require_client()
+    answer = await client.futures_cancel_all_algo_open_orders(symbol="BTCUSDT")
+    assert answer["code"] == 200
+    assert await ex.open_protective_orders() == []
+
+
 async def test_418_ban_blocks_every_call_until_it_ends(ex: BinanceFutures, fake: FakeBinanceFutures,
                                                        clock: ManualClock) -> None:
     fake.faults.next(MARK, "418", retry_after=300)

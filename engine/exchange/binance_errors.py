@@ -111,13 +111,12 @@ def network_error(exc: BaseException, *, op: str, order_client_id: str | None = 
 def _server_error(op: str, status: int, code: int | None, msg: str, order_client_id: str | None,
                   retry_after: float | None) -> ExchangeError:
     certain_failure = status == 503 and "service unavailable" in msg.lower()
+    said = f"HTTP {status} '{msg}'" if msg else f"HTTP {status} (no readable body)"
     if order_client_id is not None and not certain_failure:
         return OrderStatusUnknown(
-            f"{op}: Binance answered HTTP {status} '{msg}'; the order {order_client_id} may or may not have "
-            f"been accepted - query it by client id before anything else", client_id=order_client_id,
-            code=code)
-    return TransientError(f"{op}: Binance server error HTTP {status} '{msg}'; retry later", code=code,
-                          retry_after=retry_after)
+            f"{op}: Binance answered {said}; the order {order_client_id} may or may not have been accepted - "
+            f"query it by client id before anything else", client_id=order_client_id, code=code)
+    return TransientError(f"{op}: Binance server error {said}; retry later", code=code, retry_after=retry_after)
 
 
 def _client_error(op: str, status: int, code: int | None, msg: str,

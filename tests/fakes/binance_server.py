@@ -1046,12 +1046,18 @@ class FakeBinanceFutures:
                 self._trigger_candle(symbol, when, o, h, low)
 
     def _events(self, from_ms: int, to_ms: int) -> Iterator[tuple[int, int, str, Any]]:
+        """Funding for symbols holding a position, candles for symbols with pending algo orders (nothing
+        else can change during a walk: positions only shrink, no request is served meanwhile)."""
+        watched = {a["symbol"] for a in self.algo_orders.values() if a["algoStatus"] == "NEW"}
         for symbol in self.symbols:
-            times, rates = load_funding(symbol, self.data_dir)
-            lo = int(np.searchsorted(times, from_ms, side="right"))
-            hi = int(np.searchsorted(times, to_ms, side="right"))
-            for i in range(lo, hi):
-                yield int(times[i]), 0, symbol, rates[i]
+            if self.positions[symbol].amount:
+                times, rates = load_funding(symbol, self.data_dir)
+                lo = int(np.searchsorted(times, from_ms, side="right"))
+                hi = int(np.searchsorted(times, to_ms, side="right"))
+                for i in range(lo, hi):
+                    yield int(times[i]), 0, symbol, rates[i]
+            if symbol not in watched:
+                continue
             c = load_candles(symbol, self.data_dir)
             lo = int(np.searchsorted(c.open_time, from_ms // FIVE_MIN * FIVE_MIN, side="left"))
             hi = int(np.searchsorted(c.open_time, to_ms, side="right"))
@@ -1142,13 +1148,17 @@ def _fill_price(order_type: str, side: str, trigger: Decimal, o: Decimal, high: 
 
 
 class FakeSleep:
-    """Injectable async sleep: records each delay and moves a ``ManualClock`` instead of waiting."""
+    """Injectable async sleep: records each delay and moves a ``ManualClock`` (and, if given, the fake
+    exchange's clock too) instead of waiting."""
 
-    def __init__(self, clock: Any) -> None:
+    def __init__(self, clock: Any, fake: FakeBinanceFutures | None = None) -> None:
         self.clock = clock
+        self.fake = fake
         self.calls: list[float] = []
 
     async def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
         self.clock.advance(timedelta(seconds=seconds))
+        if self.fake is not None:
+            await self.fake.advance(timedelta(seconds=seconds))
         await asyncio.sleep(0)
