@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -61,10 +62,10 @@ async def write_heartbeat(path: Path, when: datetime) -> None:
 
 
 @pytest.mark.parametrize(("age", "code"), [(timedelta(seconds=30), 0), (timedelta(minutes=10), 1), (None, 1)])
-async def test_health_reflects_the_last_monitor_tick(tmp_path: Path, age, code):
+def test_health_reflects_the_last_monitor_tick(tmp_path: Path, age, code):
     db_path = tmp_path / "vigil.sqlite3"
     if age is not None:
-        await write_heartbeat(db_path, datetime.now(UTC) - age)
+        asyncio.run(write_heartbeat(db_path, datetime.now(UTC) - age))
     env = clean_env(tmp_path)
     proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "health"], env=env, capture_output=True,
                           text=True, timeout=60, cwd=tmp_path)
