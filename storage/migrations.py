@@ -190,4 +190,40 @@ CREATE TABLE paper_cursor (
 )
 """
 
-MIGRATIONS: list[str] = [V1_CORE]
+V2_TELEGRAM = """
+CREATE TABLE notification_queue (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    chat_id     INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    text        TEXT NOT NULL,
+    silent      INTEGER NOT NULL DEFAULT 0,
+    status      TEXT NOT NULL DEFAULT 'PENDING' CHECK (status IN ('PENDING', 'SENT', 'FAILED')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    created_at  TEXT NOT NULL,
+    sent_at     TEXT
+);
+CREATE INDEX notification_queue_pending ON notification_queue(status, id);
+
+CREATE TABLE confirmations (
+    token       TEXT PRIMARY KEY,
+    user_id     INTEGER NOT NULL,
+    chat_id     INTEGER NOT NULL,
+    message_id  INTEGER,
+    action      TEXT NOT NULL,
+    args        TEXT NOT NULL,
+    summary     TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT NOT NULL,
+    used_at     TEXT,
+    outcome     TEXT
+);
+
+CREATE TABLE notifier_settings (
+    category    TEXT PRIMARY KEY,
+    level       TEXT NOT NULL CHECK (level IN ('on', 'silent', 'off')),
+    updated_at  TEXT NOT NULL
+)
+"""
+
+MIGRATIONS: list[str] = [V1_CORE, V2_TELEGRAM]
