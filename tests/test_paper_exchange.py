@@ -553,3 +553,15 @@ async def test_stop_on_real_btc_data(db):
     assert all(start <= p.time <= exit_fill.time for p in payments)
     assert np.isfinite(float(expected))
     assert from_ms(int(hit.open_time)) > start
+
+
+async def test_long_jump_walks_every_page_of_candles_in_order(ex, market, clock):
+    await long_one(ex)
+    await ex.place_protective_order(SYM, Side.SELL, STOP, D(95), "sl")
+    for minute in range(2500):
+        low = 94 if minute in (1400, 2000) else 99
+        market.candle(minute, 100, 101, low, 100)
+    clock.set(at(2500))  # one catch-up over three pages of klines
+    exit_fill = (await ex.fills(SYM, T0))[-1]
+    assert at(1400) <= exit_fill.time < at(1401)
+    assert exit_fill.price == D("94.98")

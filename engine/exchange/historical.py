@@ -17,6 +17,8 @@ do (gaps are never bridged). Every query answers only with what was known at ``c
 that have closed (``open_time + interval <= now``) and funding settled at or before now.
 
 The mark price is approximated by the last price: the open of the 5m candle containing ``now``.
+``klines`` does not cap ``limit`` at Binance's 1500 (callers that page anyway are unaffected) and answers
+only 5m and the resampled intervals; finer ones raise ``ValueError`` (see ``min_interval``).
 """
 
 from __future__ import annotations

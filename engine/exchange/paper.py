@@ -9,7 +9,11 @@ Simulation model
 ----------------
 - **Time.** Every account method first advances the simulation to ``clock.now()`` (``_catch_up``): for each
   symbol with a position or an open protective order it walks the CLOSED ``trigger_interval`` candles after
-  that symbol's cursor, then checks the current mark price. Pure market-data methods do not.
+  that symbol's cursor, then checks the current mark price. Pure market-data methods do not. A symbol
+  that becomes active (first position or order) is walked from the candle containing that moment: the
+  fill happened at a price inside it (over ``HistoricalMarket``, at its very open), and older candles are
+  never replayed against it. A market whose ``min_interval`` attribute is coarser than the requested
+  ``trigger_interval`` (``HistoricalMarket``: 5m) raises the trigger interval to it.
 - **Market orders** fill at once, in full, at the mark price moved against the taker by ``slippage_pct``
   percent (a buy pays more) and rounded to the tick away from the taker. Fee = price × qty × taker_fee,
   paid from the wallet. The maker fee is kept for completeness: every simulated fill is a taker fill.
@@ -186,7 +190,7 @@ class PaperExchange:
         """Load the account; the first time on a database, create it with ``start_balance``."""
         if await self.store.wallet() is None:
             async with self.db.transaction() as conn:
-                await PaperStore.create_account(conn, self.start_balance, self.clock.now())
+                await PaperStore.create_account(conn, self.start_balance, self._now())
             log.info("paper account created with %s %s", self.start_balance, ASSET)
         wallet = await self.store.wallet()
         assert wallet is not None
@@ -226,7 +230,7 @@ class PaperExchange:
         book = self.book.copy()
         async with self.db.transaction() as conn:
             yield book, conn
-            now = self.clock.now()
+            now = self._now()
             if book.wallet != self.book.wallet:
                 await PaperStore.set_wallet(conn, book.wallet, now)
             for symbol in sorted(self._dirty_cursors | _changed_cursors(self.book, book)):
@@ -240,6 +244,10 @@ class PaperExchange:
         price inside it — over HistoricalMarket at its very open), never from older candles."""
         now_ms = to_ms(now)
         book.cursors[symbol] = now_ms - now_ms % self._iv_ms
+
+    def _now(self) -> datetime:
+        """The clock's time at the millisecond, as Binance and the database keep it."""
+        return from_ms(to_ms(self.clock.now()))
 
     def _new_id(self) -> str:
         value = self._next_id
@@ -330,7 +338,7 @@ class PaperExchange:
                 book.configs[symbol] = config
                 await PaperStore.save_symbol_config(conn, config)
                 if position is not None:
-                    book.positions[symbol] = replace(position, leverage=leverage, updated_at=self.clock.now())
+                    book.positions[symbol] = replace(position, leverage=leverage, updated_at=self._now())
                     await PaperStore.save_position(conn, book.positions[symbol])
 
     async def set_margin_type(self, symbol: str, margin_type: MarginType) -> None:
@@ -370,7 +378,7 @@ class PaperExchange:
 
     async def _execute_market(self, symbol: str, side: Side, quantity: Decimal, fill_qty: Decimal,
                               price: Decimal, fee: Decimal, client_id: str, reduce_only: bool) -> OrderResult:
-        now = self.clock.now()
+        now = self._now()
         order = PaperOrder(client_id, self._new_id(), symbol, side, MARKET, quantity, None, reduce_only, False,
                            OrderStatus.FILLED.value, fill_qty, price, fee, None, now, now)
         async with self._step() as (book, conn):
@@ -460,7 +468,7 @@ class PaperExchange:
                                    f"immediately (mark price {mark})", code=-2021)
             if len(self.book.algos_of(symbol)) >= MAX_ALGO_ORDERS_PER_SYMBOL:
                 raise OrderRejected(f"{symbol}: too many open conditional orders", code=-4045)
-            now = self.clock.now()
+            now = self._now()
             order = PaperOrder(client_id, self._new_id(), symbol, side, kind.value, None, trigger_price, False,
                                True, ProtectiveStatus.NEW.value, ZERO, ZERO, ZERO, None, now, now)
             async with self._step() as (book, conn):
@@ -494,7 +502,7 @@ class PaperExchange:
             async with self._step() as (book, conn):
                 del book.algos[client_id]
                 await PaperStore.update_order_status(conn, client_id, ProtectiveStatus.CANCELED.value,
-                                                     self.clock.now())
+                                                     self._now())
 
     async def _expire_algos(self, book: _Book, conn: aiosqlite.Connection, symbol: str, now: datetime) -> None:
         for order in book.algos_of(symbol):
@@ -609,7 +617,7 @@ class PaperExchange:
             hit = await self._first_hit(book, symbol, candle, mark)
             if hit is None:
                 return
-            when = self.clock.now() if candle is None else from_ms(_event_ms(candle, hit, self._iv_ms, book,
+            when = self._now() if candle is None else from_ms(_event_ms(candle, hit, self._iv_ms, book,
                                                                             symbol))
             position = book.positions.get(symbol)
             order = hit.trigger.order
