@@ -582,18 +582,18 @@ class BinanceFutures:
         if until is not None:
             raise IpBanned(f"{op}: not sent - Binance has banned this IP until {until:%Y-%m-%d %H:%M:%S} UTC",
                            until=until)
-        if self._cooldown_until is None:
+        cooldown = self._cooldown_until
+        if cooldown is None:
             return
-        wait = (self._cooldown_until - self._clock.now()).total_seconds()
-        if wait <= 0:
-            self._cooldown_until = None
-            return
+        wait = (cooldown - self._clock.now()).total_seconds()
         if wait > self._retry.max_wait:
             raise RateLimited(f"{op}: not sent - Binance rate limit cooldown for {wait:.0f}s more",
                               retry_after=wait)
-        log.info("%s: waiting %.1fs for the Binance rate-limit cooldown", op, wait)
-        await self._sleep(wait)
-        self._cooldown_until = None
+        if wait > 0:
+            log.info("%s: waiting %.1fs for the Binance rate-limit cooldown", op, wait)
+            await self._sleep(wait)
+        if self._cooldown_until == cooldown:  # a newer 429 meanwhile keeps its own cooldown
+            self._cooldown_until = None
 
 
 # ---------------------------------------------------------------------- parsing helpers

@@ -135,12 +135,6 @@ class WeightTracker:
         else:
             self._used += weight
 
-    def observe(self, headers: Mapping[str, str] | None) -> None:
-        reported = _header_int(headers)
-        if reported is not None:
-            self._roll()
-            self._used = max(self._used, reported)
-
     def _roll(self) -> None:
         minute = self._minute_of(self._clock.now())
         if minute != self._minute:
