@@ -10,7 +10,7 @@ import signal
 import time
 from datetime import datetime
 
-from engine.clock import Clock, SystemClock
+from engine.clock import Clock, ExchangeClock
 from engine.console import ConsoleSink, EventLogSink
 from engine.events import EventBus, StateChanged
 from engine.exchange.errors import AccountConfigError, AuthenticationError, ExchangeError
@@ -37,7 +37,7 @@ def configure_logging(level: str) -> None:
 
 async def run_bot(settings: Settings, *, clock: Clock | None = None, stop_event: asyncio.Event | None = None) -> int:
     """Run until ``stop_event`` is set or a signal arrives. Returns the process exit code."""
-    clock = clock or SystemClock()
+    clock = clock or ExchangeClock()
     stop_event = stop_event or asyncio.Event()
     _install_signal_handlers(stop_event)
     log.info("Vigil starting: %s", {k: v for k, v in settings.redacted().items()

@@ -3,6 +3,7 @@ can drive time."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -16,6 +17,23 @@ class Clock(Protocol):
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+class ExchangeClock:
+    """System time corrected by the exchange's clock offset (exchange time = local time + offset).
+
+    ``run`` uses it so candle alignment, staleness checks and the paper simulation follow the exchange's
+    own clock; ``follow()`` wires it to the adapter's measured offset (resynced by the adapter).
+    """
+
+    def __init__(self) -> None:
+        self._offset_ms: Callable[[], int] = lambda: 0
+
+    def follow(self, offset_ms: Callable[[], int]) -> None:
+        self._offset_ms = offset_ms
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(milliseconds=self._offset_ms())
 
 
 class ManualClock:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from engine.clock import Clock
+from engine.clock import Clock, ExchangeClock
 from engine.events import EventBus
+from engine.exchange.binance import BinanceFutures
 from engine.exchange.errors import AccountConfigError
+from engine.exchange.paper import PaperExchange
 from engine.exchange.protocol import Exchange, MarketData
 from engine.exchange.types import MarginType
 from engine.market import MarketDataService
@@ -124,31 +126,34 @@ class Runtime:
         self._exchange, self._trader, self.mode = exchange, trader, mode
 
     async def _build_exchange(self, mode: str) -> Exchange:
-        from engine.exchange.binance import BinanceFutures
-        from engine.exchange.paper import PaperExchange
-
         s = self.settings
+        exchange = await self._connect_binance(mode)
+        if isinstance(self.clock, ExchangeClock):
+            self.clock.follow(lambda: exchange.time_offset_ms)
         if mode == "live":
-            live = await BinanceFutures.connect(
-                api_key=s.binance_api_key.get_secret_value() if s.binance_api_key else None,
-                api_secret=s.binance_api_secret.get_secret_value() if s.binance_api_secret else None,
-                env=s.binance_env, base_url=s.binance_base_url, clock=self.clock,
-                weight_budget_pct=s.binance_weight_budget_pct)
             try:
-                await check_account(live)
+                await check_account(exchange)
             except BaseException:
-                await live.close()
+                await exchange.close()
                 raise
-            return live
-        public = await BinanceFutures.connect(api_key=None, api_secret=None, env=s.binance_env,
-                                              base_url=s.binance_base_url, clock=self.clock,
-                                              weight_budget_pct=s.binance_weight_budget_pct)
-        paper = PaperExchange(self.repos.db, public, self.clock, start_balance=s.paper_start_balance,
+            return exchange
+        paper = PaperExchange(self.repos.db, exchange, self.clock, start_balance=s.paper_start_balance,
                               taker_fee=s.paper_taker_fee, maker_fee=s.paper_maker_fee,
                               slippage_pct=s.paper_slippage_pct, trigger_interval=s.paper_trigger_interval,
                               default_leverage=s.leverage, default_margin_type=MarginType(s.margin_type))
         await paper.open()
         return paper
+
+    async def _connect_binance(self, mode: str) -> BinanceFutures:
+        """Live: the account with keys. Paper: public market data only (keys are never sent)."""
+        s = self.settings
+        if mode == "live":
+            return await BinanceFutures.connect(
+                api_key=s.binance_api_key.get_secret_value() if s.binance_api_key else None,
+                api_secret=s.binance_api_secret.get_secret_value() if s.binance_api_secret else None,
+                env=s.binance_env, base_url=s.binance_base_url, weight_budget_pct=s.binance_weight_budget_pct)
+        return await BinanceFutures.connect(api_key=None, api_secret=None, env=s.binance_env,
+                                            base_url=s.binance_base_url, weight_budget_pct=s.binance_weight_budget_pct)
 
     async def switch_mode(self, mode: str) -> None:
         old_exchange = self._exchange

@@ -64,11 +64,11 @@ class EngineScheduler:
 
     def start(self) -> None:
         """Must be called from inside the running event loop."""
+        # alignment is computed on the engine's (exchange) clock, APScheduler runs on the system clock
         now = self.clock.now()
+        first_scan = datetime.now(UTC) + (next_aligned(now, self.scan_interval, self.scan_delay) - now)
         self.scheduler.add_job(
-            self.run_job, IntervalTrigger(seconds=self.scan_interval,
-                                          start_date=next_aligned(now, self.scan_interval, self.scan_delay),
-                                          timezone=UTC),
+            self.run_job, IntervalTrigger(seconds=self.scan_interval, start_date=first_scan, timezone=UTC),
             args=["scan"], id="scan", name="market scan", max_instances=1, coalesce=True,
             misfire_grace_time=max(1, self.scan_interval // 2), replace_existing=True)
         self.scheduler.add_job(
