@@ -56,6 +56,9 @@ class Database:
             self._conn = conn
             await self._check_integrity()
             await self._migrate()
+        except DatabaseError:
+            await self.close()
+            raise
         except sqlite3.DatabaseError as exc:
             await self.close()
             raise DatabaseError(
