@@ -7,17 +7,22 @@ or raise ``CommandRefused`` with a sentence the operator can act on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import ValidationError
 
 from engine.events import StateChanged
 from engine.exchange.errors import ExchangeError
 from engine.exchange.types import Balance
 from engine.halts import HaltState, load_halts, save_halts
 from engine.trader import HEARTBEAT_KEY, LAST_SCAN_KEY
-from storage.records import TradeRecord
+from settings import Settings, format_validation_error
+from storage.db import Database
+from storage.records import EquityPoint, TradeRecord
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime
@@ -206,3 +211,216 @@ class EngineService:
         await self.runtime.bus.publish(StateChanged(time=self.runtime.clock.now(), state=f"mode {mode}",
                                                     detail=f"switched from {old}"))
         return ModeChange(old, mode, closed)
+
+    # ------------------------------------------------------------------ operator UI helpers (Telegram)
+    def now(self) -> datetime:
+        return self.runtime.clock.now()
+
+    @property
+    def database(self) -> Database:
+        """The database, for the UI's own tables (notification queue, confirmations)."""
+        return self._repos.db
+
+    async def last_scan(self) -> dict[str, Any] | None:
+        """What the last scan stored: time, symbols, signals, opened, halted."""
+        value = await self._repos.state.get(LAST_SCAN_KEY)
+        return value if isinstance(value, dict) else None
+
+    async def breakers(self) -> list[BreakerView]:
+        """Each circuit breaker's latest state, read from the persisted BreakerTripped/BreakerReset events."""
+        latest: dict[str, BreakerView] = {}
+        for time, kind, payload in reversed(await self._repos.events.recent(500)):
+            if kind in ("BreakerTripped", "BreakerReset") and "breaker" in payload:
+                latest[payload["breaker"]] = BreakerView(payload["breaker"], kind == "BreakerTripped",
+                                                         str(payload.get("reason", "")), time)
+        return sorted(latest.values(), key=lambda b: (not b.tripped, b.name))
+
+    async def reset_breakers(self) -> list[str]:
+        """Reset every tripped breaker (operator decision). Refused when the engine has no breaker board."""
+        board = getattr(self.runtime.trader, "breakers", None)
+        reset = getattr(board, "reset_all", None)
+        if reset is None:
+            raise CommandRefused("this engine has no circuit breakers to reset")
+        return list(await reset(reason="operator"))
+
+    async def open_symbols(self) -> list[str]:
+        """Symbols with an active trade in the current mode, from the books (no exchange call)."""
+        return [t.symbol for t in await self._repos.trades.active(self.mode)]
+
+    async def performance(self) -> PerformanceReport:
+        """Realised results of every closed trade in the current mode, in total and per symbol."""
+        return performance_of(await self._repos.trades.closed(self.mode))
+
+    async def equity_series(self, days: int) -> list[EquityPoint]:
+        if days < 1:
+            raise CommandRefused("the number of days must be at least 1")
+        since = self.runtime.clock.now() - timedelta(days=days)
+        return await self._repos.equity.series(self.mode, since=since)
+
+    def config(self) -> dict[str, str]:
+        """Every setting as text with secrets redacted (invariant 8)."""
+        return self.runtime.settings.redacted()
+
+    async def check_mode_switch(self, mode: str) -> None:
+        """Raise ``CommandRefused`` for what ``set_mode`` would refuse, before asking for a confirmation."""
+        if mode not in ("paper", "live"):
+            raise CommandRefused("mode must be paper or live")
+        if mode == self.mode:
+            return
+        if mode == "live" and not self.runtime.settings.has_binance_keys:
+            raise CommandRefused("live trading needs BINANCE_API_KEY and BINANCE_API_SECRET in the environment")
+        active = await self._repos.trades.active(self.mode)
+        if active:
+            raise CommandRefused(f"{len(active)} {self.mode} position(s) still open "
+                                 f"({', '.join(t.symbol for t in active)}); close them first")
+
+    async def preview_setting(self, key: str, value: str) -> SettingChange:
+        """Validate a change of a whitelisted setting without applying it."""
+        spec, new = self._validated(key, value)
+        return self._change(spec, new)
+
+    async def set_setting(self, key: str, value: str) -> SettingChange:
+        """Validate, apply to the running trader and store (re-applied at start) a whitelisted setting."""
+        spec, new = self._validated(key, value)
+        change = self._change(spec, new)
+        self._apply_settings(new)
+        stored = dict(await self._repos.state.get(SETTING_OVERRIDES_KEY) or {})
+        stored[change.key] = change.new
+        await self._repos.state.set(SETTING_OVERRIDES_KEY, stored, self.runtime.clock.now())
+        log.info("setting %s changed from %s to %s", change.key, change.old, change.new)
+        return change
+
+    async def apply_stored_settings(self) -> dict[str, str]:
+        """Re-apply the settings changed at runtime (``set_setting``); invalid stored values are skipped."""
+        stored = await self._repos.state.get(SETTING_OVERRIDES_KEY) or {}
+        applied: dict[str, str] = {}
+        for key, value in stored.items():
+            try:
+                _, new = self._validated(key, str(value))
+            except CommandRefused as exc:
+                log.warning("ignoring stored setting %s: %s", key, exc)
+                continue
+            self._apply_settings(new)
+            applied[key] = str(value)
+        return applied
+
+    def _validated(self, key: str, value: str) -> tuple[SettableSetting, Settings]:
+        spec = SETTABLE_BY_KEY.get(key.upper())
+        if spec is None:
+            raise CommandRefused(f"{key} cannot be changed at runtime; these can: {', '.join(SETTABLE_BY_KEY)}")
+        current = self.runtime.settings
+        data: dict[str, Any] = {name: getattr(current, name) for name in type(current).model_fields}
+        data[spec.key.lower()] = value.strip()
+        try:
+            return spec, type(current).model_validate(data)
+        except ValidationError as exc:
+            raise CommandRefused("; ".join(format_validation_error(exc))) from None
+
+    def _change(self, spec: SettableSetting, new: Settings) -> SettingChange:
+        field = spec.key.lower()
+        old_value, new_value = getattr(self.runtime.settings, field), getattr(new, field)
+        risky = spec.risky_above is not None and Decimal(str(new_value)) > spec.risky_above
+        return SettingChange(spec.key, str(old_value), str(new_value), risky)
+
+    def _apply_settings(self, new: Settings) -> None:
+        from engine.runtime import risk_config
+
+        self.runtime.settings = new
+        trader = self.runtime.trader
+        trader.config = replace(trader.config, risk=risk_config(new), max_open_positions=new.max_open_positions)
+        trader.consensus.threshold = new.entry_threshold
+        trader._configured_symbols.clear()  # the next entry per symbol sets the (possibly new) leverage
+
+
+SETTING_OVERRIDES_KEY = "setting_overrides"
+
+
+@dataclass(frozen=True, slots=True)
+class SettableSetting:
+    key: str
+    meaning: str
+    risky_above: Decimal | None = None
+
+
+SETTABLE: tuple[SettableSetting, ...] = (
+    SettableSetting("RISK_PER_TRADE_PCT", "% of equity risked per trade", Decimal(2)),
+    SettableSetting("LEVERAGE", "leverage of new positions", Decimal(5)),
+    SettableSetting("MAX_OPEN_POSITIONS", "most positions open at once", Decimal(5)),
+    SettableSetting("MAX_POSITION_NOTIONAL_PCT", "largest position notional, % of equity", Decimal(200)),
+    SettableSetting("STOP_ATR_MULT", "stop distance in ATRs"),
+    SettableSetting("TAKE_PROFIT_ATR_MULT", "take-profit distance in ATRs"),
+    SettableSetting("MIN_STOP_PCT", "narrowest stop, % of price"),
+    SettableSetting("MAX_STOP_PCT", "widest stop, % of price", Decimal(10)),
+    SettableSetting("MIN_REWARD_RISK", "least take-profit/stop ratio"),
+    SettableSetting("ENTRY_THRESHOLD", "consensus score needed to enter"),
+)
+SETTABLE_BY_KEY: dict[str, SettableSetting] = {s.key: s for s in SETTABLE}
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerView:
+    name: str
+    tripped: bool
+    reason: str
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SettingChange:
+    key: str
+    old: str
+    new: str
+    risky: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolPerformance:
+    symbol: str
+    trades: int
+    wins: int
+    net_pnl: Decimal
+    gross_profit: Decimal
+    gross_loss: Decimal
+    fees: Decimal
+    funding: Decimal
+    best: Decimal
+    worst: Decimal
+
+    @property
+    def win_rate(self) -> float:
+        return self.wins / self.trades if self.trades else 0.0
+
+    @property
+    def profit_factor(self) -> Decimal | None:
+        return None if self.gross_loss == 0 else self.gross_profit / -self.gross_loss
+
+
+@dataclass(frozen=True, slots=True)
+class PerformanceReport:
+    total: SymbolPerformance
+    by_symbol: tuple[SymbolPerformance, ...]
+    max_drawdown: Decimal  # deepest fall of cumulative net realised P&L from its peak (≤ 0)
+
+
+def performance_of(trades: Sequence[TradeRecord]) -> PerformanceReport:
+    """Pure computation over closed trades (any order); symbols sorted by net P&L, best first."""
+    by_symbol: dict[str, list[TradeRecord]] = {}
+    for trade in trades:
+        by_symbol.setdefault(trade.symbol, []).append(trade)
+    rows = sorted((_stats(sym, ts) for sym, ts in by_symbol.items()), key=lambda s: s.net_pnl, reverse=True)
+    peak = cumulative = drawdown = Decimal(0)
+    for trade in sorted(trades, key=lambda t: (t.closed_at or t.created_at, t.id)):
+        cumulative += trade.net_pnl
+        peak = max(peak, cumulative)
+        drawdown = min(drawdown, cumulative - peak)
+    return PerformanceReport(_stats("ALL", list(trades)), tuple(rows), drawdown)
+
+
+def _stats(symbol: str, trades: Sequence[TradeRecord]) -> SymbolPerformance:
+    nets = [t.net_pnl for t in trades]
+    zero = Decimal(0)
+    return SymbolPerformance(
+        symbol=symbol, trades=len(trades), wins=sum(1 for n in nets if n > 0), net_pnl=sum(nets, zero),
+        gross_profit=sum((n for n in nets if n > 0), zero), gross_loss=sum((n for n in nets if n < 0), zero),
+        fees=sum((t.fees for t in trades), zero), funding=sum((t.funding for t in trades), zero),
+        best=max(nets, default=zero), worst=min(nets, default=zero))

@@ -1,0 +1,177 @@
+"""Entry point: ``await start_bot(settings, service, bus)`` → ``TelegramBot``; ``await bot.stop()`` at exit.
+
+Everything runs on the caller's asyncio loop (no threads): the PTB ``Application`` is initialised,
+started and polls with ``updater.start_polling``; the notifier's delivery task and the daily-summary task
+are plain asyncio tasks. ``start_bot`` never waits for Telegram: the notifier is subscribed to the bus at
+once (events queue in the database from the first moment) and connecting happens in the background,
+retrying with backoff while Telegram is unreachable. A rejected token leaves the bot off (console only)
+with one clear log line; trading carries on either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+
+from telegram import LinkPreviewOptions, Update
+from telegram.constants import ParseMode
+from telegram.error import InvalidToken, TelegramError
+from telegram.ext import Application
+
+from bot.auth import AuthGate
+from bot.commands import menu, register
+from bot.confirm import Confirmations
+from bot.context import BotContext, BotOptions
+from bot.notifier import Notifier
+from bot.redact import TokenRedactor
+from bot.summary import daily_summary, next_run, startup_message
+from engine.events import EventBus
+from engine.service import EngineService
+from settings import Settings
+from storage.notifications import ConfirmationRepository, NotificationQueue, NotifierSettingsRepository
+
+log = logging.getLogger(__name__)
+
+NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+
+
+async def start_bot(settings: Settings, service: EngineService, bus: EventBus, *,
+                    options: BotOptions | None = None) -> TelegramBot:
+    """Start the Telegram bot for ``settings.telegram_bot_token`` (which must be set)."""
+    if settings.telegram_bot_token is None:
+        raise ValueError("TELEGRAM_BOT_TOKEN is not set")
+    bot = TelegramBot(settings.telegram_bot_token.get_secret_value(), service, bus,
+                      options or BotOptions.from_settings(settings),
+                      allowed_user_ids=settings.telegram_allowed_user_ids)
+    await bot.start()
+    return bot
+
+
+class TelegramBot:
+    def __init__(self, token: str, service: EngineService, bus: EventBus, options: BotOptions, *,
+                 allowed_user_ids: list[int]) -> None:
+        self.service = service
+        self.bus = bus
+        self.options = options
+        self.redactor = TokenRedactor(token)
+        db = service.database
+        self.queue = NotificationQueue(db)
+        self.notifier = Notifier(self.queue, NotifierSettingsRepository(db), options.chat_ids, service.now,
+                                 options.delivery, default_levels=options.notify_levels)
+        self.gate = AuthGate(allowed_user_ids)
+        self.ctx = BotContext(service, Confirmations(ConfirmationRepository(db), service.now, options.confirm_ttl),
+                              self.notifier, options, self.gate.allowed)
+        builder = (Application.builder().token(token).concurrent_updates(False)
+                   .connect_timeout(options.connect_timeout).read_timeout(options.read_timeout)
+                   .write_timeout(options.read_timeout).pool_timeout(options.connect_timeout)
+                   .get_updates_connect_timeout(options.connect_timeout)
+                   .get_updates_read_timeout(options.read_timeout))
+        if options.base_url:
+            builder = builder.base_url(options.base_url)
+        self.app: Application = builder.build()
+        register(self.app, self.ctx, self.gate)
+        self.ready = asyncio.Event()       # connected and polling
+        self.token_rejected = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self.redactor.install()
+        applied = await self.service.apply_stored_settings()
+        if applied:
+            log.info("settings changed earlier with /set re-applied: %s", applied)
+        await self.notifier.load_levels()
+        self.bus.subscribe(self.notifier)
+        pending = await self.queue.pending_count()
+        try:
+            text = await startup_message(self.service, pending=pending)
+        except Exception:
+            log.exception("could not build the startup status")
+            text = f"🚀 <b>Vigil started</b> · mode {self.service.mode}"
+        await self.notifier.enqueue("state", text)
+        self._tasks.append(asyncio.create_task(self._connect(), name="telegram-connect"))
+        if self.options.daily_summary_at is not None:
+            self._tasks.append(asyncio.create_task(self._daily_summaries(), name="telegram-daily-summary"))
+        log.info("Telegram bot starting (%d allowed user(s), %d queued notification(s))",
+                 len(self.gate.allowed), pending)
+
+    async def stop(self) -> None:
+        """Say goodbye if Telegram is reachable (briefly), stop polling and the tasks; the queue stays."""
+        if self.ready.is_set():
+            with contextlib.suppress(Exception):
+                await self.notifier.enqueue("state", "⏹ <b>Vigil is shutting down</b>.")
+                async with asyncio.timeout(self.options.stop_flush_seconds):
+                    await self.notifier.wait_idle()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.notifier.stop()
+        with contextlib.suppress(ValueError):
+            self.bus.unsubscribe(self.notifier)
+        try:
+            if self.app.updater is not None and self.app.updater.running:
+                await self.app.updater.stop()
+            if self.app.running:
+                await self.app.stop()
+            await self.app.shutdown()
+        except Exception:
+            log.exception("error while stopping the Telegram application")
+        finally:
+            self.ready.clear()
+            self.redactor.uninstall()
+
+    async def _connect(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self.app.initialize()
+                break
+            except InvalidToken:  # its text contains the token: never log it
+                self.token_rejected = True
+                log.error("Telegram rejected TELEGRAM_BOT_TOKEN: the bot is off, console only. "
+                          "Notifications stay queued in the database.")
+                return
+            except TelegramError as exc:
+                log.warning("Telegram unreachable at start (%s); retrying in %.0f s", type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.options.connect_retry_max)
+        try:
+            await self.app.bot.set_my_commands(menu())
+        except TelegramError as exc:
+            log.warning("could not set the command menu (%s); commands still work", type(exc).__name__)
+        await self.app.start()
+        assert self.app.updater is not None
+        await self.app.updater.start_polling(
+            poll_interval=0.0, timeout=int(self.options.poll_timeout), bootstrap_retries=-1,
+            allowed_updates=[Update.MESSAGE, Update.CALLBACK_QUERY], error_callback=self._polling_error)
+        self.notifier.start(self._send)
+        self.ready.set()
+        log.info("Telegram bot @%s is polling", self.app.bot.username)
+
+    def _polling_error(self, error: TelegramError) -> None:
+        log.warning("Telegram polling failed (%s); PTB retries with backoff", type(error).__name__)
+
+    async def _send(self, chat_id: int, text: str, silent: bool, html: bool) -> None:
+        await self.app.bot.send_message(chat_id, text, parse_mode=ParseMode.HTML if html else None,
+                                        disable_notification=silent, link_preview_options=NO_PREVIEW)
+
+    async def _daily_summaries(self) -> None:
+        at = self.options.daily_summary_at
+        assert at is not None
+        while True:
+            now = datetime.now(UTC)
+            await asyncio.sleep((next_run(now, at) - now).total_seconds() + 0.5)
+            await self.send_daily_summary()
+
+    async def send_daily_summary(self) -> None:
+        try:
+            text = await daily_summary(self.service)
+        except Exception:
+            log.exception("could not build the daily summary")
+            return
+        await self.notifier.send_category("daily_summary", text)

@@ -1,0 +1,150 @@
+"""Commands that change something: /pause /resume /stop /scan /close /kill /paper /breakers /set.
+
+Dangerous ones (close, kill, going live, breaker reset, risky settings) only ask here; the change runs in
+``bot.actions`` after the same user presses Confirm.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bot import views
+from bot.confirm import Action
+from bot.context import BotContext
+from bot.format import esc, table, when
+from bot.notices import CATEGORIES, LEVELS
+from bot.reply import Call, Reply, UsageError, no_more_args
+from engine.service import SETTABLE, CommandRefused
+
+SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}USDT$")
+CLOSE_USAGE = "Usage: /close SYMBOL or /close all — e.g. /close BTCUSDT"
+SET_USAGE = ("Usage: /set KEY VALUE — e.g. /set RISK_PER_TRADE_PCT 0.5\nKeys: "
+             + ", ".join(s.key for s in SETTABLE) + ", notify.CATEGORY (on|silent|off)")
+
+
+async def pause(ctx: BotContext, call: Call) -> Reply:
+    no_more_args(call.args, 0, "Usage: /pause")
+    halts = await ctx.service.pause()
+    return Reply(f"⏸ Paused: no new entries; open positions are still managed. State: {esc(halts.label)}. "
+                 "/resume to trade again.")
+
+
+async def resume(ctx: BotContext, call: Call) -> Reply:
+    no_more_args(call.args, 0, "Usage: /resume")
+    await ctx.service.resume()
+    return Reply("▶️ Resumed: scanning and opening positions again.")
+
+
+async def stop(ctx: BotContext, call: Call) -> Reply:
+    no_more_args(call.args, 0, "Usage: /stop")
+    await ctx.service.stop()
+    return Reply("⏹ Stopped: no entries and no monitor actions. Exchange-side stops stay in place. "
+                 "/resume restarts.")
+
+
+async def scan(ctx: BotContext, call: Call) -> Reply:
+    no_more_args(call.args, 0, "Usage: /scan")
+    await ctx.service.scan_now()
+    last = await ctx.service.last_scan()
+    if not last:
+        return Reply("🔎 Scan ran but left no report; see the logs.")
+    if last.get("halted"):
+        return Reply(f"🔎 Scan at {when(last.get('time'))}: no entries — {esc(last['halted'])}.")
+    return Reply(f"🔎 Scan at {when(last.get('time'))}: {last.get('symbols', 0)} symbols, "
+                 f"{last.get('signals', 0)} signals, {last.get('opened', 0)} opened.")
+
+
+async def close(ctx: BotContext, call: Call) -> Reply:
+    if len(call.args) != 1:
+        raise UsageError(CLOSE_USAGE)
+    target = call.args[0].upper()
+    open_symbols = await ctx.service.open_symbols()
+    shown = ", ".join(open_symbols) or "none"
+    if target == "ALL":
+        if not open_symbols:
+            return Reply("No open positions to close.")
+        action, question = Action("close", {"symbol": "all"}), (
+            f"⚠️ Close <b>all {len(open_symbols)}</b> position(s) at market ({esc(shown)})?")
+    else:
+        if not SYMBOL_RE.match(target) or target not in open_symbols:
+            raise UsageError(f"No open position on {target[:24]}. Open positions: {shown}.\n{CLOSE_USAGE}")
+        action, question = Action("close", {"symbol": target}), f"⚠️ Close <b>{esc(target)}</b> at market?"
+    return await ctx.confirmations.ask(user_id=call.user_id, chat_id=call.chat_id, action=action,
+                                       question=question)
+
+
+async def kill(ctx: BotContext, call: Call) -> Reply:
+    no_more_args(call.args, 0, "Usage: /kill")
+    count = len(await ctx.service.open_symbols())
+    question = (f"☠️ <b>Kill-switch</b>: close all {count} position(s) at market, cancel every order and halt "
+                "trading until /resume?")
+    return await ctx.confirmations.ask(user_id=call.user_id, chat_id=call.chat_id, action=Action("kill", {}),
+                                       question=question)
+
+
+async def paper(ctx: BotContext, call: Call) -> Reply:
+    usage = "Usage: /paper (show the mode), /paper on (paper trading) or /paper off (live trading)"
+    no_more_args(call.args, 1, usage)
+    mode = ctx.service.mode
+    if not call.args:
+        other = "/paper off switches to live" if mode == "paper" else "/paper on switches to paper"
+        return Reply(f"Mode: {views.mode_badge(mode)}. {other}.")
+    choice = call.args[0].lower()
+    if choice not in ("on", "off"):
+        raise UsageError(usage)
+    target = "paper" if choice == "on" else "live"
+    if target == mode:
+        return Reply(f"Already in {views.mode_badge(mode)} mode.")
+    await ctx.service.check_mode_switch(target)
+    if target == "paper":
+        change = await ctx.service.set_mode("paper")
+        return Reply(f"🧪 Switched from {esc(change.old)} to <b>paper</b> trading.")
+    return await ctx.confirmations.ask(
+        user_id=call.user_id, chat_id=call.chat_id, action=Action("mode", {"mode": "live"}),
+        question="💰 Switch to <b>LIVE</b> trading? New positions will use <b>real money</b> on Binance.")
+
+
+async def breakers(ctx: BotContext, call: Call) -> Reply:
+    usage = "Usage: /breakers (show) or /breakers reset"
+    no_more_args(call.args, 1, usage)
+    if call.args:
+        if call.args[0].lower() != "reset":
+            raise UsageError(usage)
+        return await ctx.confirmations.ask(
+            user_id=call.user_id, chat_id=call.chat_id, action=Action("breakers_reset", {}),
+            question="🔁 Reset every tripped circuit breaker and allow entries again?")
+    items = await ctx.service.breakers()
+    if not items:
+        return Reply("🟢 No circuit breaker has tripped.")
+    rows = [["breaker", "state", "since"]]
+    rows += [[b.name, "TRIPPED" if b.tripped else "ok", f"{b.since:%m-%d %H:%M}"] for b in items]
+    reasons = [f"• <b>{esc(b.name)}</b>: {esc(b.reason)}" for b in items if b.tripped]
+    return Reply("\n".join(["<b>Circuit breakers</b>", table(rows, "lll"), *reasons,
+                            "/breakers reset resets the tripped ones (after confirmation)."]))
+
+
+async def set_value(ctx: BotContext, call: Call) -> Reply:
+    if len(call.args) != 2:
+        raise UsageError(SET_USAGE)
+    key, value = call.args
+    if key.lower().startswith("notify."):
+        return await _set_notify(ctx, key.lower().removeprefix("notify."), value.lower())
+    try:
+        change = await ctx.service.preview_setting(key, value)
+    except CommandRefused as exc:
+        raise UsageError(f"⛔ {exc}\n{SET_USAGE}") from None
+    if change.risky:
+        return await ctx.confirmations.ask(
+            user_id=call.user_id, chat_id=call.chat_id, action=Action("set", {"key": change.key, "value": value}),
+            question=f"⚠️ Raise <b>{esc(change.key)}</b> from {esc(change.old)} to <b>{esc(change.new)}</b>? "
+                     "That is above the usual safe range.")
+    change = await ctx.service.set_setting(key, value)
+    return Reply(f"✅ {esc(change.key)}: {esc(change.old)} → <b>{esc(change.new)}</b> (applies to new entries; "
+                 "kept across restarts)")
+
+
+async def _set_notify(ctx: BotContext, name: str, level: str) -> Reply:
+    if name not in CATEGORIES or level not in LEVELS:
+        raise UsageError(f"Usage: /set notify.CATEGORY on|silent|off — categories: {', '.join(CATEGORIES)}")
+    await ctx.notifier.set_level(name, level)
+    return Reply(f"✅ Notifications for {esc(name)}: <b>{esc(level)}</b>")

@@ -1,0 +1,77 @@
+"""THE command table. It registers the handlers, builds /help and the Telegram command menu
+(``set_my_commands``), so the three can never disagree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from telegram import BotCommand
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
+
+from bot import cmd_control, cmd_view
+from bot.auth import AUTH_GROUP, AuthGate
+from bot.confirm import CALLBACK_PATTERN
+from bot.context import BotContext
+from bot.dispatch import Handler, on_button, on_error, on_other, run_command
+from bot.format import esc
+from bot.reply import Call, Reply, no_more_args
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    args: str
+    description: str
+    handler: Handler
+
+
+async def help_command(ctx: BotContext, call: Call) -> Reply:
+    no_more_args(call.args, 0, "Usage: /help")
+    return Reply(help_text())
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("status", "", "mode, state, equity, P&L today, positions, scans", cmd_view.status),
+    Command("positions", "", "open positions with SL, TP and liquidation", cmd_view.positions),
+    Command("balance", "", "wallet, equity and available margin", cmd_view.balance),
+    Command("pnl", "[days]", "realised P&L per day (default 7 days)", cmd_view.pnl),
+    Command("trades", "[n]", "last closed trades (default 10)", cmd_view.trades),
+    Command("performance", "", "win rate, profit factor, results per symbol", cmd_view.performance),
+    Command("pause", "", "stop opening positions; open ones stay managed", cmd_control.pause),
+    Command("resume", "", "trade again after pause, stop or kill", cmd_control.resume),
+    Command("stop", "", "stop the trader; exchange stops stay in place", cmd_control.stop),
+    Command("close", "SYMBOL|all", "close at market (asks to confirm)", cmd_control.close),
+    Command("kill", "", "close everything, cancel orders, halt (asks to confirm)", cmd_control.kill),
+    Command("paper", "[on|off]", "show or switch paper/live (live asks to confirm)", cmd_control.paper),
+    Command("breakers", "[reset]", "circuit breakers; reset asks to confirm", cmd_control.breakers),
+    Command("config", "", "settings (secrets hidden) and notification levels", cmd_view.config),
+    Command("set", "KEY VALUE", "change a risk setting or a notification level", cmd_control.set_value),
+    Command("scan", "", "run a market scan now", cmd_control.scan),
+    Command("chart", "[days]", "equity and drawdown chart (default 7 days)", cmd_view.chart),
+    Command("help", "", "this list", help_command),
+)
+
+
+def help_text() -> str:
+    lines = ["<b>Vigil commands</b>"]
+    for c in COMMANDS:
+        usage = f"/{c.name}" + (f" {c.args}" if c.args else "")
+        lines.append(f"{esc(usage)} — {esc(c.description)}")
+    lines.append("Dangerous commands show Confirm / Cancel buttons, valid for 60 s.")
+    return "\n".join(lines)
+
+
+def menu() -> list[BotCommand]:
+    return [BotCommand(c.name, (f"{c.args} — " if c.args else "") + c.description) for c in COMMANDS]
+
+
+def register(app: Application, ctx: BotContext, gate: AuthGate) -> None:
+    """Auth gate first (group -1), then one handler per table row, buttons, and a fallback."""
+    app.add_handler(gate.handler(), group=AUTH_GROUP)
+    for command in COMMANDS:
+        callback = partial(run_command, ctx, command.name, command.handler)
+        app.add_handler(CommandHandler(command.name, callback, filters=filters.UpdateType.MESSAGE))
+    app.add_handler(CallbackQueryHandler(partial(on_button, ctx), pattern=CALLBACK_PATTERN))
+    app.add_handler(MessageHandler(filters.UpdateType.MESSAGE, on_other))
+    app.add_error_handler(on_error)

@@ -1,0 +1,60 @@
+"""What every handler needs: the façade, confirmations, the notifier and the bot's options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+from typing import Any
+
+from bot.confirm import Confirmations
+from bot.notifier import DeliveryOptions, Notifier, parse_levels
+from bot.summary import parse_utc_time
+from engine.service import EngineService
+from settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class BotOptions:
+    """Tunables; production values by default, tests shorten the waits."""
+
+    chat_ids: tuple[int, ...] = ()                 # where notifications go (default: the allowed users)
+    base_url: str | None = None                    # Bot API base ending in /bot (None: api.telegram.org)
+    poll_timeout: float = 10.0                     # getUpdates long-poll seconds
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+    confirm_ttl: timedelta = timedelta(seconds=60)
+    stale_after: timedelta = timedelta(minutes=10)  # commands older than this (sent while offline) are ignored
+    connect_retry_max: float = 60.0                # backoff cap while Telegram is unreachable at start
+    stop_flush_seconds: float = 3.0                # how long stop() waits for the queue to drain
+    daily_summary_at: time | None = time(0, 0)      # UTC; None disables the daily summary
+    notify_levels: dict[str, str] = field(default_factory=lambda: parse_levels(""))
+    delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> BotOptions:
+        """Read the bot's settings, with defaults for those not (yet) declared in ``Settings``."""
+        values: dict[str, Any] = {
+            "chat_ids": tuple(settings.telegram_allowed_user_ids),
+            "base_url": bot_api_base(settings.telegram_api_base_url),
+            "daily_summary_at": parse_utc_time(str(getattr(settings, "notify_daily_summary_utc", "00:00") or "")),
+            "notify_levels": parse_levels(str(getattr(settings, "notify_levels", "") or "")),
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+def bot_api_base(url: str | None) -> str | None:
+    """``TELEGRAM_API_BASE_URL`` → PTB's ``base_url`` (``…/bot``; the token is appended by PTB)."""
+    if not url:
+        return None
+    url = url.rstrip("/")
+    return url if url.endswith("/bot") else f"{url}/bot"
+
+
+@dataclass(slots=True)
+class BotContext:
+    service: EngineService
+    confirmations: Confirmations
+    notifier: Notifier
+    options: BotOptions
+    allowed_user_ids: frozenset[int]

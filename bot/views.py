@@ -1,0 +1,131 @@
+"""Command replies as HTML: what the operator reads on a phone. Pure functions of the façade's values."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+
+from bot.format import ago, esc, money, pct, price, qty, table, when
+from engine.exchange.types import Balance
+from engine.service import PerformanceReport, PositionView, StatusReport
+from storage.records import TradeRecord
+
+STATE_ICON = {"running": "▶️", "paused": "⏸", "stopped": "⏹"}
+
+
+def mode_badge(mode: str) -> str:
+    return "🧪 PAPER" if mode == "paper" else "💰 LIVE"
+
+
+def status(report: StatusReport, now: datetime) -> str:
+    icon = STATE_ICON.get(report.state, "🛑")
+    state = esc(report.state) + (f" — {esc(report.halt_reason)}" if report.halt_reason else "")
+    upnl = sum((p.unrealized_pnl for p in report.positions), Decimal(0))
+    lines = [f"<b>Vigil</b> · {mode_badge(report.mode)} · {icon} {state}"]
+    if report.exchange_error:
+        lines.append(f"⚠️ exchange unreachable: {esc(report.exchange_error)}")
+    else:
+        lines.append(f"Equity <b>{money(report.equity, signed=False)}</b>")
+        lines.append(f"Wallet {money(report.wallet, signed=False)} · free {money(report.available, signed=False)}")
+    lines.append(f"Today realised {money(report.today_realized)}")
+    if report.positions:
+        lines.append(f"Open positions {len(report.positions)} · uPnL {money(upnl)}")
+        lines.append(table([[p.symbol, p.side, f"{p.leverage}x", _signed(p.unrealized_pnl)]
+                            for p in report.positions], "lllr"))
+    else:
+        lines.append("No open positions")
+    last_scan = datetime.fromisoformat(report.last_scan) if report.last_scan else None
+    lines.append(f"Last scan {ago(last_scan, now)} · next {ago(report.next_scan, now)}")
+    monitor = datetime.fromisoformat(report.last_monitor) if report.last_monitor else None
+    lines.append(f"Last monitor tick {ago(monitor, now)}")
+    return "\n".join(lines)
+
+
+def positions(items: Sequence[PositionView], mode: str, now: datetime) -> str:
+    if not items:
+        return f"No open positions ({mode_badge(mode)})."
+    blocks = [f"<b>Open positions</b> · {mode_badge(mode)}"]
+    for p in items:
+        notional = p.quantity * p.entry_price
+        change = p.unrealized_pnl / notional * 100 if notional else Decimal(0)
+        blocks.append("\n".join([
+            f"<b>{esc(p.symbol)}</b> {esc(p.side)} {p.leverage}x · #{p.trade_id}",
+            f"Size {qty(p.quantity)} @ {price(p.entry_price)} → mark {price(p.mark_price)}",
+            f"uPnL {money(p.unrealized_pnl)} ({pct(change)})",
+            f"SL {price(p.stop_price)} · TP {price(p.take_profit_price)} · Liq {price(p.liquidation_price)}",
+            f"Opened {when(p.opened_at)} ({ago(p.opened_at, now)})",
+        ]))
+    return "\n\n".join(blocks)
+
+
+def balance(value: Balance, mode: str) -> str:
+    return "\n".join([
+        f"<b>Balance</b> · {mode_badge(mode)}",
+        f"Wallet {money(value.wallet_balance, signed=False)}",
+        f"Unrealised {money(value.unrealized_pnl)}",
+        f"Equity <b>{money(value.equity, signed=False)}</b>",
+        f"Available {money(value.available_balance, signed=False)}",
+    ])
+
+
+def pnl(trades: Sequence[TradeRecord], days: int, mode: str) -> str:
+    head = f"<b>Realised P&amp;L, last {days} day{'s' if days != 1 else ''}</b> · {mode_badge(mode)}"
+    if not trades:
+        return f"{head}\nNo closed trades in that period."
+    per_day: dict[str, list[TradeRecord]] = defaultdict(list)
+    for t in trades:
+        per_day[f"{t.closed_at:%Y-%m-%d}" if t.closed_at else "?"].append(t)
+    rows = [["day", "n", "net USDT"]]
+    rows += [[day, str(len(ts)), _signed(sum((t.net_pnl for t in ts), Decimal(0)))]
+             for day, ts in sorted(per_day.items(), reverse=True)]
+    total = sum((t.net_pnl for t in trades), Decimal(0))
+    fees = sum((t.fees for t in trades), Decimal(0))
+    funding = sum((t.funding for t in trades), Decimal(0))
+    return "\n".join([head, table(rows, "lrr"),
+                      f"Total <b>{money(total)}</b> over {len(trades)} trade{'s' if len(trades) != 1 else ''}",
+                      f"Fees {money(-fees)} · funding {money(funding)}"])
+
+
+def trades(items: Sequence[TradeRecord], mode: str) -> str:
+    if not items:
+        return f"No closed trades yet ({mode_badge(mode)})."
+    rows = [["#", "symbol", "side", "net", "exit"]]
+    rows += [[str(t.id), t.symbol, t.side[0], _signed(t.net_pnl), (t.exit_reason or "?")[:12]] for t in items]
+    total = sum((t.net_pnl for t in items), Decimal(0))
+    return "\n".join([f"<b>Last {len(items)} closed trade{'s' if len(items) != 1 else ''}</b> · {mode_badge(mode)}",
+                      table(rows, "lllrl"), f"Net of these {money(total)} (after fees and funding)"])
+
+
+def performance(report: PerformanceReport, mode: str) -> str:
+    t = report.total
+    if not t.trades:
+        return f"No closed trades yet ({mode_badge(mode)})."
+    factor = "∞" if t.profit_factor is None else f"{t.profit_factor:.2f}"
+    rows = [["symbol", "n", "win%", "net"]]
+    rows += [[s.symbol, str(s.trades), f"{s.win_rate * 100:.0f}", _signed(s.net_pnl)] for s in report.by_symbol]
+    return "\n".join([
+        f"<b>Performance</b> · {mode_badge(mode)} · all closed trades",
+        f"Trades {t.trades} · win rate {t.win_rate * 100:.0f} % · net <b>{money(t.net_pnl)}</b>",
+        f"Profit factor {factor} · best {money(t.best)} · worst {money(t.worst)}",
+        f"Max drawdown {money(report.max_drawdown)} · fees {money(-t.fees)} · funding {money(t.funding)}",
+        table(rows, "lrrr"),
+    ])
+
+
+def config(values: dict[str, str], notify_levels: dict[str, str]) -> str:
+    rows = [[key, value if value != "" else "—"] for key, value in sorted(values.items())]
+    levels = [[f"notify.{cat}", level] for cat, level in sorted(notify_levels.items())]
+    return "\n".join(["<b>Configuration</b> (secrets hidden)", table(rows, "ll"),
+                      "<b>Notifications</b> (/set notify.CATEGORY on|silent|off)", table(levels, "ll")])
+
+
+def closed_list(closed: Sequence[TradeRecord]) -> str:
+    if not closed:
+        return "nothing was open"
+    return ", ".join(f"{esc(t.symbol)} {money(t.net_pnl)}" for t in closed)
+
+
+def _signed(value: Decimal) -> str:
+    return f"{value:+,.2f}".replace("-", "−")

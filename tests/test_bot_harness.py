@@ -1,0 +1,169 @@
+"""Shared set-up for the Telegram tests: a real trader + façade over the paper exchange on real data, the
+real PTB ``Application`` from ``bot.app.start_bot`` and the local fake Bot API. Also checks the harness."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import TelegramBot, start_bot
+from bot.context import BotOptions
+from bot.notices import CATEGORIES
+from bot.notifier import DeliveryOptions
+from engine.runtime import Runtime
+from engine.service import EngineService
+from tests.fakes.telegram_server import TOKEN, Call, FakeTelegram
+from tests.trading_fixtures import Rig, build_rig
+
+OPERATOR = 1111
+SECOND_OPERATOR = 2222
+STRANGER = 6666
+ALL_OFF = {c: "off" for c in CATEGORIES}
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.01)
+
+
+def options_for(fake: FakeTelegram, **overrides: Any) -> BotOptions:
+    values: dict[str, Any] = dict(
+        chat_ids=(OPERATOR,), base_url=fake.base_url, poll_timeout=1.0, connect_timeout=1.0, read_timeout=2.0,
+        connect_retry_max=0.2, stop_flush_seconds=0.5, daily_summary_at=None, notify_levels=dict(ALL_OFF),
+        delivery=DeliveryOptions(min_interval=0.01, retry_base=0.05, retry_max=0.2))
+    values.update(overrides)
+    return BotOptions(**values)
+
+
+def service_for(rig: Rig) -> EngineService:
+    return EngineService(Runtime.from_parts(rig.settings, rig.repos, rig.bus, rig.clock, exchange=rig.exchange,
+                                            trader=rig.trader))
+
+
+@dataclass
+class Cockpit:
+    """One running bot over one trader, driven like an operator's phone."""
+
+    rig: Rig
+    service: EngineService
+    fake: FakeTelegram
+    bot: TelegramBot
+    options: BotOptions
+    bots: list[TelegramBot] = field(default_factory=list)
+
+    async def send(self, text: str, *, user: int = OPERATOR, replies: int = 1, **kwargs: Any) -> list[Call]:
+        """Send a message as ``user``; return the bot's replies to that chat once ``replies`` arrived."""
+        start = len(self.fake.calls)
+        self.fake.push_text(user, text, **kwargs)
+        return await self.replies_since(start, user, replies)
+
+    async def press(self, data: str, *, user: int = OPERATOR, chat: int = OPERATOR) -> list[Call]:
+        """Press the button with callback ``data`` on the latest message carrying buttons in ``chat``."""
+        message = self.fake.last_message_with_buttons(chat)
+        start = len(self.fake.calls)
+        self.fake.press(user, message, data)
+        await wait_for(lambda: any(c.method == "answerCallbackQuery" for c in self.fake.calls[start:]))
+        await self.settle()
+        return [c for c in self.fake.calls[start:] if c.ok]
+
+    async def replies_since(self, start: int, chat: int, count: int = 1) -> list[Call]:
+        def ready() -> bool:
+            return len(_replies(self.fake.calls[start:], chat)) >= count
+        await wait_for(ready)
+        return _replies(self.fake.calls[start:], chat)
+
+    async def settle(self) -> None:
+        """Wait until every queued update was handled: a /help round trip goes through the same queue."""
+        start = len(self.fake.calls)
+        self.fake.push_text(OPERATOR, "/help")
+        await wait_for(lambda: any("Vigil commands" in c.text for c in _replies(self.fake.calls[start:], OPERATOR)))
+
+    def buttons(self, chat: int = OPERATOR) -> list[tuple[str, str]]:
+        message = self.fake.last_message_with_buttons(chat)
+        markup = message.reply_markup or {}
+        return [(b["text"], b["callback_data"]) for row in markup.get("inline_keyboard", []) for b in row]
+
+    async def restart_bot(self, **overrides: Any) -> TelegramBot:
+        await self.bot.stop()
+        if overrides:
+            self.options = options_for(self.fake, **overrides)
+        self.bot = await start_bot(self.rig.settings, self.service, self.rig.bus, options=self.options)
+        self.bots.append(self.bot)
+        return self.bot
+
+
+def _replies(calls: list[Call], chat: int) -> list[Call]:
+    return [c for c in calls if c.ok and c.chat_id == chat and c.method in ("sendMessage", "sendPhoto")]
+
+
+async def open_cockpit(tmp_path: Path, fake: FakeTelegram, *, wait_ready: bool = True,
+                       rig_kwargs: dict[str, Any] | None = None, **option_overrides: Any) -> Cockpit:
+    kwargs: dict[str, Any] = dict(telegram_bot_token=TOKEN, telegram_allowed_user_ids=[OPERATOR, SECOND_OPERATOR])
+    kwargs.update(rig_kwargs or {})
+    rig = await build_rig(tmp_path / "bot.sqlite3", **kwargs)
+    service = service_for(rig)
+    options = options_for(fake, **option_overrides)
+    bot = await start_bot(rig.settings, service, rig.bus, options=options)
+    cockpit = Cockpit(rig, service, fake, bot, options, [bot])
+    if wait_ready:
+        await wait_for(bot.ready.is_set)
+    return cockpit
+
+
+async def close_cockpit(cockpit: Cockpit) -> None:
+    for bot in cockpit.bots:
+        await bot.stop()
+    await cockpit.rig.close()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram() as server:
+        yield server
+
+
+async def test_harness_starts_polls_and_stops(tmp_path: Path, fake: FakeTelegram):
+    cockpit = await open_cockpit(tmp_path, fake)
+    try:
+        methods = {c.method for c in fake.calls}
+        assert {"getMe", "setMyCommands", "getUpdates"} <= methods
+        await cockpit.settle()
+    finally:
+        await close_cockpit(cockpit)
+    assert not cockpit.bot.app.running
+
+
+async def test_startup_message_says_mode_and_state(tmp_path: Path, fake: FakeTelegram):
+    cockpit = await open_cockpit(tmp_path, fake)
+    try:
+        await wait_for(lambda: any("Vigil started" in t for t in fake.texts(OPERATOR)))
+        startup = next(t for t in fake.texts(OPERATOR) if "Vigil started" in t)
+        assert "PAPER" in startup and "running" in startup
+        assert TOKEN not in "".join(fake.texts())
+    finally:
+        await close_cockpit(cockpit)
+
+
+def test_options_follow_settings_with_defaults():
+    from bot.context import bot_api_base
+    from tests.trading_fixtures import make_settings
+
+    settings = make_settings(telegram_bot_token=TOKEN, telegram_allowed_user_ids=[5, 6],
+                             telegram_api_base_url="http://127.0.0.1:9/")
+    options = BotOptions.from_settings(settings)
+    assert options.chat_ids == (5, 6) and options.base_url == "http://127.0.0.1:9/bot"
+    assert options.confirm_ttl == timedelta(seconds=60) and options.notify_levels["scan"] == "off"
+    assert bot_api_base(None) is None and bot_api_base("https://x.example/bot") == "https://x.example/bot"
