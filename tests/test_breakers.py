@@ -23,9 +23,12 @@ from engine.breakers import (
     Breakers,
     ClosedTrade,
 )
-from engine.events import BreakerReset, BreakerTripped, TradeClosed
+from engine.clock import ManualClock
+from engine.events import BreakerReset, BreakerTripped, TradeClosed, TradeOpened
+from engine.exchange.types import ProtectiveKind
 from storage.db import Database
 from storage.repositories import StateRepository
+from tests.trading_fixtures import Rig, build_rig
 
 T0 = datetime(2025, 4, 7, 0, 1, tzinfo=UTC)
 CFG = BreakerConfig()
@@ -258,3 +261,81 @@ async def test_disabled_breakers_never_trip(db: Database):
         events += await b.record_api_error(T0)
     assert not [e for e in events if isinstance(e, BreakerTripped | BreakerReset)]
     assert await b.entries_blocked("BTCUSDT", T0) is None
+
+
+# ------------------------------------------------------------------------------------------- real crash day
+CRASH_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+
+
+class CrashDay:
+    """The paper trader on the bundled real data, with the breakers wired in by hand the way the monitor
+    will: evaluate on the account equity, block entries symbol by symbol (the test voter only votes for
+    symbols the breakers let through), feed closed trades back."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.breakers = Breakers(rig.repos.state, BreakerConfig())
+        self.events: list = []
+        self._seen = len(rig.sink.events)
+
+    async def tick(self) -> None:
+        now = self.rig.clock.now()
+        equity = (await self.rig.exchange.balance()).equity
+        self.events += await self.breakers.evaluate(AccountSnapshot(equity), now)
+        self.rig.voter.symbols = {s for s in CRASH_SYMBOLS if await self.breakers.entries_blocked(s, now) is None}
+        await self.rig.trader.scan()
+        await self.rig.trader.monitor()
+        for event in self.rig.sink.events[self._seen:]:
+            if isinstance(event, TradeClosed):
+                self.events += await self.breakers.record_trade_closed(event, now)
+        self._seen = len(self.rig.sink.events)
+        self.rig.clock.advance(timedelta(minutes=5))
+
+    def opened_since(self, when: datetime) -> list[TradeOpened]:
+        return [e for e in self.rig.sink.of(TradeOpened) if e.time >= when]
+
+    async def protected(self) -> bool:
+        stops = {o.symbol for o in await self.rig.exchange.open_protective_orders()
+                 if o.kind is ProtectiveKind.STOP_LOSS and o.status.is_open}
+        return all(p.symbol in stops for p in await self.rig.exchange.positions())
+
+
+async def test_real_crash_day_trips_daily_loss_and_next_utc_day_resets(tmp_path: Path):
+    # 2025-04-06: BTC −6 %, ETH −13 %, SOL −14 % from 12:00 UTC (bundled Binance 5m data). Three 2 %-risk longs
+    # opened at 00:00 lose 3 % of the day's equity by mid-morning: the daily-loss breaker trips while they are open.
+    path = tmp_path / "v.sqlite3"
+    clock = ManualClock(datetime(2025, 4, 6, 0, 0, 5, tzinfo=UTC))
+    settings = dict(symbols=list(CRASH_SYMBOLS), universe_size=3, max_open_positions=3, risk_per_trade_pct=D("2"))
+    rig = await build_rig(path, clock=clock, voted=set(CRASH_SYMBOLS), **settings)
+    day = CrashDay(rig)
+    try:
+        while not any(isinstance(e, BreakerTripped) and e.breaker == DAILY_LOSS for e in day.events):
+            await day.tick()
+            assert clock.now() < datetime(2025, 4, 7, tzinfo=UTC), "the crash day did not trip the breaker"
+        tripped_at = clock.now() - timedelta(minutes=5)
+        assert len(day.opened_since(datetime(2025, 4, 6, tzinfo=UTC))) == 3
+        assert len(await rig.exchange.positions()) == 3 and await day.protected()
+        assert (await day.breakers.entries_blocked("BTCUSDT", clock.now())).startswith(DAILY_LOSS)
+        for _ in range(12):
+            await day.tick()
+        assert day.opened_since(tripped_at) == []                                  # entries stopped
+    finally:
+        await rig.close()
+
+    # restart: the breaker is still tripped, the positions still carry their exchange stops
+    rig = await build_rig(path, clock=clock, voted=set(CRASH_SYMBOLS), **settings)
+    day = CrashDay(rig)
+    try:
+        assert await day.breakers.entries_blocked(None, clock.now()) is not None
+        assert await rig.exchange.positions() and await day.protected()
+        while clock.now() < datetime(2025, 4, 7, 0, 5, tzinfo=UTC):
+            await day.tick()
+        closed = rig.sink.of(TradeClosed)
+        # every position open at the trip was closed by its own stop during the sell-off, none re-opened that day
+        assert [c.reason for c in closed] == ["stop_loss"] * 3 and all(c.net_pnl < 0 for c in closed)
+        assert [o for o in day.opened_since(tripped_at) if o.time < datetime(2025, 4, 7, tzinfo=UTC)] == []
+        resets = [e for e in day.events if isinstance(e, BreakerReset) and e.breaker == DAILY_LOSS]
+        assert [r.time for r in resets] == [datetime(2025, 4, 7, 0, 0, 5, tzinfo=UTC)]
+        assert len(day.opened_since(datetime(2025, 4, 7, tzinfo=UTC))) == 3      # entries resume
+    finally:
+        await rig.close()
