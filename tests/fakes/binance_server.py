@@ -147,6 +147,7 @@ class Fault:
     msg: str | None = None
     accept: bool | None = None
     hits: int = 0
+    skip: int = 0  # matching requests let through untouched before the fault applies
 
     @property
     def accepts(self) -> bool:
@@ -164,13 +165,13 @@ class Faults:
 
     def next(self, path: str, kind: str, *, method: str | None = None, times: int = 1,
              retry_after: float | None = None, delay: float = 5.0, status: int | None = None,
-             code: int | None = None, msg: str | None = None, accept: bool | None = None) -> Fault:
+             code: int | None = None, msg: str | None = None, accept: bool | None = None, skip: int = 0) -> Fault:
         """Inject ``kind`` (a preset name like "429", "-2019", "503_unknown", "timeout", "drop", or
         "error" with status/code/msg) on the next matching request(s)."""
         if kind not in _PRESETS and kind != "error":
             raise ValueError(f"unknown fault kind {kind!r}; use one of {', '.join(_PRESETS)} or 'error'")
         fault = Fault(kind, path, method.upper() if method else None, times, retry_after, delay, status, code,
-                      msg, accept)
+                      msg, accept, skip=skip)
         self._queue.append(fault)
         return fault
 
@@ -184,6 +185,9 @@ class Faults:
     def take(self, method: str, path: str) -> Fault | None:
         for fault in self._queue:
             if fault.matches(method, path):
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    return None
                 fault.times -= 1
                 fault.hits += 1
                 return fault
@@ -221,6 +225,7 @@ class FakeBinanceFutures:
         self.weight_limit = weight_limit
         self.faults = Faults()
         self.requests: list[RecordedRequest] = []
+        self.held: list[RecordedRequest] = []  # requests held unprocessed by a non-accepting "timeout" fault
         self.wallet = wallet
         self.hedge_mode = False
         self.multi_assets = False
@@ -392,6 +397,12 @@ class FakeBinanceFutures:
         handler, signed, weight_fn = route
         weight = weight_fn(params)
         fault = self.faults.take(method, path)
+        if fault is not None and fault.kind == "timeout" and not fault.accepts:
+            # the request hangs and is never processed (a crash test kills the client meanwhile)
+            self.held.append(RecordedRequest(method, path, params, self.now_ms(), request.headers.get("X-MBX-APIKEY")))
+            await asyncio.sleep(fault.delay)
+            raise FakeApiError(408, -1007, "Timeout waiting for response from backend server. Send status unknown; "
+                                           "execution status unknown.")
         if fault is not None and not fault.accepts:
             raise self._fault_error(fault)
         self._charge(weight)

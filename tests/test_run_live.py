@@ -1,0 +1,229 @@
+"""``python main.py run`` in LIVE mode as a real process against the fake Binance futures server (real
+``binance.AsyncClient``, real HTTP on 127.0.0.1, real bundled data).
+
+The fake's clock starts at 2025-03-03 21:15 UTC: on the real data, Vigil's own technical voter signals an
+ETHUSDT short at that candle close (the demo shows the same entry), so the process opens a real position
+without any test-only strategy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from settings import Settings
+from tests.fakes.binance_server import TEST_API_KEY, TEST_API_SECRET, FakeBinanceFutures
+
+ROOT = Path(__file__).parent.parent
+SIGNAL_TIME = datetime(2025, 3, 3, 21, 15, 1, tzinfo=UTC)
+pytestmark = pytest.mark.slow
+
+
+def live_env(tmp_path: Path, base_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k.upper() not in {n.upper() for n in Settings.model_fields}}
+    env.update({
+        "PYTHONPATH": str(ROOT), "DB_PATH": str(tmp_path / "vigil.sqlite3"), "BINANCE_BASE_URL": base_url,
+        "TRADING_MODE": "live", "BINANCE_API_KEY": TEST_API_KEY, "BINANCE_API_SECRET": TEST_API_SECRET,
+        "SYMBOLS": "ETHUSDT,BTCUSDT", "SCAN_INTERVAL_SECONDS": "2", "SCAN_DELAY_SECONDS": "0",
+        "MONITOR_INTERVAL_SECONDS": "1", "LOG_LEVEL": "INFO",
+    })
+    env.update(extra)
+    return env
+
+
+def query(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if not db_path.exists():
+        return []
+    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+    try:
+        return con.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        con.close()
+
+
+class Vigil:
+    """One `main.py run` process; its output goes to vigil.log in the test's folder."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.env, self.cwd = env, cwd
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> Vigil:
+        with (self.cwd / "vigil.log").open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(ROOT / "main.py"), "run", env=self.env, cwd=self.cwd, stdout=log, stderr=log)
+        return self
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 60) -> None:
+        assert self.proc is not None
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                if self.proc.returncode is not None:
+                    log = (self.cwd / "vigil.log").read_text()[-4000:]
+                    raise AssertionError(f"vigil exited with {self.proc.returncode}:\n{log}")
+                await asyncio.sleep(0.1)
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+    async def terminate(self) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), 30)
+
+
+def open_algos(fake: FakeBinanceFutures, symbol: str, order_type: str | None = None) -> list[dict[str, Any]]:
+    return [a for a in fake.algo_orders.values() if a["symbol"] == symbol and a["algoStatus"] == "NEW"
+            and (order_type is None or a["orderType"] == order_type)]
+
+
+def position_amt(fake: FakeBinanceFutures, symbol: str) -> Decimal:
+    return fake.positions[symbol].amount
+
+
+def market_orders(fake: FakeBinanceFutures, symbol: str) -> list[dict[str, Any]]:
+    return [o for o in fake.orders.values() if o["symbol"] == symbol]
+
+
+def heartbeats(db_path: Path) -> str:
+    rows = query(db_path, "SELECT value FROM state WHERE key='monitor_heartbeat'")
+    return rows[0][0] if rows else ""
+
+
+# ----------------------------------------------------------------------------------------- refusals
+@pytest.mark.parametrize("case", ["hedge", "multi_assets", "bad_key"])
+async def test_startup_refuses_unsafe_accounts_with_one_line(tmp_path: Path, case: str):
+    async with FakeBinanceFutures(start=SIGNAL_TIME) as fake:
+        env = live_env(tmp_path, fake.base_url)
+        if case == "hedge":
+            fake.set_hedge_mode()
+        elif case == "multi_assets":
+            fake.set_multi_assets()
+        else:
+            env["BINANCE_API_KEY"] = "not-the-right-key"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(ROOT / "main.py"), "run", env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    lines = [line for line in out.decode().splitlines() if line.startswith("vigil:")]
+    assert len(lines) == 1, out.decode() + err.decode()
+    expected = {"hedge": "Hedge mode", "multi_assets": "Multi-Assets mode", "bad_key": "API key"}[case]
+    assert expected in lines[0]
+    assert "Traceback" not in out.decode() + err.decode()
+    assert "not-the-right-key" not in out.decode() + err.decode()
+    assert not fake.orders and not fake.algo_orders
+
+
+# ----------------------------------------------------------------------------------------- full trade
+async def test_live_entry_protection_and_take_profit_booking(tmp_path: Path):
+    db_path = tmp_path / "vigil.sqlite3"
+    async with FakeBinanceFutures(start=SIGNAL_TIME) as fake:
+        vigil = await Vigil(live_env(tmp_path, fake.base_url), tmp_path).start()
+        try:
+            await vigil.wait_until(lambda: len(open_algos(fake, "ETHUSDT")) == 2)
+            # the stop and the take-profit went through the Algo Order API with the exact parameters
+            posts = [r.params for r in fake.calls("/fapi/v1/algoOrder", "POST")]
+            assert [p["type"] for p in posts] == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]
+            for p in posts:
+                assert (p["algoType"], p["closePosition"], p["workingType"], p["side"]) == (
+                    "CONDITIONAL", "true", "MARK_PRICE", "BUY")
+            assert fake.calls("/fapi/v1/order", "POST")[0].params["newClientOrderId"].endswith("-E1")
+            assert position_amt(fake, "ETHUSDT") < 0
+            tp = Decimal(open_algos(fake, "ETHUSDT", "TAKE_PROFIT_MARKET")[0]["triggerPrice"])
+            await vigil.wait_until(lambda: query(db_path, "SELECT status FROM trades") == [("OPEN",)])
+
+            # real data: the ETH take-profit is reached on 2025-03-04 around 16:35 UTC; funding is paid on the way
+            await fake.set_time(datetime(2025, 3, 4, 17, 0, tzinfo=UTC))
+            assert position_amt(fake, "ETHUSDT") == 0
+            await vigil.wait_until(lambda: query(db_path, "SELECT status FROM trades") == [("CLOSED",)])
+        finally:
+            code = await vigil.terminate()
+        assert code == 0
+        (entry, exit_price, qty, reason, pnl, fees, funding), = query(
+            db_path, "SELECT entry_price, exit_price, initial_quantity, exit_reason, realized_pnl, fees, funding"
+                     " FROM trades")
+        assert reason == "take_profit"
+        eth_trades = [t for t in fake.trades if t["symbol"] == "ETHUSDT"]
+        assert Decimal(exit_price) == Decimal(eth_trades[-1]["price"])
+        assert abs(Decimal(exit_price) - tp) <= tp * Decimal("0.01")
+        assert Decimal(pnl) == (Decimal(entry) - Decimal(exit_price)) * Decimal(qty)
+        assert Decimal(fees) == sum(Decimal(t["commission"]) for t in eth_trades)
+        expected_funding = sum(Decimal(i["income"]) for i in fake.income
+                               if i["symbol"] == "ETHUSDT" and i["incomeType"] == "FUNDING_FEE")
+        assert expected_funding != 0 and Decimal(funding) == expected_funding
+        assert open_algos(fake, "ETHUSDT") == []
+
+
+# ----------------------------------------------------------------------------------------- crash matrix
+CRASH_POINTS = {
+    # moment → (fault to arm, condition meaning "the process is now at that moment")
+    "intent_written": (dict(path="/fapi/v1/order", kind="timeout", method="POST", accept=False, delay=120),
+                       lambda fake: len(fake.held) == 1),
+    "order_sent_answer_lost": (dict(path="/fapi/v1/order", kind="timeout", method="POST", accept=True, delay=120),
+                               lambda fake: len(market_orders(fake, "ETHUSDT")) == 1),
+    "filled_stop_not_placed": (dict(path="/fapi/v1/algoOrder", kind="timeout", method="POST", accept=False,
+                                    delay=120), lambda fake: len(fake.held) == 1),
+    "stop_placed": (dict(path="/fapi/v1/algoOrder", kind="timeout", method="POST", accept=False, delay=120, skip=1),
+                    lambda fake: len(fake.held) == 1 and len(open_algos(fake, "ETHUSDT", "STOP_MARKET")) == 1),
+    "take_profit_placed": (None, lambda fake: len(open_algos(fake, "ETHUSDT")) == 2),
+}
+
+
+@pytest.mark.parametrize("moment", list(CRASH_POINTS))
+async def test_crash_matrix_entry(tmp_path: Path, moment: str):
+    db_path = tmp_path / "vigil.sqlite3"
+    fault, reached = CRASH_POINTS[moment]
+    async with FakeBinanceFutures(start=SIGNAL_TIME) as fake:
+        if fault is not None:
+            fake.faults.next(**fault)
+        vigil = await Vigil(live_env(tmp_path, fake.base_url), tmp_path).start()
+        try:
+            await vigil.wait_until(lambda: reached(fake))
+        finally:
+            await vigil.kill()
+        before = heartbeats(db_path)
+
+        vigil = await Vigil(live_env(tmp_path, fake.base_url), tmp_path).start()
+        try:
+            def settled() -> bool:
+                active = query(db_path, "SELECT symbol, quantity FROM trades WHERE status IN ('OPEN','PENDING')")
+                return (heartbeats(db_path) > before and position_amt(fake, "ETHUSDT") != 0
+                        and len(open_algos(fake, "ETHUSDT", "STOP_MARKET")) == 1
+                        and active == [("ETHUSDT", str(-position_amt(fake, "ETHUSDT")))])
+            await vigil.wait_until(settled)
+            stable = heartbeats(db_path)
+            await vigil.wait_until(lambda: heartbeats(db_path) > stable)  # one more full monitor tick
+            assert settled()
+        finally:
+            await vigil.terminate()
+        # exactly one position, protected by exactly one stop, and no order sent twice for one intent
+        assert len(open_algos(fake, "ETHUSDT", "STOP_MARKET")) == 1
+        assert len(open_algos(fake, "ETHUSDT", "TAKE_PROFIT_MARKET")) <= 1
+        ids = [o["clientOrderId"] for o in fake.orders.values()]
+        assert len(ids) == len(set(ids))
+        filled = [o for o in market_orders(fake, "ETHUSDT") if o["status"] == "FILLED"]
+        assert len(filled) == 1
+        algo_ids = [a["clientAlgoId"] for a in fake.algo_orders.values()]
+        assert len(algo_ids) == len(set(algo_ids))
+        # books equal the exchange
+        (qty, entry), = query(db_path, "SELECT quantity, entry_price FROM trades WHERE status='OPEN'")
+        assert Decimal(qty) == -position_amt(fake, "ETHUSDT")
+        assert Decimal(entry) == fake.positions["ETHUSDT"].entry
+        assert query(db_path, "SELECT count(*) FROM orders WHERE status IN ('INTENT', 'UNKNOWN')") == [(0,)]
