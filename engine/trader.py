@@ -24,6 +24,7 @@ from engine.clock import Clock
 from engine.events import Alert, EventBus, Level, ScanCompleted, TradeClosed, TradeOpened
 from engine.exchange.errors import (
     ExchangeError,
+    InsufficientMargin,
     OrderNotFound,
     OrderRejected,
     OrderStatusUnknown,
@@ -235,6 +236,8 @@ class Trader:
         except OrderRejected as exc:
             await self.repos.orders.update(cid, status=OrderState.REJECTED, now=self.clock.now(), error=str(exc))
             log.info("order %s rejected: %s", cid, exc)
+            if reduce_only or isinstance(exc, InsufficientMargin):
+                await self._alert(Level.WARNING, f"{symbol}: order {cid} rejected by the exchange: {exc}")
             return OrderResult(symbol, cid, "", side, OrderStatus.REJECTED, quantity, Decimal(0), Decimal(0),
                                reduce_only, self.clock.now())
         except ExchangeError as exc:

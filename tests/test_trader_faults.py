@@ -1,0 +1,184 @@
+"""The trader with the real live adapter (binance.AsyncClient over HTTP) against the fake Binance server,
+with every injected fault: the bot keeps running, no order is lost or sent twice, the operator is told
+when they must act, and a 418 ban stops every call until it ends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.clock import ManualClock
+from engine.events import Alert, EventBus, Level, RecordingSink
+from engine.exchange.binance import BinanceFutures
+from engine.exchange.errors import IpBanned
+from engine.runtime import build_trader
+from engine.scheduler import EngineScheduler
+from engine.trader import Trader
+from settings import Settings
+from storage.db import Database
+from storage.records import OrderState, TradeStatus
+from storage.repositories import Repositories
+from tests.fakes.binance_server import TEST_API_KEY, TEST_API_SECRET, FakeBinanceFutures, FakeSleep
+
+SIGNAL_TIME = datetime(2025, 3, 3, 21, 15, 1, tzinfo=UTC)  # the real voter signals an ETHUSDT short here
+
+
+@dataclass
+class LiveRig:
+    fake: FakeBinanceFutures
+    exchange: BinanceFutures
+    trader: Trader
+    repos: Repositories
+    sink: RecordingSink
+    bus: EventBus
+    clock: ManualClock
+    sleep: FakeSleep
+
+    def algos(self, order_type: str | None = None) -> list[dict[str, Any]]:
+        return [a for a in self.fake.algo_orders.values() if a["symbol"] == "ETHUSDT" and a["algoStatus"] == "NEW"
+                and (order_type is None or a["orderType"] == order_type)]
+
+    def entry_orders(self) -> list[dict[str, Any]]:
+        return [o for o in self.fake.orders.values() if o["symbol"] == "ETHUSDT"]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[LiveRig]:
+    async with FakeBinanceFutures(start=SIGNAL_TIME) as fake:
+        clock = ManualClock(fake.now)
+        sleep = FakeSleep(clock)
+        exchange = await BinanceFutures.connect(TEST_API_KEY, TEST_API_SECRET, base_url=fake.base_url, clock=clock,
+                                                sleep=sleep, request_timeout=1.0)
+        db = await Database(tmp_path / "live.sqlite3").open()
+        repos = Repositories(db)
+        bus = EventBus()
+        sink = RecordingSink()
+        bus.subscribe(sink)
+        settings = Settings(_env_file=None, symbols=["ETHUSDT", "BTCUSDT"], universe_size=2,  # type: ignore[call-arg]
+                            trading_mode="paper")
+        trader = build_trader(settings, mode="live", exchange=exchange, repos=repos, bus=bus, clock=clock)
+        await trader.start()
+        try:
+            yield LiveRig(fake, exchange, trader, repos, sink, bus, clock, sleep)
+        finally:
+            await exchange.close()
+            await db.close()
+
+
+def critical_alerts(rig: LiveRig) -> list[Alert]:
+    return [a for a in rig.sink.of(Alert) if a.level is Level.CRITICAL]
+
+
+async def test_clean_entry_for_reference(rig: LiveRig):
+    report = await rig.trader.scan()
+    assert len(report.opened) == 1
+    assert len(rig.algos("STOP_MARKET")) == 1 and len(rig.algos("TAKE_PROFIT_MARKET")) == 1
+
+
+@pytest.mark.parametrize("kind", ["503_unknown", "timeout", "drop"])
+async def test_entry_answer_lost_is_resolved_by_client_id_not_resent(rig: LiveRig, kind: str):
+    rig.fake.faults.next("/fapi/v1/order", kind, method="POST", delay=3)
+    report = await rig.trader.scan()
+    assert len(rig.entry_orders()) == 1  # accepted once, never re-sent
+    if report.opened:
+        trade = await rig.repos.trades.get(report.opened[0])
+    else:  # the query found nothing yet: reconciliation resolves it on the next monitor tick
+        await rig.trader.monitor()
+        (trade,) = await rig.repos.trades.active("live")
+    assert trade.status is TradeStatus.OPEN
+    assert len(rig.algos("STOP_MARKET")) == 1
+    assert len(rig.entry_orders()) == 1
+    assert rig.fake.positions["ETHUSDT"].amount == -trade.quantity
+
+
+async def test_stop_answer_lost_is_found_by_client_algo_id(rig: LiveRig):
+    rig.fake.faults.next("/fapi/v1/algoOrder", "503_unknown", method="POST")
+    report = await rig.trader.scan()
+    assert len(report.opened) == 1
+    assert len(rig.algos("STOP_MARKET")) == 1
+    await rig.trader.monitor()
+    assert len(rig.algos("STOP_MARKET")) == 1
+
+
+async def test_stop_that_would_trigger_closes_the_position_and_alerts(rig: LiveRig):
+    rig.fake.faults.next("/fapi/v1/algoOrder", "-2021", method="POST")
+    report = await rig.trader.scan()
+    assert report.opened == []
+    assert rig.fake.positions["ETHUSDT"].amount == 0
+    (trade,) = await rig.repos.trades.closed("live")
+    assert trade.exit_reason == "stop_unplaceable"
+    assert len(critical_alerts(rig)) == 1
+    assert rig.algos() == []
+
+
+async def test_insufficient_margin_fails_the_entry_with_an_alert(rig: LiveRig):
+    rig.fake.faults.next("/fapi/v1/order", "-2019", method="POST")
+    report = await rig.trader.scan()
+    assert report.opened == [] and rig.fake.positions["ETHUSDT"].amount == 0
+    assert [t.status for t in await rig.repos.trades.closed("live")] == []
+    failed = await rig.repos.db.fetchall("SELECT status, exit_reason FROM trades")
+    assert [tuple(r) for r in failed] == [("FAILED", "entry REJECTED")]
+    assert any("rejected" in a.message for a in rig.sink.of(Alert))
+    assert await rig.repos.orders.unresolved("live") == []
+
+
+async def test_min_notional_rejection_leaves_nothing_behind(rig: LiveRig):
+    rig.fake.faults.next("/fapi/v1/order", "-4164", method="POST")
+    report = await rig.trader.scan()
+    assert report.opened == [] and rig.fake.positions["ETHUSDT"].amount == 0
+    rows = await rig.repos.db.fetchall("SELECT status FROM orders")
+    assert [r[0] for r in rows] == [OrderState.REJECTED.value]
+
+
+async def test_timestamp_error_is_resynced_and_retried_once(rig: LiveRig):
+    rig.fake.faults.next("/fapi/v1/order", "-1021", method="POST")
+    report = await rig.trader.scan()
+    assert len(report.opened) == 1 and len(rig.entry_orders()) == 1
+
+
+async def test_rate_limit_on_market_data_backs_off_and_the_next_scan_trades(rig: LiveRig):
+    rig.fake.faults.next("/fapi/v1/klines", "429", retry_after=7, times=1)
+    report = await rig.trader.scan()
+    assert rig.sleep.calls == [7.0]  # honoured Retry-After, then the read was retried
+    assert report.rejected == {} and len(report.opened) == 1
+
+
+async def test_ip_ban_stops_all_calls_until_it_ends_and_the_scheduler_survives(rig: LiveRig):
+    await rig.trader.scan()
+    rig.fake.faults.next("/fapi/v1/premiumIndex", "418", retry_after=120)
+    with pytest.raises(IpBanned):
+        await rig.exchange.mark_price("ETHUSDT")
+    sent = len(rig.fake.requests)
+    scheduler = EngineScheduler(clock=rig.clock, bus=rig.bus, scan=rig.trader.scan, monitor=rig.trader.monitor,
+                                scan_interval=300, monitor_interval=60, scan_delay=5)
+    await scheduler.run_job("monitor")
+    await scheduler.run_job("scan")
+    assert len(rig.fake.requests) == sent  # nothing reached the exchange during the ban
+    assert scheduler.stats["monitor"].failures == 1
+    assert [a.detail["job"] for a in rig.sink.of(Alert)] == ["monitor"]
+    # the ban ends: calls resume and the position is still protected
+    rig.clock.advance(timedelta(seconds=121))
+    await rig.fake.advance(timedelta(seconds=121))
+    await scheduler.run_job("monitor")
+    assert scheduler.stats["monitor"].consecutive_failures == 0
+    assert len(rig.algos("STOP_MARKET")) == 1
+    assert len(rig.fake.requests) > sent
+
+
+async def test_position_never_unprotected_after_a_failed_stop_replacement(rig: LiveRig):
+    report = await rig.trader.scan()
+    (trade_id,) = report.opened
+    stop = rig.algos("STOP_MARKET")[0]
+    rig.fake.algo_orders[stop["algoId"]]["algoStatus"] = "CANCELED"  # removed behind our back
+    rig.fake.faults.next("/fapi/v1/algoOrder", "-2021", method="POST")  # and price is already beyond it
+    await rig.trader.monitor()
+    trade = await rig.repos.trades.get(trade_id)
+    assert trade.status is TradeStatus.CLOSED and rig.fake.positions["ETHUSDT"].amount == 0
+    assert len(critical_alerts(rig)) == 1
+    assert Decimal(0) == rig.fake.positions["ETHUSDT"].amount
