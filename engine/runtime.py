@@ -7,6 +7,7 @@ exchange and trader on the same database, bus and scheduler.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 
 from engine.clock import Clock, ExchangeClock
@@ -28,6 +29,7 @@ from strategies.technical import TrendMomentumVoter
 log = logging.getLogger(__name__)
 
 MODE_KEY = "mode"
+TIME_RESYNC_SECONDS = 900
 
 
 def risk_config(settings: Settings, taker_fee: float | None = None) -> RiskConfig:
@@ -81,6 +83,8 @@ class Runtime:
         self.mode = settings.trading_mode
         self._exchange: Exchange | None = None
         self._trader: Trader | None = None
+        self._binance: BinanceFutures | None = None
+        self._last_time_sync = 0.0
         self.scheduler: EngineScheduler | None = None
 
     @classmethod
@@ -128,6 +132,8 @@ class Runtime:
     async def _build_exchange(self, mode: str) -> Exchange:
         s = self.settings
         exchange = await self._connect_binance(mode)
+        self._binance = exchange
+        self._last_time_sync = time.monotonic()
         if isinstance(self.clock, ExchangeClock):
             self.clock.follow(lambda: exchange.time_offset_ms)
         if mode == "live":
@@ -166,6 +172,9 @@ class Runtime:
         await self.trader.scan()
 
     async def run_monitor(self) -> None:
+        if self._binance is not None and time.monotonic() - self._last_time_sync > TIME_RESYNC_SECONDS:
+            await self._binance.sync_time()  # keeps the exchange clock (and request timestamps) honest
+            self._last_time_sync = time.monotonic()
         await self.trader.monitor()
 
     def start_scheduler(self) -> EngineScheduler:

@@ -519,12 +519,13 @@ class Trader:
             if found is not None and found.status in (ProtectiveStatus.TRIGGERED, ProtectiveStatus.FINISHED):
                 await self.repos.orders.update(order.client_id, status=OrderState.TRIGGERED, now=self.clock.now())
                 return "stop_loss" if order.purpose is OrderPurpose.STOP_LOSS else "take_profit"
-        if trade.liquidation_price:
-            since = (trade.opened_at or trade.created_at) - FILL_LOOKBACK
-            exits = [f for f in await self.exchange.fills(trade.symbol, since)
-                     if f.side is PositionSide(trade.side).exit_side]
-            if exits and _near(exits[-1].price, trade.liquidation_price, Decimal("0.005")):
-                return "liquidation"
+        since = (trade.opened_at or trade.created_at) - FILL_LOOKBACK
+        exits = [f for f in await self.exchange.fills(trade.symbol, since)
+                 if f.side is PositionSide(trade.side).exit_side]
+        if exits and (exits[-1].client_id or "").startswith("autoclose-"):
+            return "liquidation"  # Binance names liquidation orders autoclose-…
+        if exits and trade.liquidation_price and _near(exits[-1].price, trade.liquidation_price, Decimal("0.005")):
+            return "liquidation"
         return "manual"
 
     async def _ensure_stop(self, trade: TradeRecord, position: Position, orders: Sequence[ProtectiveOrder],
