@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 
 from engine.exchange.types import PositionSide
 
@@ -70,6 +71,15 @@ class TradeOutcome:
     @property
     def won(self) -> bool:
         return self.r_multiple > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"symbol": self.symbol, "r": self.r_multiple, "mae": self.mae_atr, "mfe": self.mfe_atr,
+                "exit": self.exit_atr, "opened_at": self.opened_at.isoformat(), "regime": self.regime}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TradeOutcome:
+        return cls(raw["symbol"], float(raw["r"]), float(raw["mae"]), float(raw["mfe"]), float(raw["exit"]),
+                   datetime.fromisoformat(raw["opened_at"]), raw.get("regime", ""))
 
     @classmethod
     def from_prices(cls, *, symbol: str, side: PositionSide, entry: Decimal, exit_price: Decimal,

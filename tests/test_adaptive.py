@@ -3,6 +3,7 @@ hour-of-day multiplier."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal as D
@@ -129,6 +130,7 @@ def test_outcome_from_prices():
                                  net_pnl=D("-6.5"), quantity=D(2))
     assert (s.r_multiple, s.mae_atr, s.mfe_atr, s.exit_atr) == (-0.8125, 1.75, 0.5, -1.5)
     assert not s.won
+    assert TradeOutcome.from_dict(json.loads(json.dumps(s.to_dict()))) == s
 
 
 def test_regime_labels():
