@@ -56,6 +56,7 @@ class TelegramBot:
         self.bus = bus
         self.options = options
         self.redactor = TokenRedactor(token)
+        self.redactor.install()  # before PTB is built: it logs its URLs (which contain the token) at DEBUG
         db = service.database
         self.queue = NotificationQueue(db)
         self.notifier = Notifier(self.queue, NotifierSettingsRepository(db), options.chat_ids, service.now,
@@ -78,7 +79,6 @@ class TelegramBot:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        self.redactor.install()
         applied = await self.service.apply_stored_settings()
         if applied:
             log.info("settings changed earlier with /set re-applied: %s", applied)

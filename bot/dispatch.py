@@ -1,6 +1,8 @@
 """PTB glue: turn an update into a ``Call``, run the handler, send its ``Reply``; run confirmed buttons.
 
-Every reply is HTML, split under 4096 characters; refusals and usage errors are escaped plain text.
+Every reply is HTML, split under 4096 characters, and quotes the command it answers (notifications arrive
+in the same chat; the quote says which reply belongs to which command). Refusals and usage errors are
+escaped plain text.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ async def _safely(work: Awaitable[Reply], what: str) -> Reply:
 async def _send(ctx: BotContext, message: Message, reply: Reply) -> None:
     if reply.photo is not None:
         fits = len(reply.text) <= CAPTION_LIMIT
-        await message.reply_photo(reply.photo, caption=reply.text if fits else None, parse_mode=ParseMode.HTML)
+        await message.reply_photo(reply.photo, caption=reply.text if fits else None, parse_mode=ParseMode.HTML,
+                                  do_quote=True)
         if fits:
             return
     chunks = split_message(reply.text)
@@ -72,7 +75,7 @@ async def _send(ctx: BotContext, message: Message, reply: Reply) -> None:
     for i, chunk in enumerate(chunks):
         last = i == len(chunks) - 1
         sent = await message.reply_text(chunk, parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEW,
-                                        reply_markup=markup if last else None)
+                                        reply_markup=markup if last else None, do_quote=True)
     if reply.confirmation and sent is not None:
         await ctx.confirmations.attach(reply.confirmation, sent.message_id)
 
@@ -128,9 +131,10 @@ async def on_other(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     if message.text.startswith("/"):
         word = message.text.split()[0][:32]
-        await message.reply_text(f"Unknown command {esc(word)}. Send /help for the list.", parse_mode=ParseMode.HTML)
+        await message.reply_text(f"Unknown command {esc(word)}. Send /help for the list.", parse_mode=ParseMode.HTML,
+                                 do_quote=True)
     else:
-        await message.reply_text("Send /help for the list of commands.")
+        await message.reply_text("Send /help for the list of commands.", do_quote=True)
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:

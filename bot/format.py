@@ -29,8 +29,16 @@ def money(value: Decimal, unit: str = "USDT", *, signed: bool = True) -> str:
 
 
 def price(value: Decimal | None) -> str:
+    """A price for reading: at most 2 decimals from 1,000, 4 from 1, else 6 significant digits."""
     if value is None:
         return "—"
+    size = abs(value)
+    if size >= 1000:
+        value = value.quantize(Decimal("0.01"))
+    elif size >= 1:
+        value = value.quantize(Decimal("0.0001"))
+    elif size > 0:
+        value = round(value, 5 - size.adjusted())
     normal = value.normalize()
     if normal == normal.to_integral():
         normal = normal.quantize(Decimal(1))

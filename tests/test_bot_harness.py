@@ -64,32 +64,34 @@ class Cockpit:
     options: BotOptions
     bots: list[TelegramBot] = field(default_factory=list)
 
-    async def send(self, text: str, *, user: int = OPERATOR, replies: int = 1, **kwargs: Any) -> list[Call]:
-        """Send a message as ``user``; return the bot's replies to that chat once ``replies`` arrived."""
-        start = len(self.fake.calls)
-        self.fake.push_text(user, text, **kwargs)
-        return await self.replies_since(start, user, replies)
+    async def send(self, text: str, *, user: int = OPERATOR, chat: int | None = None, replies: int = 1,
+                   date: int | None = None) -> list[Call]:
+        """Send a message as ``user`` (in ``chat``, default their private chat); return the bot's replies to
+        that chat once ``replies`` arrived."""
+        message_id = self.fake.push_text(user, text, chat_id=chat, date=date)
+        return await self.replies_to(message_id, user if chat is None else chat, replies)
 
     async def press(self, data: str, *, user: int = OPERATOR, chat: int = OPERATOR) -> list[Call]:
-        """Press the button with callback ``data`` on the latest message carrying buttons in ``chat``."""
-        message = self.fake.last_message_with_buttons(chat)
+        """Press the button with callback ``data`` on the message that carried it (or, for made-up data, on the
+        latest message with buttons in ``chat``)."""
+        message = self.fake.message_with_button(data) or self.fake.last_message_with_buttons(chat)
         start = len(self.fake.calls)
         self.fake.press(user, message, data)
         await wait_for(lambda: any(c.method == "answerCallbackQuery" for c in self.fake.calls[start:]))
         await self.settle()
         return [c for c in self.fake.calls[start:] if c.ok]
 
-    async def replies_since(self, start: int, chat: int, count: int = 1) -> list[Call]:
-        def ready() -> bool:
-            return len(_replies(self.fake.calls[start:], chat)) >= count
-        await wait_for(ready)
-        return _replies(self.fake.calls[start:], chat)
+    async def replies_to(self, message_id: int, chat: int, count: int = 1) -> list[Call]:
+        """The bot's replies (they quote the command) to one message, once ``count`` of them arrived."""
+        def replies() -> list[Call]:
+            return [c for c in self.fake.calls if c.ok and c.chat_id == chat and c.quoted == message_id
+                    and c.method in ("sendMessage", "sendPhoto")]
+        await wait_for(lambda: len(replies()) >= count)
+        return replies()
 
     async def settle(self) -> None:
         """Wait until every queued update was handled: a /help round trip goes through the same queue."""
-        start = len(self.fake.calls)
-        self.fake.push_text(OPERATOR, "/help")
-        await wait_for(lambda: any("Vigil commands" in c.text for c in _replies(self.fake.calls[start:], OPERATOR)))
+        await self.send("/help")
 
     def buttons(self, chat: int = OPERATOR) -> list[tuple[str, str]]:
         message = self.fake.last_message_with_buttons(chat)
@@ -103,10 +105,6 @@ class Cockpit:
         self.bot = await start_bot(self.rig.settings, self.service, self.rig.bus, options=self.options)
         self.bots.append(self.bot)
         return self.bot
-
-
-def _replies(calls: list[Call], chat: int) -> list[Call]:
-    return [c for c in calls if c.ok and c.chat_id == chat and c.method in ("sendMessage", "sendPhoto")]
 
 
 async def open_cockpit(tmp_path: Path, fake: FakeTelegram, *, wait_ready: bool = True,
@@ -138,8 +136,7 @@ async def fake() -> AsyncIterator[FakeTelegram]:
 async def test_harness_starts_polls_and_stops(tmp_path: Path, fake: FakeTelegram):
     cockpit = await open_cockpit(tmp_path, fake)
     try:
-        methods = {c.method for c in fake.calls}
-        assert {"getMe", "setMyCommands", "getUpdates"} <= methods
+        await wait_for(lambda: {"getMe", "setMyCommands", "getUpdates"} <= {c.method for c in fake.calls})
         await cockpit.settle()
     finally:
         await close_cockpit(cockpit)

@@ -45,6 +45,16 @@ class Call:
     def text(self) -> str:
         return str(self.params.get("text") or self.params.get("caption") or "")
 
+    def flag(self, name: str) -> bool:
+        """A boolean parameter (PTB sends JSON ``true``/``false`` as form values)."""
+        return str(self.params.get(name, "")).lower() == "true"
+
+    @property
+    def quoted(self) -> int | None:
+        """The message id this call replies to (``reply_parameters``), if any."""
+        value = (self.params.get("reply_parameters") or {}).get("message_id")
+        return None if value is None else int(value)
+
     @property
     def buttons(self) -> list[tuple[str, str]]:
         markup = self.params.get("reply_markup") or {}
@@ -64,6 +74,7 @@ class FakeTelegram:
         self.token = token
         self.calls: list[Call] = []
         self.messages: dict[tuple[int, int], SentMessage] = {}
+        self.button_owner: dict[str, tuple[int, int]] = {}  # callback data → the message that carried it
         self._updates: list[dict[str, Any]] = []
         self._next_update_id = 1
         self._next_message_id = 1
@@ -128,6 +139,7 @@ class FakeTelegram:
 
     # ------------------------------------------------------------------ feeding updates
     def push_text(self, user_id: int, text: str, *, chat_id: int | None = None, date: int | None = None) -> int:
+        """Queue a text message from ``user_id``; returns its message id (replies quote it)."""
         entities = []
         if text.startswith("/"):
             command = text.split()[0]
@@ -137,7 +149,8 @@ class FakeTelegram:
                    "text": text}
         if entities:
             message["entities"] = entities
-        return self._push({"message": message})
+        self._push({"message": message})
+        return int(message["message_id"])
 
     push_command = push_text
 
@@ -159,9 +172,6 @@ class FakeTelegram:
         self._new_update.set()
         return update_id
 
-    def fetched(self, update_id: int) -> bool:
-        return self.confirmed_offset > update_id
-
     # ------------------------------------------------------------------ inspection
     def sent(self, method: str | None = None, chat_id: int | None = None) -> list[Call]:
         return [c for c in self.calls if c.ok and (method is None or c.method == method)
@@ -171,6 +181,11 @@ class FakeTelegram:
         """Texts the bot delivered (messages, photo captions and edits), in order."""
         return [c.text for c in self.sent(chat_id=chat_id)
                 if c.method in ("sendMessage", "sendPhoto", "editMessageText")]
+
+    def message_with_button(self, data: str) -> SentMessage | None:
+        """The message that was sent with a button carrying ``data`` (even if an edit removed it since)."""
+        key = self.button_owner.get(data)
+        return None if key is None else self.messages[key]
 
     def last_message_with_buttons(self, chat_id: int) -> SentMessage:
         found = [m for (chat, _), m in self.messages.items() if chat == chat_id and m.reply_markup]
@@ -262,6 +277,9 @@ class FakeTelegram:
     def _store_message(self, chat_id: int, text: str, markup: dict[str, Any] | None) -> dict[str, Any]:
         message = SentMessage(chat_id, self._message_id(), text, markup)
         self.messages[(chat_id, message.message_id)] = message
+        for row in (markup or {}).get("inline_keyboard", []):
+            for button in row:
+                self.button_owner[button.get("callback_data", "")] = (chat_id, message.message_id)
         return self._message_json(message)
 
     def _message_json(self, message: SentMessage) -> dict[str, Any]:
