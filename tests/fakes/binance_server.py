@@ -12,11 +12,18 @@ symbol is the open of the 5m candle containing "now"; that candle is served as t
 ``await fake.advance(...)`` / ``await fake.set_time(...)`` walk the candles in between, triggering stops and
 take-profits on each candle's high/low and paying funding on the way. A clock jump made by the test is not
 treated as client clock drift (clients synced before the jump stay valid); ``skew_clock`` is.
+
+Clones: ``clones={"S001USDT": "BTCUSDT", ...}`` adds synthetic symbols that reuse a bundled symbol's candles,
+funding, leverage brackets and exchangeInfo filters (entry copied with ``symbol``/``pair``/``baseAsset``
+renamed), so a test or benchmark can have a universe of 100 symbols from the 3 bundled series. A clone
+is a full symbol of its own (own positions, orders, leverage); its 24 h ticker equals its source's, so in a
+volume ranking it ties with its source (``MarketDataService`` breaks ties by symbol name: deterministic).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import gzip
 import hashlib
@@ -26,7 +33,7 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -217,10 +224,13 @@ class FakeBinanceFutures:
     def __init__(self, *, start: datetime = DEFAULT_START, api_key: str = TEST_API_KEY,
                  api_secret: str = TEST_API_SECRET, symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT"),
                  wallet: Decimal = Decimal(1000), taker_fee: Decimal = Decimal("0.0005"),
-                 weight_limit: int = 2400, default_leverage: int = 20, data_dir: Path = DATA_DIR) -> None:
+                 weight_limit: int = 2400, default_leverage: int = 20, data_dir: Path = DATA_DIR,
+                 clones: Mapping[str, str] | None = None) -> None:
         self.api_key, self.api_secret = api_key, api_secret
-        self.symbols = symbols
         self.data_dir = data_dir
+        clones = dict(clones or {})
+        self._source: dict[str, str] = {s: s for s in symbols} | self._check_clones(clones, symbols)
+        self.symbols = tuple(symbols) + tuple(clones)
         self.taker_fee = taker_fee
         self.weight_limit = weight_limit
         self.faults = Faults()
@@ -233,7 +243,7 @@ class FakeBinanceFutures:
         self.default_leverage = default_leverage
         self.leverage: dict[str, int] = {}
         self.margin_type: dict[str, str] = {}
-        self.positions: dict[str, _Position] = {s: _Position() for s in symbols}
+        self.positions: dict[str, _Position] = {s: _Position() for s in self.symbols}
         self.orders: dict[int, dict[str, Any]] = {}
         self.algo_orders: dict[int, dict[str, Any]] = {}
         self.trades: list[dict[str, Any]] = []
@@ -241,6 +251,7 @@ class FakeBinanceFutures:
         self._price_override: dict[str, Decimal] = {}
         self._ids = iter(range(1_000_001, 10**12))
         self._info = {e["symbol"]: e for e in load_exchange_info(data_dir) if e["symbol"] in symbols}
+        self._info |= {name: _renamed_entry(self._bundled_entry(source), name) for name, source in clones.items()}
         self._base_ms = int(start.timestamp() * 1000)
         self._mono = time.monotonic()
         self._total_jump = 0
@@ -248,6 +259,7 @@ class FakeBinanceFutures:
         self._banned_until_ms = 0
         self._weight_minute = -1
         self._weight_used = 0
+        self.weight_charged = 0  # every request's weight since start (never rolls over): for benchmarks
         self._order_count = 0
         self._runner: web.AppRunner | None = None
         self._port = 0
@@ -279,6 +291,26 @@ class FakeBinanceFutures:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._port}"
+
+    # ------------------------------------------------------------------ clones
+    def source_of(self, symbol: str) -> str:
+        """The bundled symbol whose data ``symbol`` serves (itself unless it is a clone)."""
+        return self._source.get(symbol, symbol)
+
+    def _check_clones(self, clones: dict[str, str], symbols: tuple[str, ...]) -> dict[str, str]:
+        for name, source in clones.items():
+            if name in symbols:
+                raise ValueError(f"clone {name} clashes with a real symbol")
+            if not name.endswith("USDT") or name == "USDT":
+                raise ValueError(f"clone name {name!r} must be a USDT perpetual name like S001USDT")
+            self._bundled_entry(source)
+        return clones
+
+    def _bundled_entry(self, source: str) -> dict[str, Any]:
+        entry = next((e for e in load_exchange_info(self.data_dir) if e["symbol"] == source), None)
+        if entry is None:
+            raise ValueError(f"clone source {source} has no exchangeInfo entry in {self.data_dir}")
+        return entry
 
     # ------------------------------------------------------------------ clock and prices
     def now_ms(self) -> int:
@@ -320,7 +352,7 @@ class FakeBinanceFutures:
         return self._price_at(symbol, self.now_ms())
 
     def _price_at(self, symbol: str, at_ms: int) -> Decimal:
-        c = load_candles(symbol, self.data_dir)
+        c = load_candles(self.source_of(symbol), self.data_dir)
         i = int(np.searchsorted(c.open_time, at_ms, side="right")) - 1
         if i < 0:
             raise FakeApiError(400, -1121, f"no market data for {symbol} at {at_ms}")
@@ -460,6 +492,7 @@ class FakeBinanceFutures:
             retry = 60 - (self.now_ms() // 1000) % 60
             raise FakeApiError(429, -1003, _PRESETS["429"][2], {"Retry-After": str(retry)})
         self._weight_used += weight
+        self.weight_charged += weight
 
     def _authenticate(self, request: web.Request, params: dict[str, str], total: str) -> None:
         key = request.headers.get("X-MBX-APIKEY")
@@ -572,7 +605,7 @@ class FakeBinanceFutures:
                      end: int | None) -> list[list[Any]]:
         """Candles that have started by now (the last one is forming), Binance's startTime/endTime rules."""
         now = self.now_ms()
-        agg = aggregate(symbol, ims, self.data_dir)
+        agg = aggregate(self.source_of(symbol), ims, self.data_dir)
         current = now // ims * ims
         n_done = int(np.searchsorted(agg.open_time, current, side="left"))
         forming_ok = (start is None or current >= start) and (end is None or current <= end)
@@ -594,7 +627,7 @@ class FakeBinanceFutures:
         return rows
 
     def _forming(self, symbol: str, bucket: int, now: int) -> tuple[float, float, float, float, float] | None:
-        c = load_candles(symbol, self.data_dir)
+        c = load_candles(self.source_of(symbol), self.data_dir)
         lo = int(np.searchsorted(c.open_time, bucket, side="left"))
         hi = int(np.searchsorted(c.open_time, now, side="right"))
         if hi <= lo:
@@ -612,7 +645,7 @@ class FakeBinanceFutures:
 
     def _ticker_row(self, symbol: str) -> dict[str, Any]:
         now = self.now_ms()
-        c = load_candles(symbol, self.data_dir)
+        c = load_candles(self.source_of(symbol), self.data_dir)
         hi = int(np.searchsorted(c.open_time, now, side="right"))
         lo = max(0, hi - 288)
         last = self.price(symbol)
@@ -632,7 +665,7 @@ class FakeBinanceFutures:
 
     def _premium_row(self, symbol: str) -> dict[str, Any]:
         now = self.now_ms()
-        times, rates = load_funding(symbol, self.data_dir)
+        times, rates = load_funding(self.source_of(symbol), self.data_dir)
         i = int(np.searchsorted(times, now, side="right"))
         next_time = int(times[i]) if i < len(times) else (now // 28_800_000 + 1) * 28_800_000
         rate = rates[i] if i < len(rates) else rates[-1]
@@ -646,7 +679,7 @@ class FakeBinanceFutures:
         start, end = params.get("startTime"), params.get("endTime")
         out: list[dict[str, Any]] = []
         for s in [symbol] if symbol else self.symbols:
-            times, rates = load_funding(s, self.data_dir)
+            times, rates = load_funding(self.source_of(s), self.data_dir)
             for t, r in zip(times.tolist(), rates, strict=True):
                 if t > self.now_ms() or (start and t < int(start)) or (end and t > int(end)):
                     continue
@@ -660,7 +693,7 @@ class FakeBinanceFutures:
         symbol = self._symbol(params, required=False)
         data = load_brackets(self.data_dir)
         known = {e["symbol"]: e["brackets"] for e in data["symbols"]}
-        return [{"symbol": s, "notionalCoef": 1.0, "brackets": known.get(s, data["default"])}
+        return [{"symbol": s, "notionalCoef": 1.0, "brackets": known.get(self.source_of(s), data["default"])}
                 for s in ([symbol] if symbol else self.symbols)]
 
     def _account_config(self, params: dict[str, str]) -> dict[str, Any]:
@@ -754,7 +787,7 @@ class FakeBinanceFutures:
         if amount == 0:
             return D0
         data = load_brackets(self.data_dir)
-        brackets = {e["symbol"]: e["brackets"] for e in data["symbols"]}.get(symbol, data["default"])
+        brackets = {e["symbol"]: e["brackets"] for e in data["symbols"]}.get(self.source_of(symbol), data["default"])
         notional = abs(amount) * entry
         b = next((b for b in brackets if Decimal(b["notionalFloor"]) <= notional < Decimal(b["notionalCap"])),
                  brackets[-1])
@@ -1062,14 +1095,14 @@ class FakeBinanceFutures:
         watched = {a["symbol"] for a in self.algo_orders.values() if a["algoStatus"] == "NEW"}
         for symbol in self.symbols:
             if self.positions[symbol].amount:
-                times, rates = load_funding(symbol, self.data_dir)
+                times, rates = load_funding(self.source_of(symbol), self.data_dir)
                 lo = int(np.searchsorted(times, from_ms, side="right"))
                 hi = int(np.searchsorted(times, to_ms, side="right"))
                 for i in range(lo, hi):
                     yield int(times[i]), 0, symbol, rates[i]
             if symbol not in watched:
                 continue
-            c = load_candles(symbol, self.data_dir)
+            c = load_candles(self.source_of(symbol), self.data_dir)
             lo = int(np.searchsorted(c.open_time, from_ms // FIVE_MIN * FIVE_MIN, side="left"))
             hi = int(np.searchsorted(c.open_time, to_ms, side="right"))
             for i in range(lo, hi):
@@ -1114,6 +1147,13 @@ class FakeBinanceFutures:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def _renamed_entry(entry: dict[str, Any], name: str) -> dict[str, Any]:
+    """A copy of an exchangeInfo symbol entry (filters included) under another symbol name."""
+    out = copy.deepcopy(entry)
+    out.update(symbol=name, pair=name, baseAsset=name.removesuffix(str(entry.get("quoteAsset", "USDT"))))
+    return out
+
+
 def _s(value: Decimal) -> str:
     text = format(value.normalize(), "f") if value else "0"
     return text
