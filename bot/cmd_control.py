@@ -11,7 +11,7 @@ import re
 from bot import views
 from bot.confirm import Action
 from bot.context import BotContext
-from bot.format import esc, table, when
+from bot.format import esc, when
 from bot.notices import CATEGORIES, LEVELS
 from bot.reply import Call, Reply, UsageError, no_more_args
 from engine.service import SETTABLE, CommandRefused
@@ -113,14 +113,7 @@ async def breakers(ctx: BotContext, call: Call) -> Reply:
         return await ctx.confirmations.ask(
             user_id=call.user_id, chat_id=call.chat_id, action=Action("breakers_reset", {}),
             question="🔁 Reset every tripped circuit breaker and allow entries again?")
-    items = await ctx.service.breakers()
-    if not items:
-        return Reply("🟢 No circuit breaker has tripped.")
-    rows = [["breaker", "state", "since"]]
-    rows += [[b.name, "TRIPPED" if b.tripped else "ok", f"{b.since:%m-%d %H:%M}"] for b in items]
-    reasons = [f"• <b>{esc(b.name)}</b>: {esc(b.reason)}" for b in items if b.tripped]
-    return Reply("\n".join(["<b>Circuit breakers</b>", table(rows, "lll"), *reasons,
-                            "/breakers reset resets the tripped ones (after confirmation)."]))
+    return Reply(views.breakers(await ctx.service.breakers()))
 
 
 async def set_value(ctx: BotContext, call: Call) -> Reply:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from bot import views
-from bot.charts import render_equity_chart
+from bot.charts import max_drawdown_pct, render_equity_chart
 from bot.context import BotContext
-from bot.format import money
+from bot.format import money, pct
 from bot.reply import Call, Reply, int_arg, no_more_args
 
 MAX_DAYS = 365
@@ -62,6 +62,6 @@ async def chart(ctx: BotContext, call: Call) -> Reply:
     mode = ctx.service.mode
     png = render_equity_chart(points, title=f"Vigil equity ({mode}), last {days} d")
     first, last = points[0].equity, points[-1].equity
-    caption = (f"Equity {money(last, signed=False)} ({money(last - first)} over {days} d) · "
-               f"{views.mode_badge(mode)}")
+    caption = (f"Equity {money(last, signed=False)} ({money(last - first)} over {days} d), "
+               f"max drawdown {pct(max_drawdown_pct(points))} · {views.mode_badge(mode)}")
     return Reply(caption, photo=png)

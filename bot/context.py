@@ -33,11 +33,14 @@ class BotOptions:
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> BotOptions:
         """Read the bot's settings, with defaults for those not (yet) declared in ``Settings``."""
+        summary_at = getattr(settings, "notify_daily_summary_utc", "00:00")
+        levels = getattr(settings, "notify_levels", "")
         values: dict[str, Any] = {
             "chat_ids": tuple(settings.telegram_allowed_user_ids),
             "base_url": bot_api_base(settings.telegram_api_base_url),
-            "daily_summary_at": parse_utc_time(str(getattr(settings, "notify_daily_summary_utc", "00:00") or "")),
-            "notify_levels": parse_levels(str(getattr(settings, "notify_levels", "") or "")),
+            "daily_summary_at": summary_at if isinstance(summary_at, time) else parse_utc_time(str(summary_at or "")),
+            "notify_levels": parse_levels(levels if isinstance(levels, str) else
+                                          ",".join(f"{k}={v}" for k, v in dict(levels or {}).items())),
         }
         values.update(overrides)
         return cls(**values)

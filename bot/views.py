@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from bot.format import ago, esc, money, pct, price, qty, table, when
 from engine.exchange.types import Balance
-from engine.service import PerformanceReport, PositionView, StatusReport
+from engine.service import BreakerView, PerformanceReport, PositionView, StatusReport
 from storage.records import TradeRecord
 
 STATE_ICON = {"running": "▶️", "paused": "⏸", "stopped": "⏹"}
@@ -119,6 +119,24 @@ def config(values: dict[str, str], notify_levels: dict[str, str]) -> str:
     levels = [[f"notify.{cat}", level] for cat, level in sorted(notify_levels.items())]
     return "\n".join(["<b>Configuration</b> (secrets hidden)", table(rows, "ll"),
                       "<b>Notifications</b> (/set notify.CATEGORY on|silent|off)", table(levels, "ll")])
+
+
+def breakers(items: Sequence[BreakerView]) -> str:
+    if not items:
+        return "🟢 No circuit breaker has tripped."
+    lines = ["<b>Circuit breakers</b>"]
+    for b in items:
+        if b.tripped:
+            since = f" since {when(b.since)}" if b.since else ""
+            until = f", until {when(b.until)}" if b.until else ""
+            lines.append(f"🔴 <b>{esc(b.name)}</b> TRIPPED{since}{until}: {esc(b.reason)}")
+        else:
+            lines.append(f"🟢 {esc(b.name)}")
+        if b.threshold or b.reset_rule:
+            lines.append(f"    trips at {esc(b.threshold)}; resets {esc(b.reset_rule)}")
+    if any(b.tripped for b in items):
+        lines.append("Entries are blocked while a breaker is tripped. /breakers reset resets them (asks to confirm).")
+    return "\n".join(lines)
 
 
 def closed_list(closed: Sequence[TradeRecord]) -> str:

@@ -227,21 +227,32 @@ class EngineService:
         return value if isinstance(value, dict) else None
 
     async def breakers(self) -> list[BreakerView]:
-        """Each circuit breaker's latest state, read from the persisted BreakerTripped/BreakerReset events."""
-        latest: dict[str, BreakerView] = {}
-        for time, kind, payload in reversed(await self._repos.events.recent(500)):
-            if kind in ("BreakerTripped", "BreakerReset") and "breaker" in payload:
-                latest[payload["breaker"]] = BreakerView(payload["breaker"], kind == "BreakerTripped",
-                                                         str(payload.get("reason", "")), time)
-        return sorted(latest.values(), key=lambda b: (not b.tripped, b.name))
+        """Every circuit breaker with its state, threshold and reset rule, tripped ones first.
+
+        Read from the trader's breaker board; a trader without one falls back to the persisted
+        BreakerTripped/BreakerReset events."""
+        board = getattr(self.runtime.trader, "breakers", None)
+        if board is not None:
+            views = [BreakerView(b.name, b.tripped, b.reason, b.since, b.until, b.threshold, b.reset_rule)
+                     for b in await board.states(self.runtime.clock.now())]
+        else:
+            latest: dict[str, BreakerView] = {}
+            for time, kind, payload in reversed(await self._repos.events.recent(500)):
+                if kind in ("BreakerTripped", "BreakerReset") and "breaker" in payload:
+                    latest[payload["breaker"]] = BreakerView(payload["breaker"], kind == "BreakerTripped",
+                                                             str(payload.get("reason", "")), time)
+            views = list(latest.values())
+        return sorted(views, key=lambda b: not b.tripped)
 
     async def reset_breakers(self) -> list[str]:
-        """Reset every tripped breaker (operator decision). Refused when the engine has no breaker board."""
+        """Reset every tripped breaker, the drawdown one included (operator decision); publishes the resets."""
         board = getattr(self.runtime.trader, "breakers", None)
-        reset = getattr(board, "reset_all", None)
-        if reset is None:
+        if board is None:
             raise CommandRefused("this engine has no circuit breakers to reset")
-        return list(await reset(reason="operator"))
+        events = await board.reset("all", by_operator=True, now=self.runtime.clock.now())
+        for event in events:
+            await self.runtime.bus.publish(event)
+        return [event.breaker for event in events]
 
     async def open_symbols(self) -> list[str]:
         """Symbols with an active trade in the current mode, from the books (no exchange call)."""
@@ -362,7 +373,10 @@ class BreakerView:
     name: str
     tripped: bool
     reason: str
-    since: datetime
+    since: datetime | None
+    until: datetime | None = None
+    threshold: str = ""
+    reset_rule: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,7 +75,7 @@ async def test_read_commands_answer_in_paper_mode_with_positions(cockpit: Cockpi
     assert "PAPER" in mode.text
 
     (breakers,) = await cockpit.send("/breakers")
-    assert "No circuit breaker has tripped" in breakers.text
+    assert "TRIPPED" not in breakers.text and ("daily_loss" in breakers.text or "No circuit" in breakers.text)
 
 
 async def test_config_hides_secrets(cockpit: Cockpit):
@@ -90,7 +90,7 @@ async def test_chart_sends_a_png_of_equity_and_drawdown(cockpit: Cockpit):
     (reply,) = await cockpit.send("/chart 2")
     assert reply.method == "sendPhoto"
     assert reply.files["photo"].startswith(b"\x89PNG\r\n\x1a\n")
-    assert "Equity" in reply.params["caption"]
+    assert "Equity" in reply.params["caption"] and "max drawdown" in reply.params["caption"]
 
 
 async def test_scan_runs_now_and_reports(cockpit: Cockpit):

@@ -22,6 +22,7 @@ from tests.test_bot_harness import (  # noqa: F401
     open_cockpit,
     wait_for,
 )
+from tests.test_bot_service import trip_daily_loss
 
 
 @pytest.fixture
@@ -167,3 +168,17 @@ async def test_risky_set_needs_confirmation_and_survives_restart(cockpit: Cockpi
     cockpit.rig.trader.config = replace(config, risk=replace(config.risk, leverage=3))
     await cockpit.restart_bot()
     assert cockpit.rig.trader.config.risk.leverage == 10
+
+
+async def test_breakers_show_a_trip_and_reset_only_after_confirm(cockpit: Cockpit):
+    await trip_daily_loss(cockpit.rig)
+    (view,) = await cockpit.send("/breakers")
+    assert "<b>daily_loss</b> TRIPPED" in view.text and "resets at UTC midnight" in view.text
+    (ask,) = await cockpit.send("/breakers reset")
+    assert "Reset every tripped circuit breaker" in ask.text and len(ask.buttons) == 2
+    assert (await cockpit.service.breakers())[0].tripped
+    confirm, _ = confirm_and_cancel(cockpit)
+    calls = await cockpit.press(confirm)
+    assert any("Reset: daily_loss" in t for t in edits(calls))
+    (view,) = await cockpit.send("/breakers")
+    assert "TRIPPED" not in view.text

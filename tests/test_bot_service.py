@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from engine.breakers import AccountSnapshot, BreakerConfig, Breakers
 from engine.events import BreakerReset, BreakerTripped
 from engine.service import CommandRefused, performance_of
 from storage.records import TradeRecord, TradeStatus
 from tests.test_bot_harness import service_for
-from tests.trading_fixtures import build_rig
+from tests.trading_fixtures import Rig, build_rig
 
 T0 = datetime(2025, 3, 20, tzinfo=UTC)
 
@@ -124,11 +125,40 @@ async def test_equity_series_last_scan_open_symbols_and_config(tmp_path: Path):
         await rig.close()
 
 
-async def test_breakers_view_follows_the_persisted_events(tmp_path: Path):
+async def trip_daily_loss(rig: Rig) -> Breakers:
+    """Give the trader a breaker board with a 1 % daily-loss limit and trip it with a 3 % fall."""
+    board = Breakers(rig.repos.state, BreakerConfig(daily_loss_pct=Decimal(1)), key_prefix="breaker:test:")
+    rig.trader.breakers = board
+    now = rig.clock.now()
+    await board.evaluate(AccountSnapshot(Decimal(1000)), now)
+    for event in await board.evaluate(AccountSnapshot(Decimal(970)), now + timedelta(minutes=1)):
+        await rig.bus.publish(event)
+    return board
+
+
+async def test_breakers_show_state_threshold_and_reset_by_the_operator(tmp_path: Path):
+    rig = await build_rig(tmp_path / "s.sqlite3")
+    try:
+        service = service_for(rig)
+        await trip_daily_loss(rig)
+        views = await service.breakers()
+        tripped = views[0]
+        assert (tripped.name, tripped.tripped) == ("daily_loss", True) and "1" in tripped.threshold
+        assert tripped.reset_rule and tripped.reason and not any(v.tripped for v in views[1:])
+        assert await service.reset_breakers() == ["daily_loss"]
+        assert not any(v.tripped for v in await service.breakers())
+        assert [e.breaker for e in rig.sink.of(BreakerReset)] == ["daily_loss"]
+        assert await service.reset_breakers() == []
+    finally:
+        await rig.close()
+
+
+async def test_breakers_without_a_board_come_from_the_event_log(tmp_path: Path):
     rig = await build_rig(tmp_path / "s.sqlite3")
     try:
         from engine.console import EventLogSink
 
+        rig.trader.breakers = None
         rig.bus.subscribe(EventLogSink(rig.repos.events))
         service = service_for(rig)
         assert await service.breakers() == []
