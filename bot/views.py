@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
@@ -12,6 +13,7 @@ from engine.exchange.types import Balance
 from engine.service import BreakerView, PerformanceReport, PositionView, StatusReport
 from storage.records import TradeRecord
 
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 STATE_ICON = {"running": "▶️", "paused": "⏸", "stopped": "⏹"}
 
 
@@ -130,6 +132,9 @@ def breakers(items: Sequence[BreakerView]) -> str:
             since = f" since {when(b.since)}" if b.since else ""
             until = f", until {when(b.until)}" if b.until else ""
             lines.append(f"🔴 <b>{esc(b.name)}</b> TRIPPED{since}{until}: {esc(b.reason)}")
+        elif _switched_off(b.threshold):
+            lines.append(f"⚪ {esc(b.name)} — off (threshold 0)")
+            continue
         else:
             lines.append(f"🟢 {esc(b.name)}")
         if b.threshold or b.reset_rule:
@@ -137,6 +142,12 @@ def breakers(items: Sequence[BreakerView]) -> str:
     if any(b.tripped for b in items):
         lines.append("Entries are blocked while a breaker is tripped. /breakers reset resets them (asks to confirm).")
     return "\n".join(lines)
+
+
+def _switched_off(threshold: str) -> bool:
+    """A breaker whose threshold (its first number) is 0 is switched off."""
+    match = _NUMBER.search(threshold)
+    return match is not None and float(match.group()) == 0
 
 
 def closed_list(closed: Sequence[TradeRecord]) -> str:

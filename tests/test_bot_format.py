@@ -83,3 +83,18 @@ def test_help_and_menu_list_the_same_commands():
     names = [c.command for c in menu()]
     assert all(f"/{n}" in help_text() for n in names) and len(names) == len(set(names)) == 18
     assert all(1 <= len(c.description) <= 256 for c in menu())
+
+
+def test_breakers_view_marks_tripped_ok_and_switched_off():
+    from bot.views import breakers
+    from engine.service import BreakerView
+
+    text = breakers([
+        BreakerView("daily_loss", True, "equity −3.2 % <today>", NOW, NOW, "3% of the day's start", "at UTC midnight"),
+        BreakerView("drawdown", False, "", None, None, "15% below peak equity", "by the operator only"),
+        BreakerView("volatility", False, "", None, None, "BTC ATR >= 0.0x its norm", "after 1:00:00"),
+    ])
+    assert "🔴 <b>daily_loss</b> TRIPPED since 2025-03-20 12:00 UTC" in text and "&lt;today&gt;" in text
+    assert "🟢 drawdown" in text and "15% below peak equity" in text
+    assert "⚪ volatility — off" in text and "/breakers reset" in text
+    assert breakers([]) == "🟢 No circuit breaker has tripped."
