@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 from typing import Any
@@ -11,6 +12,8 @@ from bot.notifier import DeliveryOptions, Notifier, parse_levels
 from bot.summary import parse_utc_time
 from engine.service import EngineService
 from settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,17 +36,33 @@ class BotOptions:
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> BotOptions:
         """Read the bot's settings, with defaults for those not (yet) declared in ``Settings``."""
-        summary_at = getattr(settings, "notify_daily_summary_utc", "00:00")
-        levels = getattr(settings, "notify_levels", "")
         values: dict[str, Any] = {
             "chat_ids": tuple(settings.telegram_allowed_user_ids),
             "base_url": bot_api_base(settings.telegram_api_base_url),
-            "daily_summary_at": summary_at if isinstance(summary_at, time) else parse_utc_time(str(summary_at or "")),
-            "notify_levels": parse_levels(levels if isinstance(levels, str) else
-                                          ",".join(f"{k}={v}" for k, v in dict(levels or {}).items())),
+            "daily_summary_at": _summary_time(getattr(settings, "notify_daily_summary_utc", "00:00")),
+            "notify_levels": _levels(getattr(settings, "notify_levels", "")),
         }
         values.update(overrides)
         return cls(**values)
+
+
+def _summary_time(value: object) -> time | None:
+    if isinstance(value, time):
+        return value
+    try:
+        return parse_utc_time(str(value or ""))
+    except ValueError as exc:  # a notification setting must not stop the trader: say so and use the default
+        log.error("%s; using 00:00", exc)
+        return time(0, 0)
+
+
+def _levels(value: object) -> dict[str, str]:
+    spec = value if isinstance(value, str) else ",".join(f"{k}={v}" for k, v in dict(value or {}).items())
+    try:
+        return parse_levels(spec)
+    except ValueError as exc:
+        log.error("%s; using the default levels", exc)
+        return parse_levels("")
 
 
 def bot_api_base(url: str | None) -> str | None:

@@ -164,3 +164,18 @@ def test_options_follow_settings_with_defaults():
     assert options.chat_ids == (5, 6) and options.base_url == "http://127.0.0.1:9/bot"
     assert options.confirm_ttl == timedelta(seconds=60) and options.notify_levels["scan"] == "off"
     assert bot_api_base(None) is None and bot_api_base("https://x.example/bot") == "https://x.example/bot"
+
+
+def test_bad_notification_settings_fall_back_to_defaults_instead_of_stopping_the_trader():
+    from datetime import time
+    from types import SimpleNamespace
+
+    values = SimpleNamespace(telegram_allowed_user_ids=[1], telegram_api_base_url=None,
+                             notify_daily_summary_utc="25:00", notify_levels={"scan": "on"})
+    options = BotOptions.from_settings(values)  # type: ignore[arg-type]
+    assert options.daily_summary_at == time(0, 0) and options.notify_levels["scan"] == "on"
+    values.notify_daily_summary_utc, values.notify_levels = "off", "scan=loud"
+    options = BotOptions.from_settings(values)  # type: ignore[arg-type]
+    assert options.daily_summary_at is None and options.notify_levels["scan"] == "off"
+    values.notify_daily_summary_utc = time(6, 30)
+    assert BotOptions.from_settings(values).daily_summary_at == time(6, 30)  # type: ignore[arg-type]
