@@ -24,6 +24,7 @@ from bot.auth import AuthGate
 from bot.commands import menu, register
 from bot.confirm import Confirmations
 from bot.context import BotContext, BotOptions
+from bot.format import esc
 from bot.notifier import Notifier
 from bot.redact import TokenRedactor
 from bot.summary import daily_summary, next_run, startup_message
@@ -64,7 +65,7 @@ class TelegramBot:
         self.gate = AuthGate(allowed_user_ids)
         self.ctx = BotContext(service, Confirmations(ConfirmationRepository(db), service.now, options.confirm_ttl),
                               self.notifier, options, self.gate.allowed)
-        builder = (Application.builder().token(token).concurrent_updates(False)
+        builder = (Application.builder().token(token).concurrent_updates(False).job_queue(None)
                    .connect_timeout(options.connect_timeout).read_timeout(options.read_timeout)
                    .write_timeout(options.read_timeout).pool_timeout(options.connect_timeout)
                    .get_updates_connect_timeout(options.connect_timeout)
@@ -89,7 +90,7 @@ class TelegramBot:
             text = await startup_message(self.service, pending=pending)
         except Exception:
             log.exception("could not build the startup status")
-            text = f"🚀 <b>Vigil started</b> · mode {self.service.mode}"
+            text = f"🚀 <b>Vigil started</b> · mode {esc(self.service.mode)}"
         await self.notifier.enqueue("state", text)
         self._tasks.append(asyncio.create_task(self._connect(), name="telegram-connect"))
         if self.options.daily_summary_at is not None:
