@@ -14,7 +14,8 @@ MAX_TRADES = 50
 
 async def status(ctx: BotContext, call: Call) -> Reply:
     no_more_args(call.args, 0, "Usage: /status")
-    return Reply(views.status(await ctx.service.status(), ctx.service.now()))
+    tripped = [b.name for b in await ctx.service.breakers() if b.tripped]
+    return Reply(views.status(await ctx.service.status(), ctx.service.now(), tripped))
 
 
 async def positions(ctx: BotContext, call: Call) -> Reply:

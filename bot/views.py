@@ -21,11 +21,15 @@ def mode_badge(mode: str) -> str:
     return "🧪 PAPER" if mode == "paper" else "💰 LIVE"
 
 
-def status(report: StatusReport, now: datetime) -> str:
+def status(report: StatusReport, now: datetime, tripped: Sequence[str] = ()) -> str:
     icon = STATE_ICON.get(report.state, "🛑")
     state = esc(report.state) + (f" — {esc(report.halt_reason)}" if report.halt_reason else "")
     upnl = sum((p.unrealized_pnl for p in report.positions), Decimal(0))
     lines = [f"<b>Vigil</b> · {mode_badge(report.mode)} · {icon} {state}"]
+    if tripped:
+        lines.append(f"🚨 Breakers tripped: {esc(', '.join(tripped))} — no new entries (/breakers)")
+    else:
+        lines.append("Breakers: none tripped")
     if report.exchange_error:
         lines.append(f"⚠️ exchange unreachable: {esc(report.exchange_error)}")
     else:

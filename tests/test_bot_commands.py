@@ -48,7 +48,7 @@ async def test_menu_and_help_come_from_the_one_table(cockpit: Cockpit):
 async def test_read_commands_answer_in_paper_mode_with_positions(cockpit: Cockpit):
     (status,) = await cockpit.send("/status")
     assert "PAPER" in status.text and "running" in status.text and "BTCUSDT" in status.text
-    assert "USDT" in status.text and "Open positions 1" in status.text
+    assert "USDT" in status.text and "Open positions 1" in status.text and "Breakers: none tripped" in status.text
 
     (positions,) = await cockpit.send("/positions")
     assert "<b>BTCUSDT</b> LONG 3x" in positions.text

@@ -174,6 +174,8 @@ async def test_breakers_show_a_trip_and_reset_only_after_confirm(cockpit: Cockpi
     await trip_daily_loss(cockpit.rig)
     (view,) = await cockpit.send("/breakers")
     assert "<b>daily_loss</b> TRIPPED" in view.text and "resets at UTC midnight" in view.text
+    (status,) = await cockpit.send("/status")
+    assert "Breakers tripped: daily_loss" in status.text
     (ask,) = await cockpit.send("/breakers reset")
     assert "Reset every tripped circuit breaker" in ask.text and len(ask.buttons) == 2
     assert (await cockpit.service.breakers())[0].tripped
