@@ -13,12 +13,13 @@ from datetime import UTC, datetime
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Message, Update
 from telegram.constants import ParseMode
+from telegram.error import BadRequest
 from telegram.ext import ContextTypes
 
 from bot.actions import ACTIONS
 from bot.confirm import Verdict
 from bot.context import BotContext
-from bot.format import esc, split_message
+from bot.format import esc, plain, split_message
 from bot.reply import Call, Reply, UsageError
 from engine.exchange.errors import ExchangeError
 from engine.service import CommandRefused
@@ -73,9 +74,15 @@ async def _send(ctx: BotContext, message: Message, reply: Reply) -> None:
                                     for label, data in reply.buttons]]) if reply.buttons else None
     sent: Message | None = None
     for i, chunk in enumerate(chunks):
-        last = i == len(chunks) - 1
-        sent = await message.reply_text(chunk, parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEW,
-                                        reply_markup=markup if last else None, do_quote=True)
+        keyboard = markup if i == len(chunks) - 1 else None
+        try:
+            sent = await message.reply_text(chunk, parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEW,
+                                            reply_markup=keyboard, do_quote=True)
+        except BadRequest as exc:
+            if "entit" not in exc.message.lower() and "parse" not in exc.message.lower():
+                raise
+            log.error("Telegram rejected the markup of a reply; sending it as plain text")
+            sent = await message.reply_text(plain(chunk), reply_markup=keyboard, do_quote=True)
     if reply.confirmation and sent is not None:
         await ctx.confirmations.attach(reply.confirmation, sent.message_id)
 

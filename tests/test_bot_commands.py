@@ -156,3 +156,10 @@ async def test_set_applies_a_safe_value_and_notification_levels(cockpit: Cockpit
     assert "off" in reply.text and cockpit.bot.notifier.levels["stop_moved"] == "off"
     (config,) = await cockpit.send("/config")
     assert "LEVERAGE" in config.text
+
+
+async def test_a_reply_telegram_cannot_parse_is_resent_as_plain_text(cockpit: Cockpit):
+    cockpit.fake.reject_html_containing = "Vigil commands"
+    (reply,) = await cockpit.send("/help")
+    assert "parse_mode" not in reply.params and reply.text.startswith("Vigil commands")
+    assert "<b>" not in reply.text

@@ -6,7 +6,8 @@ serves getMe, deleteWebhook, getUpdates (long polling over updates the test queu
 answerCallbackQuery, and records every call (parameters arrive as form fields; JSON-valued ones such as
 ``reply_markup`` are decoded). Fault switches: ``flood(n, retry_after)`` answers the next ``n`` send calls
 with HTTP 429 + ``parameters.retry_after``; ``go_down("refuse")`` stops listening and drops requests on
-open connections, ``go_down("502")`` answers 502 Bad Gateway; ``go_up()`` restores service.
+open connections, ``go_down("502")`` answers 502 Bad Gateway; ``go_up()`` restores service;
+``reject_html_containing`` answers 400 "can't parse entities" to HTML texts containing a marker.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class FakeTelegram:
         self._flood_left = 0
         self._flood_retry_after = 1
         self.down: Literal["", "refuse", "502"] = ""
+        self.reject_html_containing: str | None = None  # answer 400 "can't parse entities" to such HTML texts
         self.refused_requests = 0
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -255,6 +257,9 @@ class FakeTelegram:
         return self._updates[:limit]
 
     async def _m_sendMessage(self, params: dict[str, Any]) -> Any:
+        marker = self.reject_html_containing
+        if marker and params.get("parse_mode") == "HTML" and marker in str(params.get("text", "")):
+            return _error(400, "Bad Request: can't parse entities: unsupported start tag")
         return self._store_message(int(params["chat_id"]), str(params.get("text", "")), params.get("reply_markup"))
 
     async def _m_sendPhoto(self, params: dict[str, Any]) -> Any:
