@@ -40,8 +40,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="folder with SYMBOL-5m.csv.gz, SYMBOL-funding.csv.gz, exchange_info.json "
                            "(default: data/sample)")
     demo.add_argument("--symbols", default="BTCUSDT,ETHUSDT,SOLUSDT", help="comma-separated symbols to trade")
-    demo.add_argument("--start", default="2025-03-15", help="first simulated day, UTC (default 2025-03-15)")
-    demo.add_argument("--days", type=int, default=30, help="number of days to replay (default 30)")
+    demo.add_argument("--start", default="2025-03-24", help="first simulated day, UTC (default 2025-03-24)")
+    demo.add_argument("--days", type=int, default=21, help="number of days to replay (default 21)")
     demo.add_argument("--quiet", action="store_true", help="print only the summary")
     demo.add_argument("--db", type=Path, default=None, help="keep the demo database at this path (default: temp)")
 

@@ -86,6 +86,48 @@ class Settings(BaseSettings):
     max_stop_pct: Decimal = Field(Decimal("5.0"), gt=0, le=50)
     min_reward_risk: Decimal = Field(Decimal("1.5"), gt=0, le=20)
     entry_threshold: float = Field(0.6, gt=0, le=1)
+    max_position_notional_usdt: Decimal = Field(Decimal("0"), ge=0)
+    max_total_exposure_pct: Decimal = Field(Decimal("300"), gt=0, le=5000)
+    vol_scale_threshold: Decimal = Field(Decimal("1.5"), ge=0, le=20)
+    vol_min_scale: Decimal = Field(Decimal("0.25"), gt=0, le=1)
+    kelly_enabled: bool = False
+    kelly_fraction: Decimal = Field(Decimal("0.25"), gt=0, le=1)
+    kelly_min_trades: int = Field(30, ge=5, le=10_000)
+    kelly_max_risk_pct: Decimal = Field(Decimal("2"), gt=0, le=10)
+    liq_min_stop_multiple: Decimal = Field(Decimal("2"), ge=0, le=50)
+    min_leverage: int = Field(1, ge=1, le=125)
+    equity_per_slot_usdt: Decimal = Field(Decimal("0"), ge=0)
+    correlation_threshold: float = Field(0.8, gt=0, le=1)
+    max_correlated_positions: int = Field(1, ge=0, le=50)
+    funding_max_pay_pct: Decimal = Field(Decimal("0.05"), ge=0, le=5)
+    funding_window_minutes: int = Field(480, ge=0, le=1440)
+    adaptive_enabled: bool = True
+    adaptive_min_samples: int = Field(20, ge=5, le=1000)
+
+    # --- exits ---------------------------------------------------------------------------------
+    trail_enabled: bool = True
+    trail_activation_r: Decimal = Field(Decimal("1"), ge=0, le=20)
+    trail_method: Literal["peak_share", "atr"] = "peak_share"
+    trail_lock_share: Decimal = Field(Decimal("0.5"), gt=0, lt=1)
+    trail_atr_mult: Decimal = Field(Decimal("2"), gt=0, le=20)
+    min_stop_step_pct: Decimal = Field(Decimal("0.1"), ge=0, le=10)
+    partial_ladder: str = "1:1/3,2:1/3"
+    breakeven_after_first: bool = True
+    time_stop_hours: float = Field(72, ge=0, le=24 * 90)
+    stale_after_hours: float = Field(24, ge=0, le=24 * 90)
+    signal_exit_score: float = Field(0.75, ge=0, le=1)
+
+    # --- circuit breakers (0 disables one) ----------------------------------------------------
+    daily_loss_limit_pct: Decimal = Field(Decimal("3"), ge=0, le=100)
+    max_drawdown_pct: Decimal = Field(Decimal("15"), ge=0, le=100)
+    drawdown_close_all: bool = False
+    max_consecutive_losses: int = Field(4, ge=0, le=100)
+    consecutive_losses_pause_hours: float = Field(12, ge=0, le=24 * 30)
+    volatility_breaker_ratio: float = Field(2.5, ge=0, le=20)
+    api_errors_max: int = Field(10, ge=0, le=10_000)
+    api_errors_window_minutes: int = Field(5, ge=1, le=1440)
+    symbol_cooldown_minutes: int = Field(120, ge=0, le=10_080)
+    symbol_daily_loss_pct: Decimal = Field(Decimal("2"), ge=0, le=100)
 
     # --- logging -------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -124,6 +166,12 @@ class Settings(BaseSettings):
     def _check_stop_tf(cls, value: str) -> str:
         if value not in TIMEFRAMES_ALLOWED:
             raise ValueError(f"unknown timeframe {value}; use one of TIMEFRAMES")
+        return value
+
+    @field_validator("partial_ladder")
+    @classmethod
+    def _check_ladder(cls, value: str) -> str:
+        parse_ladder(value)
         return value
 
     @field_validator("telegram_allowed_user_ids", mode="before")
@@ -188,6 +236,24 @@ class Settings(BaseSettings):
             else:
                 out[name.upper()] = str(value)
         return out
+
+
+def parse_ladder(text: str) -> list[tuple[Decimal, Decimal]]:
+    """``"1:1/3,2:1/3"`` → [(1, 1/3), (2, 1/3)]: close a fraction of the initial size at R multiples."""
+    steps: list[tuple[Decimal, Decimal]] = []
+    for part in _split(text):
+        try:
+            r_text, frac_text = part.split(":")
+            num, _, den = frac_text.partition("/")
+            r, fraction = Decimal(r_text), Decimal(num) / Decimal(den or "1")
+        except (ValueError, ArithmeticError):
+            raise ValueError(f"expected R:fraction pairs like 1:1/3,2:1/3, got {part!r}") from None
+        if r <= 0 or not 0 < fraction < 1:
+            raise ValueError(f"{part!r}: R must be > 0 and the fraction between 0 and 1")
+        steps.append((r, fraction))
+    if sum((f for _, f in steps), Decimal(0)) >= 1:
+        raise ValueError("the ladder's fractions must add up to less than 1 (the rest trails)")
+    return steps
 
 
 def _split(value: Any) -> list[str]:

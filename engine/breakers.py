@@ -190,7 +190,7 @@ class Breakers:
         events += await self._expire(now)
         events += await self._symbol_daily_roll(now)
         for event in events:
-            log.warning("%s %s: %s", event.kind, getattr(event, "breaker", ""), getattr(event, "reason", ""))
+            log.info("%s %s: %s", event.kind, getattr(event, "breaker", ""), getattr(event, "reason", ""))
         return events
 
     async def _daily_loss(self, equity: Decimal, now: datetime) -> list[Event]:

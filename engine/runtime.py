@@ -10,7 +10,9 @@ import logging
 import time
 from datetime import datetime
 
+from engine.breakers import Breakers
 from engine.clock import Clock, ExchangeClock
+from engine.configs import adaptive_config, breaker_config, exit_config, limits_config, risk_config
 from engine.events import EventBus
 from engine.exchange.binance import BinanceFutures
 from engine.exchange.errors import AccountConfigError
@@ -18,7 +20,6 @@ from engine.exchange.paper import PaperExchange
 from engine.exchange.protocol import Exchange, MarketData
 from engine.exchange.types import MarginType
 from engine.market import MarketDataService
-from engine.risk import RiskConfig
 from engine.scheduler import EngineScheduler
 from engine.trader import Trader, TraderConfig
 from settings import Settings
@@ -30,15 +31,6 @@ log = logging.getLogger(__name__)
 
 MODE_KEY = "mode"
 TIME_RESYNC_SECONDS = 900
-
-
-def risk_config(settings: Settings, taker_fee: float | None = None) -> RiskConfig:
-    return RiskConfig(
-        risk_per_trade_pct=settings.risk_per_trade_pct, leverage=settings.leverage,
-        max_position_notional_pct=settings.max_position_notional_pct, stop_atr_mult=settings.stop_atr_mult,
-        take_profit_atr_mult=settings.take_profit_atr_mult, min_stop_pct=settings.min_stop_pct,
-        max_stop_pct=settings.max_stop_pct, min_reward_risk=settings.min_reward_risk,
-        taker_fee=settings.paper_taker_fee)
 
 
 def build_consensus(settings: Settings) -> Consensus:
@@ -53,12 +45,22 @@ def build_market_service(settings: Settings, source: MarketData, clock: Clock) -
         min_quote_volume=settings.min_quote_volume_usdt)
 
 
+def trader_config(settings: Settings, mode: str) -> TraderConfig:
+    return TraderConfig(mode=mode, risk=risk_config(settings), margin_type=MarginType(settings.margin_type),
+                        max_open_positions=settings.max_open_positions, stop_timeframe=settings.stop_atr_timeframe,
+                        limits=limits_config(settings), exits=exit_config(settings),
+                        adaptive=adaptive_config(settings))
+
+
+def build_breakers(settings: Settings, repos: Repositories, mode: str) -> Breakers:
+    return Breakers(repos.state, breaker_config(settings), key_prefix=f"breaker:{mode}:")
+
+
 def build_trader(settings: Settings, *, mode: str, exchange: Exchange, repos: Repositories, bus: EventBus,
-                 clock: Clock, market: MarketDataService | None = None) -> Trader:
-    config = TraderConfig(mode=mode, risk=risk_config(settings), margin_type=MarginType(settings.margin_type),
-                          max_open_positions=settings.max_open_positions, stop_timeframe=settings.stop_atr_timeframe)
+                 clock: Clock, market: MarketDataService | None = None, consensus: Consensus | None = None) -> Trader:
     return Trader(exchange=exchange, market=market or build_market_service(settings, exchange, clock),
-                  consensus=build_consensus(settings), repos=repos, bus=bus, clock=clock, config=config)
+                  consensus=consensus or build_consensus(settings), repos=repos, bus=bus, clock=clock,
+                  config=trader_config(settings, mode), breakers=build_breakers(settings, repos, mode))
 
 
 async def check_account(exchange: Exchange) -> None:

@@ -98,6 +98,11 @@ class TradeRepository:
         params.extend([now.isoformat(), trade_id])
         await self.db.execute(f"UPDATE trades SET {', '.join(sets)}, updated_at=? WHERE id=?", params)
 
+    async def update_quantity(self, trade_id: int, quantity: Decimal, now: datetime) -> None:
+        """Open quantity after a partial exit."""
+        await self.db.execute("UPDATE trades SET quantity=?, updated_at=? WHERE id=?",
+                              (str(quantity), now.isoformat(), trade_id))
+
     async def close(self, trade_id: int, *, exit_price: Decimal, reason: str, realized_pnl: Decimal,
                     fees: Decimal, funding: Decimal, closed_at: datetime) -> TradeRecord:
         await self.db.execute(

@@ -1,26 +1,70 @@
-"""Turns a market snapshot into ranked signals: features → voters → consensus → ranking. Pure computation."""
+"""Turns a market snapshot into ranked signals plus the per-symbol context risk needs (regime, volatility
+history, returns for the correlation guard): features → voters → consensus → ranking. Pure computation."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
+import numpy as np
+
+from engine.exchange.types import KlineBatch
 from engine.market import MarketSnapshot
 from strategies.consensus import Consensus, rank
-from strategies.features import InsufficientData, compute_features
+from strategies.features import InsufficientData, atr, compute_features
 from strategies.types import Signal
 
 log = logging.getLogger(__name__)
 
+HISTORY_POINTS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolContext:
+    """Per-symbol values on the stop timeframe: trend strength, ATR % history (oldest first), log returns."""
+
+    adx: float
+    atr_pct_history: tuple[float, ...]
+    returns: tuple[float, ...]
+
+    @property
+    def atr_pct(self) -> float:
+        return self.atr_pct_history[-1] if self.atr_pct_history else 0.0
+
+
+class ScanResult:
+    """Signals of one scan. Per-symbol context is computed on first use (only a few symbols need it)."""
+
+    def __init__(self, ranked: list[Signal] | None = None, signals: dict[str, Signal] | None = None,
+                 stop_frames: dict[str, tuple[KlineBatch, float]] | None = None) -> None:
+        self.ranked = ranked or []            # actionable, best first
+        self.signals = signals or {}          # every evaluated symbol, FLAT included
+        self._stop_frames = stop_frames or {}  # symbol → (stop-timeframe candles, ADX)
+        self._context: dict[str, SymbolContext] = {}
+
+    def context(self, symbol: str) -> SymbolContext | None:
+        if symbol not in self._context:
+            if symbol not in self._stop_frames:
+                return None
+            batch, adx = self._stop_frames[symbol]
+            self._context[symbol] = _context(batch.high, batch.low, batch.close, adx)
+        return self._context[symbol]
+
+    def returns(self, symbols: Iterable[str]) -> dict[str, tuple[float, ...]]:
+        out: dict[str, tuple[float, ...]] = {}
+        for symbol in symbols:
+            if (ctx := self.context(symbol)) is not None:
+                out[symbol] = ctx.returns
+        return out
+
 
 def evaluate_snapshot(snapshot: MarketSnapshot, consensus: Consensus, *, stop_timeframe: str | None = None
-                      ) -> list[Signal]:
-    """Actionable (non-FLAT, above threshold) signals of every usable symbol, best first.
-
-    ``stop_timeframe`` picks whose ATR sizes the stop (e.g. 1h: a 5m ATR puts stops inside the noise);
-    the entry timeframe's ATR is used when it is absent.
-    """
-    signals: list[Signal] = []
+                      ) -> ScanResult:
+    """Signals of every usable symbol. ``stop_timeframe`` picks whose ATR sizes the stop (a 5m ATR puts stops
+    inside the noise); the entry timeframe is used when it is absent."""
+    signals: dict[str, Signal] = {}
+    stop_frames: dict[str, tuple[KlineBatch, float]] = {}
     for symbol, frames in snapshot.frames.items():
         try:
             features = compute_features(frames)
@@ -28,7 +72,20 @@ def evaluate_snapshot(snapshot: MarketSnapshot, consensus: Consensus, *, stop_ti
             log.debug("%s skipped: %s", symbol, exc)
             continue
         signal = consensus.decide(symbol, features)
-        if stop_timeframe and stop_timeframe in features and features[stop_timeframe].atr > 0:
-            signal = replace(signal, atr=features[stop_timeframe].atr)
-        signals.append(signal)
-    return rank(signals)
+        tf = stop_timeframe if stop_timeframe in features else features.timeframes[0]
+        if features[tf].atr > 0:
+            signal = replace(signal, atr=features[tf].atr)
+        signals[symbol] = signal
+        stop_frames[symbol] = (frames[tf], features[tf].adx)
+    return ScanResult(rank(signals.values()), signals, stop_frames)
+
+
+def _context(high: np.ndarray, low: np.ndarray, close: np.ndarray, adx: float) -> SymbolContext:
+    atr_series = atr(high, low, close)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pct = atr_series / close * 100.0
+        rets = np.diff(np.log(close[-(HISTORY_POINTS + 1):]))
+    pct = pct[np.isfinite(pct)][-HISTORY_POINTS:]
+    rets = rets[np.isfinite(rets)]
+    return SymbolContext(float(adx) if np.isfinite(adx) else 0.0, tuple(float(x) for x in pct),
+                         tuple(float(x) for x in rets))

@@ -268,27 +268,20 @@ CRASH_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 
 
 class CrashDay:
-    """The paper trader on the bundled real data, with the breakers wired in by hand the way the monitor
-    will: evaluate on the account equity, block entries symbol by symbol (the test voter only votes for
-    symbols the breakers let through), feed closed trades back."""
+    """The paper trader on the bundled real data with its own production breakers (settings defaults): the
+    monitor evaluates them on account equity, the scan asks them before every entry, closed trades feed back."""
 
     def __init__(self, rig: Rig) -> None:
         self.rig = rig
-        self.breakers = Breakers(rig.repos.state, BreakerConfig())
-        self.events: list = []
-        self._seen = len(rig.sink.events)
+        self.breakers = rig.trader.breakers
+
+    @property
+    def events(self) -> list:
+        return [e for e in self.rig.sink.events if isinstance(e, BreakerTripped | BreakerReset)]
 
     async def tick(self) -> None:
-        now = self.rig.clock.now()
-        equity = (await self.rig.exchange.balance()).equity
-        self.events += await self.breakers.evaluate(AccountSnapshot(equity), now)
-        self.rig.voter.symbols = {s for s in CRASH_SYMBOLS if await self.breakers.entries_blocked(s, now) is None}
-        await self.rig.trader.scan()
         await self.rig.trader.monitor()
-        for event in self.rig.sink.events[self._seen:]:
-            if isinstance(event, TradeClosed):
-                self.events += await self.breakers.record_trade_closed(event, now)
-        self._seen = len(self.rig.sink.events)
+        await self.rig.trader.scan()
         self.rig.clock.advance(timedelta(minutes=5))
 
     def opened_since(self, when: datetime) -> list[TradeOpened]:
@@ -305,8 +298,10 @@ async def test_real_crash_day_trips_daily_loss_and_next_utc_day_resets(tmp_path:
     # opened at 00:00 lose 3 % of the day's equity by mid-morning: the daily-loss breaker trips while they are open.
     path = tmp_path / "v.sqlite3"
     clock = ManualClock(datetime(2025, 4, 6, 0, 0, 5, tzinfo=UTC))
-    settings = dict(symbols=list(CRASH_SYMBOLS), universe_size=3, max_open_positions=3, risk_per_trade_pct=D("2"))
-    rig = await build_rig(path, clock=clock, voted=set(CRASH_SYMBOLS), **settings)
+    settings = dict(symbols=list(CRASH_SYMBOLS), universe_size=3, max_open_positions=3, risk_per_trade_pct=D("2"),
+                    max_correlated_positions=3, symbol_daily_loss_pct=D(0), max_consecutive_losses=0,
+                    funding_max_pay_pct=D(0))
+    rig = await build_rig(path, clock=clock, voted=set(CRASH_SYMBOLS), full=True, exits=False, **settings)
     day = CrashDay(rig)
     try:
         while not any(isinstance(e, BreakerTripped) and e.breaker == DAILY_LOSS for e in day.events):
@@ -323,7 +318,7 @@ async def test_real_crash_day_trips_daily_loss_and_next_utc_day_resets(tmp_path:
         await rig.close()
 
     # restart: the breaker is still tripped, the positions still carry their exchange stops
-    rig = await build_rig(path, clock=clock, voted=set(CRASH_SYMBOLS), **settings)
+    rig = await build_rig(path, clock=clock, voted=set(CRASH_SYMBOLS), full=True, exits=False, **settings)
     day = CrashDay(rig)
     try:
         assert await day.breakers.entries_blocked(None, clock.now()) is not None

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 from engine.clock import ManualClock
+from engine.configs import risk_config
 from engine.events import EventBus, RecordingSink
 from engine.exchange.historical import HistoricalMarket
 from engine.exchange.paper import PaperExchange
 from engine.exchange.types import MarginType
 from engine.market import MarketDataService
-from engine.runtime import risk_config
+from engine.risk import LimitsConfig
+from engine.runtime import build_breakers, trader_config
 from engine.trader import Trader, TraderConfig
 from settings import Settings
 from storage.db import Database
@@ -71,7 +73,8 @@ def make_settings(**overrides: object) -> Settings:
 
 
 async def build_rig(db_path: Path, *, clock: ManualClock | None = None, direction: Direction = Direction.LONG,
-                    voted: set[str] | None = None, **settings_overrides: object) -> Rig:
+                    voted: set[str] | None = None, full: bool = False, exits: bool = True,
+                    **settings_overrides: object) -> Rig:
     settings = make_settings(**settings_overrides)
     clock = clock or ManualClock(START)
     market = HistoricalMarket(SAMPLE, clock, settings.symbols)
@@ -87,9 +90,20 @@ async def build_rig(db_path: Path, *, clock: ManualClock | None = None, directio
     bus.subscribe(sink)
     voter = FixedVoter(direction, voted if voted is not None else {"BTCUSDT"})
     service = MarketDataService.from_settings(exchange, clock, settings)
-    config = TraderConfig(mode="paper", risk=risk_config(settings), margin_type=MarginType(settings.margin_type),
-                          max_open_positions=settings.max_open_positions, stop_timeframe=settings.stop_atr_timeframe)
+    if full:
+        # the production configuration: limits, exits (unless exits=False) and circuit breakers from settings
+        config = trader_config(settings, "paper")
+        config = config if exits else replace(config, exits=None)
+        breakers = build_breakers(settings, repos, "paper")
+    else:
+        # bare trader: sizing and protection only (no exit management, no breakers, no correlation guard)
+        limits = LimitsConfig(max_open_positions=settings.max_open_positions, max_correlated=50,
+                              funding_max_pay_rate=Decimal(1))
+        config = TraderConfig(mode="paper", risk=risk_config(settings), margin_type=MarginType(settings.margin_type),
+                              max_open_positions=settings.max_open_positions,
+                              stop_timeframe=settings.stop_atr_timeframe, limits=limits)
+        breakers = None
     trader = Trader(exchange=exchange, market=service, consensus=Consensus([voter], threshold=0.5), repos=repos,
-                    bus=bus, clock=clock, config=config)
+                    bus=bus, clock=clock, config=config, breakers=breakers)
     await trader.start()
     return Rig(db, repos, clock, market, exchange, trader, bus, sink, voter, settings)
