@@ -9,12 +9,13 @@ without any test-only strategy.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import sqlite3
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,17 @@ async def test_startup_refuses_unsafe_accounts_with_one_line(tmp_path: Path, cas
 
 
 # ----------------------------------------------------------------------------------------- full trade
-async def test_live_entry_protection_and_take_profit_booking(tmp_path: Path):
+async def next_ticks(vigil: Vigil, db_path: Path, count: int = 2) -> None:
+    for _ in range(count):
+        seen = heartbeats(db_path)
+        await vigil.wait_until(lambda seen=seen: heartbeats(db_path) > seen)
+
+
+FINE_WINDOWS = ((datetime(2025, 3, 4, 0, 50, tzinfo=UTC), datetime(2025, 3, 4, 2, 30, tzinfo=UTC)),
+                (datetime(2025, 3, 4, 14, 50, tzinfo=UTC), datetime(2025, 3, 4, 17, 0, tzinfo=UTC)))
+
+
+async def test_live_entry_trailing_stop_and_take_profit_booking(tmp_path: Path):
     db_path = tmp_path / "vigil.sqlite3"
     async with FakeBinanceFutures(start=SIGNAL_TIME) as fake:
         vigil = await Vigil(live_env(tmp_path, fake.base_url), tmp_path).start()
@@ -146,29 +157,47 @@ async def test_live_entry_protection_and_take_profit_booking(tmp_path: Path):
                     "CONDITIONAL", "true", "MARK_PRICE", "BUY")
             assert fake.calls("/fapi/v1/order", "POST")[0].params["newClientOrderId"].endswith("-E1")
             assert position_amt(fake, "ETHUSDT") < 0
-            tp = Decimal(open_algos(fake, "ETHUSDT", "TAKE_PROFIT_MARKET")[0]["triggerPrice"])
+            first_stop = Decimal(posts[0]["triggerPrice"])
             await vigil.wait_until(lambda: query(db_path, "SELECT status FROM trades") == [("OPEN",)])
 
-            # real data: the ETH take-profit is reached on 2025-03-04 around 16:35 UTC; funding is paid on the way
-            await fake.set_time(datetime(2025, 3, 4, 17, 0, tzinfo=UTC))
-            assert position_amt(fake, "ETHUSDT") == 0
-            await vigil.wait_until(lambda: query(db_path, "SELECT status FROM trades") == [("CLOSED",)])
+            # replay the real market: hourly, and candle by candle (5m) through the two sell-offs of 03-04
+            # (01:00-02:30, 1R reached: partial exit + stop to break-even; 15:00-16:40, take-profit)
+            while query(db_path, "SELECT status FROM trades") == [("OPEN",)]:
+                assert fake.now < datetime(2025, 3, 5, tzinfo=UTC), "the trade never closed"
+                fine = any(start <= fake.now < end for start, end in FINE_WINDOWS)
+                await fake.advance(timedelta(minutes=5) if fine else timedelta(hours=1))
+                await next_ticks(vigil, db_path)
+                assert len(open_algos(fake, "ETHUSDT", "STOP_MARKET")) <= 1  # never two stops
+                if position_amt(fake, "ETHUSDT") != 0:
+                    assert len(open_algos(fake, "ETHUSDT", "STOP_MARKET")) == 1  # never unprotected
         finally:
             code = await vigil.terminate()
         assert code == 0
+
+        # the trailing stop was moved by cancel + place on the Algo Order API, only ever tightening
+        stop_posts = [Decimal(r.params["triggerPrice"]) for r in fake.calls("/fapi/v1/algoOrder", "POST")
+                      if r.params["type"] == "STOP_MARKET"]
+        assert len(stop_posts) >= 2 and stop_posts[0] == first_stop
+        assert all(b < a for a, b in itertools.pairwise(stop_posts))   # a short's stop only moves down
+        assert len(fake.calls("/fapi/v1/algoOrder", "DELETE")) >= len(stop_posts) - 1
+        moved = query(db_path, "SELECT payload FROM events WHERE kind='StopMoved'")
+        assert len(moved) == len(stop_posts) - 1
+
+        # the close is booked from the exchange's own fills and funding income
         (entry, exit_price, qty, reason, pnl, fees, funding), = query(
             db_path, "SELECT entry_price, exit_price, initial_quantity, exit_reason, realized_pnl, fees, funding"
                      " FROM trades")
-        assert reason == "take_profit"
         eth_trades = [t for t in fake.trades if t["symbol"] == "ETHUSDT"]
-        assert Decimal(exit_price) == Decimal(eth_trades[-1]["price"])
-        assert abs(Decimal(exit_price) - tp) <= tp * Decimal("0.01")
-        assert Decimal(pnl) == (Decimal(entry) - Decimal(exit_price)) * Decimal(qty)
+        exits = [t for t in eth_trades if t["side"] == "BUY"]
+        assert reason in ("take_profit", "trailing_stop")
+        assert Decimal(pnl) == sum(Decimal(t["realizedPnl"]) for t in eth_trades)
+        assert Decimal(pnl) == sum((Decimal(entry) - Decimal(t["price"])) * Decimal(t["qty"]) for t in exits)
+        assert sum(Decimal(t["qty"]) for t in exits) == Decimal(qty)
         assert Decimal(fees) == sum(Decimal(t["commission"]) for t in eth_trades)
         expected_funding = sum(Decimal(i["income"]) for i in fake.income
                                if i["symbol"] == "ETHUSDT" and i["incomeType"] == "FUNDING_FEE")
         assert expected_funding != 0 and Decimal(funding) == expected_funding
-        assert open_algos(fake, "ETHUSDT") == []
+        assert Decimal(exit_price) > 0 and open_algos(fake, "ETHUSDT") == []
 
 
 # ----------------------------------------------------------------------------------------- crash matrix
