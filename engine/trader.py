@@ -455,7 +455,7 @@ class Trader:
             await self.repos.orders.record_intent(
                 client_id=cid, trade_id=trade.id, mode=self.mode, symbol=trade.symbol, purpose=OrderPurpose.EXIT,
                 side=position.side.exit_side.value, order_type="MARKET", quantity=position.quantity,
-                trigger_price=None, reduce_only=True, now=self.clock.now())
+                trigger_price=None, reduce_only=True, now=self.clock.now(), reason=reason)
             result = await self._send_market(trade.symbol, position.side.exit_side, position.quantity, cid,
                                              reduce_only=True)
             if result is None or result.status is not OrderStatus.FILLED:
@@ -747,6 +747,9 @@ class Trader:
             report.adopted.append(trade.id)
 
     async def _exit_reason(self, trade: TradeRecord) -> str:
+        for order in await self.repos.orders.for_trade(trade.id, OrderPurpose.EXIT):
+            if order.status is OrderState.FILLED:  # our own exit, whose answer was lost (crash, timeout)
+                return order.reason or "manual_close"
         for order in await self.repos.orders.open_protective(trade.id):
             found = await self.exchange.get_protective_order(trade.symbol, order.client_id)
             if found is not None and found.status in (ProtectiveStatus.TRIGGERED, ProtectiveStatus.FINISHED):

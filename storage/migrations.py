@@ -226,4 +226,8 @@ CREATE TABLE notifier_settings (
 )
 """
 
-MIGRATIONS: list[str] = [V1_CORE, V2_TELEGRAM]
+V3_ORDER_REASON = """
+ALTER TABLE orders ADD COLUMN reason TEXT
+"""
+
+MIGRATIONS: list[str] = [V1_CORE, V2_TELEGRAM, V3_ORDER_REASON]

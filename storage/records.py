@@ -124,6 +124,7 @@ class OrderRecord:
     error: str | None
     created_at: datetime
     updated_at: datetime
+    reason: str | None = None  # why an exit order was sent (manual_close, time_stop, ...)
 
     @classmethod
     def from_row(cls, row: aiosqlite.Row) -> OrderRecord:
@@ -135,7 +136,7 @@ class OrderRecord:
             status=OrderState(row["status"]), exchange_id=row["exchange_id"],
             filled_quantity=Decimal(row["filled_quantity"]), avg_price=dec_or_none(row["avg_price"]),
             fee=Decimal(row["fee"]), error=row["error"], created_at=datetime.fromisoformat(row["created_at"]),
-            updated_at=datetime.fromisoformat(row["updated_at"]),
+            updated_at=datetime.fromisoformat(row["updated_at"]), reason=row["reason"],
         )
 
 

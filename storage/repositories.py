@@ -124,13 +124,16 @@ class OrderRepository:
 
     async def record_intent(self, *, client_id: str, trade_id: int | None, mode: str, symbol: str,
                             purpose: OrderPurpose, side: str, order_type: str, quantity: Decimal | None,
-                            trigger_price: Decimal | None, reduce_only: bool, now: datetime) -> OrderRecord:
+                            trigger_price: Decimal | None, reduce_only: bool, now: datetime,
+                            reason: str | None = None) -> OrderRecord:
         """Write the order before it is sent (invariant 2). Idempotent on ``client_id``."""
         await self.db.execute(
             "INSERT OR IGNORE INTO orders(client_id, trade_id, mode, symbol, purpose, side, order_type, quantity,"
-            " trigger_price, reduce_only, status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " trigger_price, reduce_only, status, created_at, updated_at, reason)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (client_id, trade_id, mode, symbol, purpose.value, side, order_type, text(quantity),
-             text(trigger_price), int(reduce_only), OrderState.INTENT.value, now.isoformat(), now.isoformat()))
+             text(trigger_price), int(reduce_only), OrderState.INTENT.value, now.isoformat(), now.isoformat(),
+             reason))
         record = await self.get(client_id)
         assert record is not None
         return record

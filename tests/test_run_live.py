@@ -200,6 +200,39 @@ async def test_live_entry_trailing_stop_and_take_profit_booking(tmp_path: Path):
         assert Decimal(exit_price) > 0 and open_algos(fake, "ETHUSDT") == []
 
 
+async def test_live_take_profit_fill_is_booked_with_pnl_fees_and_funding(tmp_path: Path):
+    """Exits management off: the exchange-side take-profit closes the trade and reconciliation books it."""
+    db_path = tmp_path / "vigil.sqlite3"
+    env = live_env(tmp_path, "", TRAIL_ENABLED="false", PARTIAL_LADDER="", STALE_AFTER_HOURS="0",
+                   SIGNAL_EXIT_SCORE="0", TIME_STOP_HOURS="0")
+    async with FakeBinanceFutures(start=SIGNAL_TIME) as fake:
+        env["BINANCE_BASE_URL"] = fake.base_url
+        vigil = await Vigil(env, tmp_path).start()
+        try:
+            await vigil.wait_until(lambda: query(db_path, "SELECT status FROM trades") == [("OPEN",)]
+                                   and len(open_algos(fake, "ETHUSDT")) == 2)
+            tp = Decimal(open_algos(fake, "ETHUSDT", "TAKE_PROFIT_MARKET")[0]["triggerPrice"])
+            # real data: the ETH take-profit is reached on 2025-03-04 around 16:35 UTC; funding is paid on the way
+            await fake.set_time(datetime(2025, 3, 4, 17, 0, tzinfo=UTC))
+            assert position_amt(fake, "ETHUSDT") == 0
+            await vigil.wait_until(lambda: query(db_path, "SELECT status FROM trades") == [("CLOSED",)])
+        finally:
+            assert await vigil.terminate() == 0
+        (entry, exit_price, qty, reason, pnl, fees, funding), = query(
+            db_path, "SELECT entry_price, exit_price, initial_quantity, exit_reason, realized_pnl, fees, funding"
+                     " FROM trades")
+        assert reason == "take_profit"
+        eth_trades = [t for t in fake.trades if t["symbol"] == "ETHUSDT"]
+        assert Decimal(exit_price) == Decimal(eth_trades[-1]["price"])
+        assert abs(Decimal(exit_price) - tp) <= tp * Decimal("0.01")
+        assert Decimal(pnl) == (Decimal(entry) - Decimal(exit_price)) * Decimal(qty)
+        assert Decimal(fees) == sum(Decimal(t["commission"]) for t in eth_trades)
+        expected_funding = sum(Decimal(i["income"]) for i in fake.income
+                               if i["symbol"] == "ETHUSDT" and i["incomeType"] == "FUNDING_FEE")
+        assert expected_funding != 0 and Decimal(funding) == expected_funding
+        assert open_algos(fake, "ETHUSDT") == []
+
+
 # ----------------------------------------------------------------------------------------- crash matrix
 CRASH_POINTS = {
     # moment → (fault to arm, condition meaning "the process is now at that moment")

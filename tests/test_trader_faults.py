@@ -4,6 +4,8 @@ when they must act, and a 418 ban stops every call until it ends."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,27 +50,37 @@ class LiveRig:
         return [o for o in self.fake.orders.values() if o["symbol"] == "ETHUSDT"]
 
 
+async def open_live(fake: FakeBinanceFutures, db_path: Path, clock: ManualClock | None = None) -> LiveRig:
+    """Vigil's live stack (adapter, database, trader) on ``db_path``: call again on the same file to restart."""
+    clock = clock or ManualClock(fake.now)
+    sleep = FakeSleep(clock)
+    exchange = await BinanceFutures.connect(TEST_API_KEY, TEST_API_SECRET, base_url=fake.base_url, clock=clock,
+                                            sleep=sleep, request_timeout=1.0)
+    db = await Database(db_path).open()
+    repos = Repositories(db)
+    bus = EventBus()
+    sink = RecordingSink()
+    bus.subscribe(sink)
+    settings = Settings(_env_file=None, symbols=["ETHUSDT", "BTCUSDT"], universe_size=2,  # type: ignore[call-arg]
+                        trading_mode="paper")
+    trader = build_trader(settings, mode="live", exchange=exchange, repos=repos, bus=bus, clock=clock)
+    await trader.start()
+    return LiveRig(fake, exchange, trader, repos, sink, bus, clock, sleep)
+
+
+async def close_live(rig: LiveRig) -> None:
+    await rig.exchange.close()
+    await rig.repos.db.close()
+
+
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[LiveRig]:
     async with FakeBinanceFutures(start=SIGNAL_TIME) as fake:
-        clock = ManualClock(fake.now)
-        sleep = FakeSleep(clock)
-        exchange = await BinanceFutures.connect(TEST_API_KEY, TEST_API_SECRET, base_url=fake.base_url, clock=clock,
-                                                sleep=sleep, request_timeout=1.0)
-        db = await Database(tmp_path / "live.sqlite3").open()
-        repos = Repositories(db)
-        bus = EventBus()
-        sink = RecordingSink()
-        bus.subscribe(sink)
-        settings = Settings(_env_file=None, symbols=["ETHUSDT", "BTCUSDT"], universe_size=2,  # type: ignore[call-arg]
-                            trading_mode="paper")
-        trader = build_trader(settings, mode="live", exchange=exchange, repos=repos, bus=bus, clock=clock)
-        await trader.start()
+        live = await open_live(fake, tmp_path / "live.sqlite3")
         try:
-            yield LiveRig(fake, exchange, trader, repos, sink, bus, clock, sleep)
+            yield live
         finally:
-            await exchange.close()
-            await db.close()
+            await close_live(live)
 
 
 def critical_alerts(rig: LiveRig) -> list[Alert]:
@@ -182,3 +194,72 @@ async def test_position_never_unprotected_after_a_failed_stop_replacement(rig: L
     assert trade.status is TradeStatus.CLOSED and rig.fake.positions["ETHUSDT"].amount == 0
     assert len(critical_alerts(rig)) == 1
     assert Decimal(0) == rig.fake.positions["ETHUSDT"].amount
+
+
+# ----------------------------------------------------------------------------------------- crashes during an exit
+EXIT_CRASHES = {
+    # moment → (fault on the exit's path, "the process is now at that moment")
+    "exit_intent_written": (dict(path="/fapi/v1/order", kind="timeout", method="POST", accept=False, delay=60),
+                            lambda fake: len(fake.held) == 1),
+    "exit_sent_answer_lost": (dict(path="/fapi/v1/order", kind="timeout", method="POST", accept=True, delay=60),
+                              lambda fake: len(fake.orders) == 2),
+    "exit_filled_orders_not_cancelled": (dict(path="/fapi/v1/algoOrder", kind="timeout", method="DELETE",
+                                              accept=False, delay=60), lambda fake: len(fake.held) == 1),
+}
+
+
+@pytest.mark.parametrize("moment", list(EXIT_CRASHES))
+async def test_crash_during_an_exit_recovers_from_the_exchange(tmp_path: Path, moment: str):
+    """The process dies at each moment of a manual close (the task is abandoned mid-request and every
+    connection closed, as a kill would); a fresh trader on the same database must agree with the exchange."""
+    fault, reached = EXIT_CRASHES[moment]
+    async with FakeBinanceFutures(start=SIGNAL_TIME) as fake:
+        live = await open_live(fake, tmp_path / "live.sqlite3")
+        (trade_id,) = (await live.trader.scan()).opened
+        fake.faults.next(**fault)
+        closing = asyncio.create_task(live.trader.close_symbol("ETHUSDT", "manual_close"))
+        async with asyncio.timeout(30):
+            while not reached(fake):
+                await asyncio.sleep(0.02)
+        closing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await closing
+        await close_live(live)
+
+        live = await open_live(fake, tmp_path / "live.sqlite3", live.clock)  # restart: start() reconciles
+        try:
+            trade = await live.repos.trades.get(trade_id)
+            exit_orders = [o for o in fake.orders.values() if o["reduceOnly"] is True]
+            assert len(exit_orders) <= 1  # never sent twice
+            if moment == "exit_intent_written":
+                # the close never reached the exchange: the position is still there, still protected
+                assert fake.positions["ETHUSDT"].amount != 0 and trade.status is TradeStatus.OPEN
+                assert len(live.algos("STOP_MARKET")) == 1
+                assert exit_orders == []
+            else:
+                # the close happened exactly once: booked with its own reason, nothing left on the exchange
+                assert len(exit_orders) == 1
+                assert fake.positions["ETHUSDT"].amount == 0 and trade.status is TradeStatus.CLOSED
+                assert trade.exit_reason == "manual_close" and trade.fees > 0
+                assert live.algos() == []
+            assert await live.repos.orders.unresolved("live") == []
+        finally:
+            await close_live(live)
+
+
+async def test_position_opened_by_hand_is_adopted_and_closed_by_hand_is_booked(rig: LiveRig):
+    rig.fake.open_position_by_hand("BTCUSDT", "BUY", Decimal("0.01"))
+    report = await rig.trader.reconcile()
+    (trade_id,) = report.adopted
+    trade = await rig.repos.trades.get(trade_id)
+    assert (trade.symbol, trade.side, trade.quantity) == ("BTCUSDT", "LONG", Decimal("0.01"))
+    stops = [a for a in rig.fake.algo_orders.values() if a["symbol"] == "BTCUSDT" and a["algoStatus"] == "NEW"
+             and a["orderType"] == "STOP_MARKET"]
+    assert len(stops) == 1 and Decimal(stops[0]["triggerPrice"]) < trade.entry_price
+    assert [a.level for a in rig.sink.of(Alert)] == [Level.WARNING]  # the operator is told
+    rig.fake.close_position_by_hand("BTCUSDT")
+    report = await rig.trader.reconcile()
+    assert report.closed == [trade_id]
+    booked = await rig.repos.trades.get(trade_id)
+    assert booked.status is TradeStatus.CLOSED and booked.exit_reason == "manual"
+    assert [a for a in rig.fake.algo_orders.values() if a["symbol"] == "BTCUSDT" and a["algoStatus"] == "NEW"] == []
