@@ -334,13 +334,12 @@ class EngineService:
         return SettingChange(spec.key, str(old_value), str(new_value), risky)
 
     def _apply_settings(self, new: Settings) -> None:
-        from engine.runtime import risk_config
+        from engine.runtime import trader_config
 
         self.runtime.settings = new
         trader = self.runtime.trader
-        trader.config = replace(trader.config, risk=risk_config(new), max_open_positions=new.max_open_positions)
+        trader.reconfigure(trader_config(new, trader.mode))
         trader.consensus.threshold = new.entry_threshold
-        trader._configured_symbols.clear()  # the next entry per symbol sets the (possibly new) leverage
 
 
 SETTING_OVERRIDES_KEY = "setting_overrides"
