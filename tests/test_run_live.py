@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import signal
-import sqlite3
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,71 +18,17 @@ from typing import Any
 
 import pytest
 
-from settings import Settings
 from tests.fakes.binance_server import TEST_API_KEY, TEST_API_SECRET, FakeBinanceFutures
+from tests.vigil_process import ROOT, Vigil, heartbeat, process_env, query
 
-ROOT = Path(__file__).parent.parent
 SIGNAL_TIME = datetime(2025, 3, 3, 21, 15, 1, tzinfo=UTC)
 pytestmark = pytest.mark.slow
 
 
 def live_env(tmp_path: Path, base_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k.upper() not in {n.upper() for n in Settings.model_fields}}
-    env.update({
-        "PYTHONPATH": str(ROOT), "DB_PATH": str(tmp_path / "vigil.sqlite3"), "BINANCE_BASE_URL": base_url,
-        "TRADING_MODE": "live", "BINANCE_API_KEY": TEST_API_KEY, "BINANCE_API_SECRET": TEST_API_SECRET,
-        "SYMBOLS": "ETHUSDT,BTCUSDT", "SCAN_INTERVAL_SECONDS": "2", "SCAN_DELAY_SECONDS": "0",
-        "MONITOR_INTERVAL_SECONDS": "1", "LOG_LEVEL": "INFO",
-    })
-    env.update(extra)
-    return env
-
-
-def query(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    if not db_path.exists():
-        return []
-    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
-    try:
-        return con.execute(sql, params).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        con.close()
-
-
-class Vigil:
-    """One `main.py run` process; its output goes to vigil.log in the test's folder."""
-
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        self.env, self.cwd = env, cwd
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> Vigil:
-        with (self.cwd / "vigil.log").open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, str(ROOT / "main.py"), "run", env=self.env, cwd=self.cwd, stdout=log, stderr=log)
-        return self
-
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 60) -> None:
-        assert self.proc is not None
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                if self.proc.returncode is not None:
-                    log = (self.cwd / "vigil.log").read_text()[-4000:]
-                    raise AssertionError(f"vigil exited with {self.proc.returncode}:\n{log}")
-                await asyncio.sleep(0.1)
-
-    async def kill(self) -> None:
-        assert self.proc is not None
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-
-    async def terminate(self) -> int:
-        assert self.proc is not None
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.proc.wait(), 30)
+    return process_env(tmp_path, base_url, TRADING_MODE="live", BINANCE_API_KEY=TEST_API_KEY,
+                       BINANCE_API_SECRET=TEST_API_SECRET, SYMBOLS="ETHUSDT,BTCUSDT", SCAN_INTERVAL_SECONDS="2",
+                       **extra)
 
 
 def open_algos(fake: FakeBinanceFutures, symbol: str, order_type: str | None = None) -> list[dict[str, Any]]:
@@ -102,9 +44,7 @@ def market_orders(fake: FakeBinanceFutures, symbol: str) -> list[dict[str, Any]]
     return [o for o in fake.orders.values() if o["symbol"] == symbol]
 
 
-def heartbeats(db_path: Path) -> str:
-    rows = query(db_path, "SELECT value FROM state WHERE key='monitor_heartbeat'")
-    return rows[0][0] if rows else ""
+heartbeats = heartbeat
 
 
 # ----------------------------------------------------------------------------------------- refusals
