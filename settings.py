@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     symbol_cooldown_minutes: int = Field(120, ge=0, le=10_080)
     symbol_daily_loss_pct: Decimal = Field(Decimal("2"), ge=0, le=100)
 
+    # --- notifications ---------------------------------------------------------------------------
+    notify_daily_summary_utc: str = "00:00"
+    notify_levels: str = ""
+
     # --- logging -------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -172,6 +176,26 @@ class Settings(BaseSettings):
     @classmethod
     def _check_ladder(cls, value: str) -> str:
         parse_ladder(value)
+        return value
+
+    @field_validator("notify_daily_summary_utc")
+    @classmethod
+    def _check_summary_time(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in ("", "off") and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", value):
+            raise ValueError("expected HH:MM in UTC (e.g. 00:00) or off")
+        return value
+
+    @field_validator("notify_levels")
+    @classmethod
+    def _check_levels(cls, value: str) -> str:
+        from bot.notices import CATEGORIES, LEVELS  # pure constants; the bot layer owns the categories
+
+        for part in _split(value):
+            name, _, level = part.partition("=")
+            if name.strip().lower() not in CATEGORIES or level.strip().lower() not in LEVELS:
+                raise ValueError(f"bad entry {part!r}; use category=on|silent|off with a category among "
+                                 f"{', '.join(CATEGORIES)}")
         return value
 
     @field_validator("telegram_allowed_user_ids", mode="before")

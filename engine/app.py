@@ -64,6 +64,7 @@ async def run_bot(settings: Settings, *, clock: Clock | None = None, stop_event:
             print(f"vigil: cannot reach Binance at start ({exc}); check the network and BINANCE_BASE_URL")
             return EXIT_STARTUP
         service = EngineService(runtime)
+        await service.apply_stored_settings()  # operator /set changes survive restarts
         runtime.start_scheduler()
         bot = await _start_telegram(settings, service, bus)
         await bus.publish(StateChanged(time=clock.now(), state="started",
