@@ -21,16 +21,20 @@ class TradeMemory:
         self.state = state
         self.mode = mode
         self._outcomes: list[TradeOutcome] | None = None
+        self._exit_states: dict[int, PositionState | None] = {}  # write-through cache
 
     def _key(self, kind: str, trade_id: int | None = None) -> str:
         return f"{kind}:{self.mode}" + ("" if trade_id is None else f":{trade_id}")
 
     async def exit_state(self, trade_id: int) -> PositionState | None:
-        raw = await self.state.get(self._key("exit", trade_id))
-        return None if raw is None else PositionState.from_dict(raw)
+        if trade_id not in self._exit_states:
+            raw = await self.state.get(self._key("exit", trade_id))
+            self._exit_states[trade_id] = None if raw is None else PositionState.from_dict(raw)
+        return self._exit_states[trade_id]
 
     async def save_exit_state(self, state: PositionState, now: datetime) -> None:
         await self.state.set(self._key("exit", state.trade_id), state.to_dict(), now)
+        self._exit_states[state.trade_id] = state
 
     async def entry_context(self, trade_id: int) -> dict[str, Any]:
         return dict(await self.state.get(self._key("entry", trade_id), {}) or {})
@@ -39,6 +43,7 @@ class TradeMemory:
         await self.state.set(self._key("entry", trade_id), {"atr": str(atr), "regime": regime}, now)
 
     async def forget(self, trade_id: int) -> None:
+        self._exit_states.pop(trade_id, None)
         await self.state.delete(self._key("exit", trade_id))
         await self.state.delete(self._key("entry", trade_id))
 

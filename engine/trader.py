@@ -134,6 +134,7 @@ class ReconcileReport:
     stops_replaced: list[int] = field(default_factory=list)
     orphans_cancelled: list[str] = field(default_factory=list)
     resolved_orders: list[str] = field(default_factory=list)
+    positions: dict[str, Position] | None = None  # as read at the start; None when the books changed
 
 
 class Trader:
@@ -554,7 +555,7 @@ class Trader:
                 await self.breakers.close_all_done(self.clock.now())
             report = await self.reconcile()
             if self.config.exits is not None:
-                await self.manage_exits()
+                await self.manage_exits(report.positions)
         await self._snapshot_equity(balance)
         now = self.clock.now()
         await self.repos.state.set(HEARTBEAT_KEY, now.isoformat(), now)
@@ -567,10 +568,13 @@ class Trader:
         return volatility_ratio(context.atr_pct, context.atr_pct_history[:-1])
 
     # ------------------------------------------------------------------ exits (trailing, partials, time)
-    async def manage_exits(self) -> None:
+    async def manage_exits(self, positions: dict[str, Position] | None = None) -> None:
+        """Trailing stops, partial exits, time/stale/signal exits for every open trade. ``positions`` as
+        reconciliation just read them (saves a request), else fetched."""
         assert self.config.exits is not None
         async with self._lock:
-            positions = {p.symbol: p for p in await self.exchange.positions()}
+            if positions is None:
+                positions = {p.symbol: p for p in await self.exchange.positions()}
             for trade in await self.repos.trades.active(self.mode):
                 position = positions.get(trade.symbol)
                 if trade.status is TradeStatus.OPEN and position is not None:
@@ -702,6 +706,8 @@ class Trader:
                 if symbol not in positions:
                     for order in orders:
                         await self._cancel_orphan(order, report)
+            if not (report.closed or report.adopted):
+                report.positions = positions
         return report
 
     async def _resolve_unknown_orders(self, report: ReconcileReport) -> None:
