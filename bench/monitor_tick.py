@@ -17,17 +17,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.clock import ManualClock  # noqa: E402
-from engine.events import EventBus  # noqa: E402
-from engine.exchange.historical import HistoricalMarket  # noqa: E402
-from engine.exchange.paper import PaperExchange  # noqa: E402
-from engine.exchange.types import MarginType  # noqa: E402
-from engine.runtime import build_trader  # noqa: E402
-from settings import Settings  # noqa: E402
-from storage.db import Database  # noqa: E402
-from storage.repositories import Repositories  # noqa: E402
-from strategies.consensus import Consensus  # noqa: E402
-from strategies.types import Direction, Vote  # noqa: E402
+from engine.clock import ManualClock
+from engine.events import EventBus
+from engine.exchange.historical import HistoricalMarket
+from engine.exchange.paper import PaperExchange
+from engine.exchange.types import MarginType
+from engine.runtime import build_trader
+from settings import Settings
+from storage.db import Database
+from storage.repositories import Repositories
+from strategies.consensus import Consensus
+from strategies.types import Direction, Vote
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
