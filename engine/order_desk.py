@@ -1,0 +1,292 @@
+"""The order desk: every order the engine sends goes through here, intent first (invariant 2), and every
+position that disappears is booked here from the exchange's own fills and funding (invariant 3).
+
+Used by the trader (entries, closes), the reconciler (recovery) and the exit manager (stop moves, partial
+exits). It holds no policy: what to trade and when is decided by its callers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from decimal import Decimal
+
+from engine.clock import Clock
+from engine.events import Alert, EventBus, Level, TradeClosed, TradeOpened
+from engine.exchange.errors import (
+    ExchangeError,
+    InsufficientMargin,
+    OrderNotFound,
+    OrderRejected,
+    OrderStatusUnknown,
+)
+from engine.exchange.protocol import Exchange
+from engine.exchange.rules import round_price
+from engine.exchange.types import (
+    Fill,
+    OrderResult,
+    OrderStatus,
+    Position,
+    PositionSide,
+    ProtectiveKind,
+    ProtectiveOrder,
+    ProtectiveStatus,
+    Side,
+    SymbolRules,
+)
+from engine.exits import PositionState
+from engine.trade_memory import TradeMemory
+from storage.records import OrderPurpose, OrderState, TradeRecord
+from storage.repositories import Repositories
+
+log = logging.getLogger(__name__)
+
+FILL_LOOKBACK = timedelta(seconds=5)
+PRICE_QUANTUM = Decimal("0.00000001")  # average exit prices over several fills are kept to 8 decimals
+
+KIND_OF = {OrderPurpose.STOP_LOSS: ProtectiveKind.STOP_LOSS, OrderPurpose.TAKE_PROFIT: ProtectiveKind.TAKE_PROFIT}
+
+ClosedHook = Callable[[TradeRecord, TradeClosed], Awaitable[None]]
+PricesAt = Callable[[Decimal], tuple[Decimal, Decimal]]
+
+
+class OrderDesk:
+    def __init__(self, *, exchange: Exchange, repos: Repositories, bus: EventBus, clock: Clock, mode: str,
+                 memory: TradeMemory) -> None:
+        self.exchange = exchange
+        self.repos = repos
+        self.bus = bus
+        self.clock = clock
+        self.mode = mode
+        self.memory = memory
+        self.rules: dict[str, SymbolRules] = {}
+        self.on_trade_closed: ClosedHook | None = None
+        self._instance = ""
+
+    async def start(self) -> None:
+        self._instance = await self.repos.state.instance_id(self.clock.now())
+        self.rules = await self.exchange.symbol_rules()
+
+    def client_id(self, trade_id: int, purpose: OrderPurpose, attempt: int) -> str:
+        """Deterministic, ≤ 36 chars of Binance's allowed alphabet: ``vg<inst>-<trade>-<P><attempt>``."""
+        return f"vg{self._instance}-{trade_id}-{purpose.code}{attempt}"
+
+    async def next_attempt(self, trade_id: int, purpose: OrderPurpose) -> int:
+        return len(await self.repos.orders.for_trade(trade_id, purpose)) + 1
+
+    async def alert(self, level: Level, message: str) -> None:
+        log.log(logging.CRITICAL if level is Level.CRITICAL else logging.WARNING, message)
+        await self.bus.publish(Alert(time=self.clock.now(), level=level, message=message))
+
+    async def position(self, symbol: str) -> Position | None:
+        for pos in await self.exchange.positions():
+            if pos.symbol == symbol:
+                return pos
+        return None
+
+    # ------------------------------------------------------------------ market orders
+    async def market_order(self, trade: TradeRecord, purpose: OrderPurpose, side: Side, quantity: Decimal, *,
+                           reduce_only: bool, reason: str | None = None) -> OrderResult | None:
+        """Record the intent (next attempt of ``purpose``), then send. ``None`` = outcome still unknown."""
+        cid = self.client_id(trade.id, purpose, await self.next_attempt(trade.id, purpose))
+        await self.repos.orders.record_intent(
+            client_id=cid, trade_id=trade.id, mode=self.mode, symbol=trade.symbol, purpose=purpose,
+            side=side.value, order_type="MARKET", quantity=quantity, trigger_price=None, reduce_only=reduce_only,
+            now=self.clock.now(), reason=reason)
+        return await self.send_market(trade.symbol, side, quantity, cid, reduce_only=reduce_only)
+
+    async def send_market(self, symbol: str, side: Side, quantity: Decimal, cid: str, *,
+                          reduce_only: bool) -> OrderResult | None:
+        """Send a market order whose intent is already recorded. ``None`` = outcome still unknown."""
+        try:
+            result = await self.exchange.place_market_order(symbol, side, quantity, cid, reduce_only=reduce_only)
+        except OrderStatusUnknown as exc:
+            log.warning("order %s outcome unknown (%s); querying by client id", cid, exc)
+            try:
+                result = await self.exchange.get_order(symbol, cid)
+            except ExchangeError as query_exc:
+                log.warning("query of %s failed: %s", cid, query_exc)
+                result = None
+            if result is None:
+                await self.repos.orders.update(cid, status=OrderState.UNKNOWN, now=self.clock.now(), error=str(exc))
+                await self.alert(Level.WARNING, f"{symbol}: order {cid} outcome unknown ({exc.reason}); "
+                                 "it will be resolved by querying the exchange on the next monitor tick")
+                return None
+        except OrderRejected as exc:
+            await self.repos.orders.update(cid, status=OrderState.REJECTED, now=self.clock.now(), error=str(exc))
+            log.info("order %s rejected: %s", cid, exc)
+            if reduce_only or isinstance(exc, InsufficientMargin):
+                await self.alert(Level.WARNING, f"{symbol}: order {cid} rejected by the exchange: {exc}")
+            return self._refused(symbol, cid, side, quantity, reduce_only)
+        except ExchangeError as exc:
+            # transient failures surface here only after the adapter's own retries; the request was refused
+            await self.repos.orders.update(cid, status=OrderState.REJECTED, now=self.clock.now(), error=str(exc))
+            await self.alert(Level.WARNING, f"{symbol}: order {cid} failed: {exc}")
+            return self._refused(symbol, cid, side, quantity, reduce_only)
+        await self.record_order_result(result)
+        return result
+
+    def _refused(self, symbol: str, cid: str, side: Side, quantity: Decimal, reduce_only: bool) -> OrderResult:
+        return OrderResult(symbol, cid, "", side, OrderStatus.REJECTED, quantity, Decimal(0), Decimal(0),
+                           reduce_only, self.clock.now())
+
+    async def record_order_result(self, result: OrderResult) -> None:
+        state = {
+            OrderStatus.FILLED: OrderState.FILLED, OrderStatus.CANCELED: OrderState.CANCELED,
+            OrderStatus.REJECTED: OrderState.REJECTED, OrderStatus.EXPIRED: OrderState.EXPIRED,
+        }.get(result.status, OrderState.OPEN)
+        await self.repos.orders.update(result.client_id, status=state, now=self.clock.now(),
+                                       exchange_id=result.exchange_id or None,
+                                       filled_quantity=result.filled_quantity,
+                                       avg_price=result.avg_price if result.filled_quantity > 0 else None,
+                                       fee=result.fee)
+
+    # ------------------------------------------------------------------ protection
+    async def open_protected(self, trade: TradeRecord, fill: OrderResult, prices_at: PricesAt,
+                             score: float | None) -> TradeRecord | None:
+        """The entry of ``trade`` filled: book it, place its stop and take-profit, announce it.
+        Returns ``None`` if the stop could not be placed (the position was then closed at market)."""
+        rules = self.rules[trade.symbol]
+        entry = fill.avg_price
+        stop, take = prices_at(entry)
+        liq = None
+        if (pos := await self.position(trade.symbol)) is not None:
+            liq = round_price(rules, pos.liquidation_price)
+        trade = await self.repos.trades.mark_open(
+            trade.id, entry_price=entry, quantity=fill.filled_quantity, stop_price=stop,
+            take_profit_price=take, liquidation_price=liq, fee=fill.fee, now=self.clock.now())
+        await self.memory.save_exit_state(PositionState.opened(
+            trade_id=trade.id, symbol=trade.symbol, side=PositionSide(trade.side), entry_price=entry,
+            quantity=fill.filled_quantity, stop_price=stop, opened_at=trade.opened_at or self.clock.now()),
+            self.clock.now())
+        if not await self.protect(trade, stop, take):
+            return None
+        trade = await self.repos.trades.get(trade.id)
+        await self.bus.publish(TradeOpened(
+            time=self.clock.now(), trade_id=trade.id, mode=self.mode, symbol=trade.symbol, side=trade.side,
+            quantity=trade.quantity, entry_price=entry, stop_price=stop, take_profit_price=take,
+            leverage=trade.leverage, liquidation_price=liq or Decimal(0), fee=fill.fee,
+            score=float(score or 0.0), votes=trade.votes))
+        return trade
+
+    async def protect(self, trade: TradeRecord, stop: Decimal, take: Decimal | None) -> bool:
+        """Place stop then take-profit. If the stop cannot be placed, close at market. True if protected."""
+        try:
+            await self.place_protective(trade, OrderPurpose.STOP_LOSS, stop)
+        except ExchangeError as exc:
+            await self.alert(Level.CRITICAL, f"{trade.symbol}: stop-loss could not be placed ({exc}); "
+                             "closing the position at market")
+            await self.exit(trade, "stop_unplaceable")
+            return False
+        if take is not None:
+            try:
+                await self.place_protective(trade, OrderPurpose.TAKE_PROFIT, take)
+            except ExchangeError as exc:
+                await self.alert(Level.WARNING, f"{trade.symbol}: take-profit could not be placed ({exc}); "
+                                 "the stop-loss still protects the position")
+        return True
+
+    async def place_protective(self, trade: TradeRecord, purpose: OrderPurpose, trigger: Decimal) -> ProtectiveOrder:
+        side = PositionSide(trade.side).exit_side
+        cid = self.client_id(trade.id, purpose, await self.next_attempt(trade.id, purpose))
+        kind = KIND_OF[purpose]
+        await self.repos.orders.record_intent(
+            client_id=cid, trade_id=trade.id, mode=self.mode, symbol=trade.symbol, purpose=purpose,
+            side=side.value, order_type=kind.value, quantity=None, trigger_price=trigger, reduce_only=True,
+            now=self.clock.now())
+        try:
+            order = await self.exchange.place_protective_order(trade.symbol, side, kind, trigger, cid)
+        except OrderStatusUnknown:
+            found = await self.exchange.get_protective_order(trade.symbol, cid)
+            if found is None:
+                await self.repos.orders.update(cid, status=OrderState.UNKNOWN, now=self.clock.now())
+                raise
+            order = found
+        except ExchangeError as exc:
+            await self.repos.orders.update(cid, status=OrderState.REJECTED, now=self.clock.now(), error=str(exc))
+            raise
+        await self.repos.orders.update(cid, status=OrderState.OPEN, now=self.clock.now(),
+                                       exchange_id=order.exchange_id)
+        if purpose is OrderPurpose.STOP_LOSS:
+            await self.repos.trades.update_protection(trade.id, stop_price=trigger, now=self.clock.now())
+        else:
+            await self.repos.trades.update_protection(trade.id, take_profit_price=trigger, now=self.clock.now())
+        return order
+
+    async def cancel_protective(self, trade: TradeRecord, purpose: OrderPurpose | None = None) -> OrderState | None:
+        """Cancel the trade's open protective orders (of one ``purpose``, or all). Returns TRIGGERED if one
+        of them had already fired, else the last state recorded."""
+        last: OrderState | None = None
+        for order in await self.repos.orders.open_protective(trade.id):
+            if purpose is not None and order.purpose is not purpose:
+                continue
+            try:
+                await self.exchange.cancel_protective_order(trade.symbol, order.client_id)
+                state = OrderState.CANCELED
+            except OrderNotFound:
+                found = await self.exchange.get_protective_order(trade.symbol, order.client_id)
+                state = order_state_of(found) if found is not None else OrderState.EXPIRED
+            await self.repos.orders.update(order.client_id, status=state, now=self.clock.now())
+            last = OrderState.TRIGGERED if OrderState.TRIGGERED in (state, last) else state
+        return last
+
+    # ------------------------------------------------------------------ closing and booking
+    async def exit(self, trade: TradeRecord, reason: str) -> TradeRecord | None:
+        """Market-close the position of ``trade`` (reduce-only), cancel its protective orders, book it."""
+        position = await self.position(trade.symbol)
+        if position is not None:
+            result = await self.market_order(trade, OrderPurpose.EXIT, position.side.exit_side, position.quantity,
+                                             reduce_only=True, reason=reason)
+            if result is None or result.status is not OrderStatus.FILLED:
+                await self.alert(Level.CRITICAL, f"{trade.symbol}: market close failed; the position stays open "
+                                 "with its exchange-side stop. Check the account.")
+                return None
+        await self.cancel_protective(trade)
+        return await self.book_close(trade, reason)
+
+    async def book_close(self, trade: TradeRecord, reason: str) -> TradeRecord:
+        """Book a trade whose position is gone, from the exchange's own fills and funding payments."""
+        opened = trade.opened_at or trade.created_at
+        since = opened - FILL_LOOKBACK
+        fills = [f for f in await self.exchange.fills(trade.symbol, since) if f.time >= since]
+        funding = await self.exchange.funding_payments(trade.symbol, opened)
+        exits = [f for f in fills if f.side is PositionSide(trade.side).exit_side]
+        exit_qty = sum((f.quantity for f in exits), Decimal(0))
+        exit_price = (sum((f.price * f.quantity for f in exits), Decimal(0)) / exit_qty).quantize(PRICE_QUANTUM) \
+            if exit_qty else (trade.entry_price or Decimal(0))
+        realized = sum((f.realized_pnl for f in fills), Decimal(0))
+        fees = sum((f.fee for f in fills), Decimal(0))
+        funding_total = sum((p.amount for p in funding), Decimal(0))
+        for f in fills:
+            await self._ledger_fill(trade, f)
+        for p in funding:
+            await self.repos.ledger.add_funding(mode=self.mode, trade_id=trade.id, symbol=trade.symbol,
+                                                amount=p.amount, time=p.time)
+        closed_at = max((f.time for f in exits), default=self.clock.now())
+        booked = await self.repos.trades.close(trade.id, exit_price=exit_price, reason=reason,
+                                               realized_pnl=realized, fees=fees, funding=funding_total,
+                                               closed_at=closed_at)
+        event = TradeClosed(
+            time=closed_at, trade_id=trade.id, mode=self.mode, symbol=trade.symbol, side=trade.side,
+            quantity=trade.initial_quantity, entry_price=trade.entry_price or Decimal(0), exit_price=exit_price,
+            reason=reason, realized_pnl=realized, fees=fees, funding=funding_total)
+        await self.bus.publish(event)
+        if self.on_trade_closed is not None:
+            await self.on_trade_closed(booked, event)
+        return booked
+
+    async def _ledger_fill(self, trade: TradeRecord, fill: Fill) -> None:
+        await self.repos.ledger.add_fill(
+            mode=self.mode, trade_id=trade.id, order_client_id=fill.client_id, exchange_trade_id=fill.trade_id,
+            symbol=fill.symbol, side=fill.side.value, price=fill.price, quantity=fill.quantity, fee=fill.fee,
+            realized_pnl=fill.realized_pnl, time=fill.time)
+
+
+def order_state_of(order: ProtectiveOrder) -> OrderState:
+    return {
+        ProtectiveStatus.NEW: OrderState.OPEN, ProtectiveStatus.TRIGGERING: OrderState.OPEN,
+        ProtectiveStatus.TRIGGERED: OrderState.TRIGGERED, ProtectiveStatus.FINISHED: OrderState.TRIGGERED,
+        ProtectiveStatus.CANCELED: OrderState.CANCELED, ProtectiveStatus.REJECTED: OrderState.REJECTED,
+        ProtectiveStatus.EXPIRED: OrderState.EXPIRED,
+    }[order.status]

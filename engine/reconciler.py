@@ -1,0 +1,219 @@
+"""Reconciliation (invariants 1 and 3): make the books agree with the exchange and every position protected.
+
+Run at start and on every monitor tick, under the trader's lock:
+- orders whose outcome is unknown are resolved by their client id (never re-sent);
+- a trade whose entry was not confirmed is protected if its position exists, else marked failed;
+- a position gone from the exchange is booked with its real exit (our own exit, stop, take-profit,
+  liquidation or manual) from the exchange's fills and funding;
+- a position unknown to the books is adopted, protected at the maximum stop distance and reported;
+- a missing stop (or take-profit) is re-placed; conditional orders with no position are cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from engine.events import Level
+from engine.exchange.errors import ExchangeError, OrderNotFound, WouldTrigger
+from engine.exchange.types import (
+    OrderResult,
+    OrderStatus,
+    Position,
+    PositionSide,
+    ProtectiveKind,
+    ProtectiveOrder,
+    ProtectiveStatus,
+)
+from engine.order_desk import FILL_LOOKBACK, OrderDesk, order_state_of
+from engine.risk import RiskConfig, protective_prices
+from storage.records import OrderPurpose, OrderState, TradeRecord, TradeStatus
+
+log = logging.getLogger(__name__)
+
+LIQUIDATION_TOLERANCE = Decimal("0.005")
+
+
+@dataclass(slots=True)
+class ReconcileReport:
+    closed: list[int] = field(default_factory=list)
+    adopted: list[int] = field(default_factory=list)
+    stops_replaced: list[int] = field(default_factory=list)
+    orphans_cancelled: list[str] = field(default_factory=list)
+    resolved_orders: list[str] = field(default_factory=list)
+    positions: dict[str, Position] | None = None  # as read at the start; None when the books changed
+
+
+class Reconciler:
+    def __init__(self, desk: OrderDesk, risk: RiskConfig) -> None:
+        self.desk = desk
+        self.risk = risk
+
+    @property
+    def _repos(self):  # noqa: ANN202 - shorthand
+        return self.desk.repos
+
+    async def run(self) -> ReconcileReport:
+        report = ReconcileReport()
+        desk = self.desk
+        await self._resolve_unknown_orders(report)
+        positions = {p.symbol: p for p in await desk.exchange.positions()}
+        by_symbol: dict[str, list[ProtectiveOrder]] = {}
+        for order in await desk.exchange.open_protective_orders():
+            by_symbol.setdefault(order.symbol, []).append(order)
+        active = await self._repos.trades.active(desk.mode)
+        for trade in active:
+            position = positions.get(trade.symbol)
+            if trade.status is TradeStatus.PENDING:
+                await self._resolve_pending(trade, position, report)
+            elif position is None:
+                reason = await self._exit_reason(trade)
+                await desk.cancel_protective(trade)
+                await desk.book_close(trade, reason)
+                report.closed.append(trade.id)
+            else:
+                await self._ensure_stop(trade, by_symbol.get(trade.symbol, []), report)
+        known = {t.symbol for t in active}
+        for symbol, position in positions.items():
+            if symbol not in known:
+                await self._adopt(position, report)
+        for symbol, orders in by_symbol.items():
+            if symbol not in positions:
+                for order in orders:
+                    await self._cancel_orphan(order, report)
+        if not (report.closed or report.adopted):
+            report.positions = positions
+        return report
+
+    async def _resolve_unknown_orders(self, report: ReconcileReport) -> None:
+        desk, now = self.desk, self.desk.clock.now()
+        for order in await self._repos.orders.unresolved(desk.mode):
+            if order.purpose in (OrderPurpose.STOP_LOSS, OrderPurpose.TAKE_PROFIT):
+                found_p = await desk.exchange.get_protective_order(order.symbol, order.client_id)
+                state = order_state_of(found_p) if found_p is not None else OrderState.REJECTED
+                await self._repos.orders.update(order.client_id, status=state, now=now,
+                                                exchange_id=found_p.exchange_id if found_p else None,
+                                                error=None if found_p else "never reached the exchange")
+            else:
+                found = await desk.exchange.get_order(order.symbol, order.client_id)
+                if found is None:
+                    await self._repos.orders.update(order.client_id, status=OrderState.REJECTED, now=now,
+                                                    error="never reached the exchange")
+                else:
+                    await desk.record_order_result(found)
+            report.resolved_orders.append(order.client_id)
+
+    async def _resolve_pending(self, trade: TradeRecord, position: Position | None,
+                               report: ReconcileReport) -> None:
+        """A trade whose entry outcome was not confirmed (crash or lost answer) after its orders are resolved:
+        the exchange position decides. No position → the entry never filled; a position → protect it."""
+        if position is None:
+            await self._repos.trades.mark_failed(trade.id, "entry never filled", self.desk.clock.now())
+            return
+        entries = await self._repos.orders.for_trade(trade.id, OrderPurpose.ENTRY)
+        filled = next((o for o in entries if o.status is OrderState.FILLED), None)
+        dist = abs((trade.entry_price or position.entry_price) - trade.initial_stop_price)
+        atr = dist / self.risk.stop_atr_mult
+        rules = self.desk.rules[trade.symbol]
+        side = PositionSide(trade.side)
+        fill = OrderResult(
+            symbol=trade.symbol, client_id=filled.client_id if filled else "",
+            exchange_id=(filled.exchange_id or "") if filled else "", side=side.entry_side,
+            status=OrderStatus.FILLED, quantity=position.quantity, filled_quantity=position.quantity,
+            avg_price=position.entry_price, reduce_only=False, time=self.desk.clock.now(),
+            fee=filled.fee if filled else Decimal(0))
+        if await self.desk.open_protected(
+                trade, fill, lambda price: protective_prices(rules, side, price, dist, atr, self.risk),
+                trade.score) is not None:
+            report.adopted.append(trade.id)
+
+    async def _exit_reason(self, trade: TradeRecord) -> str:
+        for order in await self._repos.orders.for_trade(trade.id, OrderPurpose.EXIT):
+            if order.status is OrderState.FILLED:  # our own exit, whose answer was lost (crash, timeout)
+                return order.reason or "manual_close"
+        for order in await self._repos.orders.open_protective(trade.id):
+            found = await self.desk.exchange.get_protective_order(trade.symbol, order.client_id)
+            if found is not None and found.status in (ProtectiveStatus.TRIGGERED, ProtectiveStatus.FINISHED):
+                await self._repos.orders.update(order.client_id, status=OrderState.TRIGGERED,
+                                                now=self.desk.clock.now())
+                if order.purpose is OrderPurpose.TAKE_PROFIT:
+                    return "take_profit"
+                return "stop_loss" if trade.stop_price == trade.initial_stop_price else "trailing_stop"
+        since = (trade.opened_at or trade.created_at) - FILL_LOOKBACK
+        exits = [f for f in await self.desk.exchange.fills(trade.symbol, since)
+                 if f.side is PositionSide(trade.side).exit_side]
+        if exits and (exits[-1].client_id or "").startswith("autoclose-"):
+            return "liquidation"  # Binance names liquidation orders autoclose-…
+        liq = trade.liquidation_price
+        if exits and liq and abs(exits[-1].price - liq) / liq <= LIQUIDATION_TOLERANCE:
+            return "liquidation"
+        return "manual"
+
+    async def _ensure_stop(self, trade: TradeRecord, orders: Sequence[ProtectiveOrder],
+                           report: ReconcileReport) -> None:
+        desk = self.desk
+        if any(o.kind is ProtectiveKind.STOP_LOSS and o.status.is_open for o in orders):
+            await self._ensure_take_profit(trade, orders)
+            return
+        await desk.alert(Level.WARNING, f"{trade.symbol}: stop-loss missing on the exchange; re-placing it at "
+                         f"{trade.stop_price}")
+        await self._expire_records(trade, OrderPurpose.STOP_LOSS)
+        try:
+            await desk.place_protective(trade, OrderPurpose.STOP_LOSS, trade.stop_price)
+            report.stops_replaced.append(trade.id)
+        except WouldTrigger:
+            await desk.alert(Level.CRITICAL, f"{trade.symbol}: price is already beyond the stop "
+                             f"{trade.stop_price}; closing at market")
+            await desk.exit(trade, "stop_loss")
+        except ExchangeError as exc:
+            await desk.alert(Level.CRITICAL, f"{trade.symbol}: stop-loss could not be re-placed ({exc}); "
+                             "closing at market")
+            await desk.exit(trade, "stop_unplaceable")
+
+    async def _ensure_take_profit(self, trade: TradeRecord, orders: Sequence[ProtectiveOrder]) -> None:
+        if trade.take_profit_price is None or any(
+                o.kind is ProtectiveKind.TAKE_PROFIT and o.status.is_open for o in orders):
+            return
+        await self._expire_records(trade, OrderPurpose.TAKE_PROFIT)
+        try:
+            await self.desk.place_protective(trade, OrderPurpose.TAKE_PROFIT, trade.take_profit_price)
+        except ExchangeError as exc:
+            log.warning("%s: take-profit could not be re-placed: %s", trade.symbol, exc)
+
+    async def _expire_records(self, trade: TradeRecord, purpose: OrderPurpose) -> None:
+        """Our rows say open, the exchange says gone: mark them so, before placing a replacement."""
+        for order in await self._repos.orders.open_protective(trade.id):
+            if order.purpose is purpose:
+                await self._repos.orders.update(order.client_id, status=OrderState.EXPIRED, now=self.desk.clock.now())
+
+    async def _adopt(self, position: Position, report: ReconcileReport) -> None:
+        """A position we did not open: book it, protect it at the maximum stop distance, tell the operator."""
+        desk = self.desk
+        rules = desk.rules.get(position.symbol)
+        if rules is None:
+            await desk.alert(Level.CRITICAL, f"{position.symbol}: unknown position on a symbol without rules; "
+                             "close it by hand")
+            return
+        max_dist = position.entry_price * self.risk.max_stop_pct / Decimal(100)
+        atr_equiv = max_dist / self.risk.stop_atr_mult
+        stop, take = protective_prices(rules, position.side, position.entry_price, max_dist, atr_equiv, self.risk)
+        trade = await self._repos.trades.create(
+            mode=desk.mode, symbol=position.symbol, side=position.side.value, quantity=position.quantity,
+            stop_price=stop, take_profit_price=take, leverage=position.leverage, score=None, votes=["adopted"],
+            now=desk.clock.now(), status=TradeStatus.OPEN, entry_price=position.entry_price)
+        await desk.alert(Level.WARNING, f"{position.symbol}: found a {position.side.value} position of "
+                         f"{position.quantity} not opened by Vigil; adopted it and placed a stop at {stop}")
+        if await desk.protect(trade, stop, take):
+            report.adopted.append(trade.id)
+
+    async def _cancel_orphan(self, order: ProtectiveOrder, report: ReconcileReport) -> None:
+        try:
+            await self.desk.exchange.cancel_protective_order(order.symbol, order.client_id)
+        except OrderNotFound:
+            return
+        report.orphans_cancelled.append(order.client_id)
+        if await self._repos.orders.get(order.client_id) is not None:
+            await self._repos.orders.update(order.client_id, status=OrderState.CANCELED, now=self.desk.clock.now())
+        log.info("cancelled orphaned %s %s on %s (no position)", order.kind.value, order.client_id, order.symbol)
