@@ -39,7 +39,12 @@ class ExitManager:
             trade_id=trade.id, symbol=trade.symbol, side=PositionSide(trade.side),
             entry_price=trade.entry_price or position.entry_price, quantity=trade.initial_quantity,
             stop_price=trade.initial_stop_price, opened_at=trade.opened_at or now)
-        state = replace(state, quantity=position.quantity, stop_price=trade.stop_price)
+        # the exchange and the order book are the truth: a partial whose answer was lost (and was resolved by
+        # reconciliation) counts as done, so a restart never takes the same ladder step twice
+        partials = await desk.repos.orders.for_trade(trade.id, OrderPurpose.PARTIAL)
+        filled = sum(1 for o in partials if o.status is OrderState.FILLED)
+        state = replace(state, quantity=position.quantity, stop_price=trade.stop_price,
+                        partials_done=max(state.partials_done, filled))
         market = MarketState(mark_price=position.mark_price,
                              atr=Decimal(repr(signal.atr)) if signal and signal.atr > 0 else None,
                              consensus=signal.direction if signal else None,

@@ -6,6 +6,7 @@ Run at start and on every monitor tick, under the trader's lock:
 - a position gone from the exchange is booked with its real exit (our own exit, stop, take-profit,
   liquidation or manual) from the exchange's fills and funding;
 - a position unknown to the books is adopted, protected at the maximum stop distance and reported;
+- an open trade's quantity follows its position (a partial exit whose answer was lost);
 - a missing stop (or take-profit) is re-placed; conditional orders with no position are cancelled.
 """
 
@@ -74,6 +75,8 @@ class Reconciler:
                 await desk.book_close(trade, reason)
                 report.closed.append(trade.id)
             else:
+                if trade.quantity != position.quantity:  # e.g. a partial exit whose answer was lost
+                    await self._repos.trades.update_quantity(trade.id, position.quantity, desk.clock.now())
                 await self._ensure_stop(trade, by_symbol.get(trade.symbol, []), report)
         known = {t.symbol for t in active}
         for symbol, position in positions.items():

@@ -229,3 +229,60 @@ async def test_crash_matrix_entry(tmp_path: Path, moment: str):
         assert Decimal(qty) == -position_amt(fake, "ETHUSDT")
         assert Decimal(entry) == fake.positions["ETHUSDT"].entry
         assert query(db_path, "SELECT count(*) FROM orders WHERE status IN ('INTENT', 'UNKNOWN')") == [(0,)]
+
+
+# ----------------------------------------------------------------------------------------- crashes while managing
+MANAGE_CRASHES = {
+    # moment → (fault armed after the entry is protected, "the process is now at that moment")
+    "partial_intent_written": (dict(path="/fapi/v1/order", kind="timeout", method="POST", accept=False, delay=120),
+                               lambda fake: len(fake.held) == 1),
+    "partial_answer_lost": (dict(path="/fapi/v1/order", kind="timeout", method="POST", accept=True, delay=120),
+                            lambda fake: len(market_orders(fake, "ETHUSDT")) == 2),
+    "old_stop_cancelled_new_not_placed": (
+        dict(path="/fapi/v1/algoOrder", kind="timeout", method="POST", accept=False, delay=120),
+        lambda fake: len(fake.held) == 1),
+}
+
+
+@pytest.mark.parametrize("moment", list(MANAGE_CRASHES))
+async def test_crash_matrix_partial_exit_and_stop_move(tmp_path: Path, moment: str):
+    """SIGKILL in the middle of the first ladder step (⅓ closed at 1R, then the stop moved by cancel + place):
+    after a restart the position is protected by exactly one stop, no step is taken twice, books = exchange."""
+    db_path = tmp_path / "vigil.sqlite3"
+    fault, reached = MANAGE_CRASHES[moment]
+    async with FakeBinanceFutures(start=SIGNAL_TIME) as fake:
+        vigil = await Vigil(live_env(tmp_path, fake.base_url), tmp_path).start()
+        try:
+            await vigil.wait_until(lambda: len(open_algos(fake, "ETHUSDT")) == 2
+                                   and query(db_path, "SELECT status FROM trades") == [("OPEN",)])
+            fake.faults.next(**fault)
+            while not reached(fake):
+                assert fake.now < datetime(2025, 3, 4, 3, 0, tzinfo=UTC), "the first ladder step never came"
+                fine = fake.now >= datetime(2025, 3, 4, 0, 50, tzinfo=UTC)
+                await fake.advance(timedelta(minutes=5) if fine else timedelta(hours=1))
+                seen = heartbeats(db_path)
+                # kill at the moment itself: do not wait for the tick (and its timeouts) to finish
+                await vigil.wait_until(lambda seen=seen: reached(fake) or heartbeats(db_path) > seen)
+        finally:
+            await vigil.kill()
+        before = heartbeats(db_path)
+
+        vigil = await Vigil(live_env(tmp_path, fake.base_url), tmp_path).start()
+        try:
+            await vigil.wait_until(lambda: heartbeats(db_path) > before)
+            await next_ticks(vigil, db_path, 3)
+        finally:
+            assert await vigil.terminate() == 0
+        amount = position_amt(fake, "ETHUSDT")
+        assert amount != 0
+        assert len(open_algos(fake, "ETHUSDT", "STOP_MARKET")) == 1
+        ids = [o["clientOrderId"] for o in fake.orders.values()]
+        ids += [a["clientAlgoId"] for a in fake.algo_orders.values()]
+        assert len(ids) == len(set(ids))  # nothing sent twice
+        partial_fills = [o for o in market_orders(fake, "ETHUSDT")
+                         if o["reduceOnly"] is True and o["status"] == "FILLED"]
+        booked = query(db_path, "SELECT count(*) FROM orders WHERE purpose='PARTIAL' AND status='FILLED'")[0][0]
+        assert len(partial_fills) == booked == 1  # the first ladder step, exactly once
+        (qty,), = query(db_path, "SELECT quantity FROM trades WHERE status='OPEN'")
+        assert Decimal(qty) == -amount
+        assert query(db_path, "SELECT count(*) FROM orders WHERE status IN ('INTENT', 'UNKNOWN')") == [(0,)]
