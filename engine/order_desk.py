@@ -253,7 +253,7 @@ class OrderDesk:
         funding = await self.exchange.funding_payments(trade.symbol, opened)
         exits = [f for f in fills if f.side is PositionSide(trade.side).exit_side]
         exit_qty = sum((f.quantity for f in exits), Decimal(0))
-        exit_price = (sum((f.price * f.quantity for f in exits), Decimal(0)) / exit_qty).quantize(PRICE_QUANTUM) \
+        exit_price = _trim(sum((f.price * f.quantity for f in exits), Decimal(0)) / exit_qty) \
             if exit_qty else (trade.entry_price or Decimal(0))
         realized = sum((f.realized_pnl for f in fills), Decimal(0))
         fees = sum((f.fee for f in fills), Decimal(0))
@@ -281,6 +281,12 @@ class OrderDesk:
             mode=self.mode, trade_id=trade.id, order_client_id=fill.client_id, exchange_trade_id=fill.trade_id,
             symbol=fill.symbol, side=fill.side.value, price=fill.price, quantity=fill.quantity, fee=fill.fee,
             realized_pnl=fill.realized_pnl, time=fill.time)
+
+
+def _trim(value: Decimal) -> Decimal:
+    """8 decimals at most, without trailing zeros (136.51000000 → 136.51), never in exponent form."""
+    value = value.quantize(PRICE_QUANTUM).normalize()
+    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value
 
 
 def order_state_of(order: ProtectiveOrder) -> OrderState:
