@@ -6,8 +6,10 @@ exchange and trader on the same database, bus and scheduler.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 from engine.breakers import Breakers
@@ -15,7 +17,7 @@ from engine.clock import Clock, ExchangeClock
 from engine.configs import adaptive_config, breaker_config, exit_config, limits_config, risk_config
 from engine.events import EventBus
 from engine.exchange.binance import BinanceFutures
-from engine.exchange.errors import AccountConfigError
+from engine.exchange.errors import AccountConfigError, ExchangeError
 from engine.exchange.paper import PaperExchange
 from engine.exchange.protocol import Exchange, MarketData
 from engine.exchange.types import MarginType
@@ -171,13 +173,25 @@ class Runtime:
             await old_exchange.close()
 
     async def run_scan(self) -> None:
-        await self.trader.scan()
+        async with self._counting_api_errors():
+            await self.trader.scan()
 
     async def run_monitor(self) -> None:
-        if self._binance is not None and time.monotonic() - self._last_time_sync > TIME_RESYNC_SECONDS:
-            await self._binance.sync_time()  # keeps the exchange clock (and request timestamps) honest
-            self._last_time_sync = time.monotonic()
-        await self.trader.monitor()
+        async with self._counting_api_errors():
+            if self._binance is not None and time.monotonic() - self._last_time_sync > TIME_RESYNC_SECONDS:
+                await self._binance.sync_time()  # keeps the exchange clock (and request timestamps) honest
+                self._last_time_sync = time.monotonic()
+            await self.trader.monitor()
+
+    @contextlib.asynccontextmanager
+    async def _counting_api_errors(self) -> AsyncIterator[None]:
+        """An exchange error that fails a job feeds the API-error breaker, then fails the job as before."""
+        try:
+            yield
+        except ExchangeError:
+            for event in await self.trader.breakers.record_api_error(self.clock.now()):
+                await self.bus.publish(event)
+            raise
 
     def start_scheduler(self) -> EngineScheduler:
         s = self.settings

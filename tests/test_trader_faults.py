@@ -263,3 +263,18 @@ async def test_position_opened_by_hand_is_adopted_and_closed_by_hand_is_booked(r
     booked = await rig.repos.trades.get(trade_id)
     assert booked.status is TradeStatus.CLOSED and booked.exit_reason == "manual"
     assert [a for a in rig.fake.algo_orders.values() if a["symbol"] == "BTCUSDT" and a["algoStatus"] == "NEW"] == []
+
+
+async def test_api_error_streak_trips_the_breaker_and_blocks_entries(rig: LiveRig):
+    from engine.events import BreakerTripped
+    from engine.runtime import Runtime
+
+    runtime = Runtime.from_parts(Settings(_env_file=None), rig.repos, rig.bus, rig.clock,  # type: ignore[call-arg]
+                                 exchange=rig.exchange, trader=rig.trader)
+    rig.fake.faults.next("/fapi/v3/account", "418", retry_after=600)
+    for _ in range(10):  # API_ERRORS_MAX default: 10 within 5 minutes
+        with pytest.raises(IpBanned):
+            await runtime.run_monitor()
+    tripped = rig.sink.of(BreakerTripped)
+    assert [e.breaker for e in tripped] == ["api_errors"]
+    assert await rig.trader.breakers.entries_blocked(None, rig.clock.now()) is not None
