@@ -205,6 +205,7 @@ class MarketStats:
     full_fetches: int = 0
     incremental_fetches: int = 0
     cache_hits: int = 0  # (symbol, timeframe) served from the cache without a request
+    derived: int = 0     # new higher-timeframe candles built from cached base candles, without a request
     errors: int = 0
 
     def add(self, other: MarketStats) -> None:
@@ -397,7 +398,11 @@ class MarketDataService:
             scan.stats.cache_hits += 1
             return cached, None
         new_closed = None if cached is None else int((last_closed - int(cached.open_time[-1])) // iv)
-        if cached is None or new_closed is None or new_closed + 1 >= self.history:
+        if cached is not None and new_closed is not None and (local := self._from_base(symbol, tf, cached,
+                                                                                      new_closed)) is not None:
+            scan.stats.derived += 1
+            merged = _concat(cached, local)
+        elif cached is None or new_closed is None or new_closed + 1 >= self.history:
             limit = min(self.history + 1, MAX_KLINES_LIMIT)  # +1: the newest is usually still forming
             fetched = await self._request(symbol, tf, None, limit, scan)
             scan.stats.full_fetches += 1
@@ -418,6 +423,23 @@ class MarketDataService:
         batch = _freeze(result.batch.slice(max(0, len(result.batch) - self.history)))
         self._cache[key] = batch
         return batch, None
+
+    def _from_base(self, symbol: str, tf: str, cached: KlineBatch, new_closed: int) -> KlineBatch | None:
+        """The ``new_closed`` candles of ``tf`` after ``cached``, built from this scan's base-timeframe candles
+        (e.g. a 1h candle from its twelve 5m candles), or ``None`` if they are not all there. Saves one request
+        per symbol and higher timeframe whenever one of its candles closes: exactly what Binance aggregates."""
+        base_tf = self.timeframes[0]
+        iv, base_iv = interval_ms(tf), interval_ms(base_tf)
+        base = self._cache.get((symbol, base_tf))
+        if tf == base_tf or iv % base_iv or base is None or new_closed < 1:
+            return None
+        first = int(cached.open_time[-1]) + iv
+        start = int(np.searchsorted(base.open_time, first))
+        built = resample_klines(base.slice(start), tf)
+        expected = first + iv * np.arange(new_closed, dtype=np.int64)
+        if len(built) < new_closed or not np.array_equal(built.open_time[:new_closed], expected):
+            return None
+        return built.slice(0, new_closed)
 
     async def _request(self, symbol: str, tf: str, start_ms: int | None, limit: int, scan: _Scan) -> KlineBatch:
         if scan.abort is not None:

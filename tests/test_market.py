@@ -348,7 +348,7 @@ async def test_warm_snapshot_fetches_only_new_candles(clock):
             np.testing.assert_array_equal(warm.frames[s][tf].close, expect.close)
 
 
-async def test_longer_timeframes_are_requested_only_when_a_candle_closed(clock):
+async def test_warm_scans_request_only_the_base_timeframe(clock):
     src = _real_source(clock, ("BTCUSDT",))
     svc = _service(src, clock)
     await svc.snapshot(["BTCUSDT"])
@@ -358,8 +358,18 @@ async def test_longer_timeframes_are_requested_only_when_a_candle_closed(clock):
         snap = await svc.snapshot(["BTCUSDT"])
         assert snap.rejected == {}
     per_tf = {tf: sum(1 for _, t, _, _ in src.calls if t == tf) for tf in TFS}
-    assert per_tf == {"5m": 48, "15m": 16, "1h": 4, "4h": 1}
-    assert svc.stats.requests == 4 + 69
+    # once warm, newly closed 15m/1h/4h candles are built from the cached 5m candles: no request at all
+    assert per_tf == {"5m": 48, "15m": 0, "1h": 0, "4h": 0}
+    assert svc.stats.requests == 4 + 48
+    assert svc.stats.derived == 16 + 4 + 1
+    # and they are exactly the candles the exchange itself serves
+    for tf in ("15m", "1h", "4h"):
+        mine = snap.frames["BTCUSDT"][tf]
+        served = await src.klines("BTCUSDT", tf, limit=400)
+        served = served.slice(0, int(np.searchsorted(served.open_time, mine.open_time[-1])) + 1)  # closed only
+        assert np.array_equal(mine.open_time, served.open_time[-len(mine):])
+        for field in ("open", "high", "low", "close", "volume"):
+            assert np.allclose(getattr(mine, field), getattr(served, field)[-len(mine):], rtol=1e-12), (tf, field)
 
 
 async def test_cache_refetches_in_full_after_a_long_absence(clock):
