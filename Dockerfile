@@ -4,7 +4,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     DB_PATH=/data/vigil.sqlite3 \
-    DATA_DIR=/data
+    DATA_DIR=/data \
+    MPLCONFIGDIR=/tmp/matplotlib
 
 WORKDIR /app
 COPY requirements.txt .
