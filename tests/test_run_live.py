@@ -286,3 +286,54 @@ async def test_crash_matrix_partial_exit_and_stop_move(tmp_path: Path, moment: s
         (qty,), = query(db_path, "SELECT quantity FROM trades WHERE status='OPEN'")
         assert Decimal(qty) == -amount
         assert query(db_path, "SELECT count(*) FROM orders WHERE status IN ('INTENT', 'UNKNOWN')") == [(0,)]
+
+
+# ----------------------------------------------------------------------------------------- crashes during an exit
+EXIT_CRASHES = {
+    # the exit is a reduce-only market order sent by the time stop; the entry was the first POST /order
+    "exit_intent_written": (dict(path="/fapi/v1/order", kind="timeout", method="POST", accept=False, delay=120,
+                                 skip=1), lambda fake: len(fake.held) == 1),
+    "exit_sent_answer_lost": (dict(path="/fapi/v1/order", kind="timeout", method="POST", accept=True, delay=120,
+                                   skip=1), lambda fake: len(market_orders(fake, "ETHUSDT")) == 2),
+    "exit_filled_orders_not_cancelled": (dict(path="/fapi/v1/algoOrder", kind="timeout", method="DELETE",
+                                              accept=False, delay=120), lambda fake: len(fake.held) == 1),
+}
+
+
+def trade_orders(fake: FakeBinanceFutures, trade_id: int) -> list[dict[str, Any]]:
+    return [o for o in fake.orders.values() if f"-{trade_id}-" in o["clientOrderId"]]
+
+
+@pytest.mark.parametrize("moment", list(EXIT_CRASHES))
+async def test_crash_matrix_exit(tmp_path: Path, moment: str):
+    """SIGKILL at each moment of an exit (a 4-second time stop makes the process close its trade by itself):
+    after a restart trade 1 is closed exactly once, booked with its reason, and nothing of it is left open."""
+    db_path = tmp_path / "vigil.sqlite3"
+    fault, reached = EXIT_CRASHES[moment]
+    env = live_env(tmp_path, "", TIME_STOP_HOURS="0.001", TRAIL_ENABLED="false", PARTIAL_LADDER="")
+    async with FakeBinanceFutures(start=SIGNAL_TIME) as fake:
+        env["BINANCE_BASE_URL"] = fake.base_url
+        fake.faults.next(**fault)
+        vigil = await Vigil(env, tmp_path).start()
+        try:
+            await vigil.wait_until(lambda: reached(fake))
+        finally:
+            await vigil.kill()
+
+        vigil = await Vigil(env, tmp_path).start()
+        try:
+            await vigil.wait_until(lambda: query(db_path, "SELECT status FROM trades WHERE id=1") == [("CLOSED",)])
+            await next_ticks(vigil, db_path, 2)
+        finally:
+            assert await vigil.terminate() == 0
+        (reason, qty, fees), = query(db_path, "SELECT exit_reason, initial_quantity, fees FROM trades WHERE id=1")
+        assert reason == "time_stop" and Decimal(fees) > 0
+        orders = trade_orders(fake, 1)
+        exits = [o for o in orders if o["reduceOnly"] is True]
+        assert len(exits) == 1 and exits[0]["status"] == "FILLED"  # closed exactly once
+        assert Decimal(exits[0]["executedQty"]) == Decimal(qty)
+        mine = [a for a in fake.algo_orders.values() if "-1-" in a["clientAlgoId"]]
+        assert [a for a in mine if a["algoStatus"] == "NEW"] == []  # nothing of trade 1 left on the exchange
+        ids = [o["clientOrderId"] for o in fake.orders.values()]
+        assert len(ids) == len(set(ids))
+        assert query(db_path, "SELECT count(*) FROM orders WHERE status IN ('INTENT', 'UNKNOWN')") == [(0,)]
