@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from engine.clock import Clock
@@ -43,6 +43,7 @@ from storage.repositories import Repositories
 log = logging.getLogger(__name__)
 
 FILL_LOOKBACK = timedelta(seconds=5)
+LIQUIDATION_TOLERANCE = Decimal("0.005")
 PRICE_QUANTUM = Decimal("0.00000001")  # average exit prices over several fills are kept to 8 decimals
 
 KIND_OF = {OrderPurpose.STOP_LOSS: ProtectiveKind.STOP_LOSS, OrderPurpose.TAKE_PROFIT: ProtectiveKind.TAKE_PROFIT}
@@ -144,7 +145,7 @@ class OrderDesk:
 
     # ------------------------------------------------------------------ protection
     async def open_protected(self, trade: TradeRecord, fill: OrderResult, prices_at: PricesAt,
-                             score: float | None) -> TradeRecord | None:
+                             score: float | None, *, opened_at: datetime | None = None) -> TradeRecord | None:
         """The entry of ``trade`` filled: book it, place its stop and take-profit, announce it.
         Returns ``None`` if the stop could not be placed (the position was then closed at market)."""
         rules = self.rules[trade.symbol]
@@ -155,7 +156,7 @@ class OrderDesk:
             liq = round_price(rules, pos.liquidation_price)
         trade = await self.repos.trades.mark_open(
             trade.id, entry_price=entry, quantity=fill.filled_quantity, stop_price=stop,
-            take_profit_price=take, liquidation_price=liq, fee=fill.fee, now=self.clock.now())
+            take_profit_price=take, liquidation_price=liq, fee=fill.fee, now=opened_at or self.clock.now())
         await self.memory.save_exit_state(PositionState.opened(
             trade_id=trade.id, symbol=trade.symbol, side=PositionSide(trade.side), entry_price=entry,
             quantity=fill.filled_quantity, stop_price=stop, opened_at=trade.opened_at or self.clock.now()),
@@ -235,22 +236,57 @@ class OrderDesk:
     async def exit(self, trade: TradeRecord, reason: str) -> TradeRecord | None:
         """Market-close the position of ``trade`` (reduce-only), cancel its protective orders, book it."""
         position = await self.position(trade.symbol)
-        if position is not None:
+        if position is None:  # already closed on the exchange (a stop fired, a liquidation, a hand): say which
+            reason = await self.exit_reason(trade)
+        else:
             result = await self.market_order(trade, OrderPurpose.EXIT, position.side.exit_side, position.quantity,
                                              reduce_only=True, reason=reason)
             if result is None or result.status is not OrderStatus.FILLED:
+                if await self.position(trade.symbol) is None:  # a stop beat our close: reconciliation books it
+                    return None
                 await self.alert(Level.CRITICAL, f"{trade.symbol}: market close failed; the position stays open "
                                  "with its exchange-side stop. Check the account.")
                 return None
         await self.cancel_protective(trade)
         return await self.book_close(trade, reason)
 
+    async def exit_reason(self, trade: TradeRecord) -> str:
+        """Why the position of ``trade`` is gone: our own exit (whose answer may have been lost), its stop
+        (initial or trailed) or take-profit, a liquidation, or a hand on the account."""
+        for order in await self.repos.orders.for_trade(trade.id, OrderPurpose.EXIT):
+            if order.status is OrderState.FILLED:
+                return order.reason or "manual_close"
+        for order in await self.repos.orders.for_trade(trade.id):
+            if order.purpose not in KIND_OF or order.status not in (
+                    OrderState.OPEN, OrderState.INTENT, OrderState.UNKNOWN, OrderState.TRIGGERED):
+                continue
+            if order.status is not OrderState.TRIGGERED:
+                found = await self.exchange.get_protective_order(trade.symbol, order.client_id)
+                if found is None or found.status not in (ProtectiveStatus.TRIGGERED, ProtectiveStatus.FINISHED):
+                    continue
+                await self.repos.orders.update(order.client_id, status=OrderState.TRIGGERED, now=self.clock.now())
+            if order.purpose is OrderPurpose.TAKE_PROFIT:
+                return "take_profit"
+            return "stop_loss" if order.trigger_price == trade.initial_stop_price else "trailing_stop"
+        since = trade.created_at - FILL_LOOKBACK
+        exits = [f for f in await self.exchange.fills(trade.symbol, since)
+                 if f.side is PositionSide(trade.side).exit_side]
+        if exits and (exits[-1].client_id or "").startswith("autoclose-"):
+            return "liquidation"  # Binance names liquidation orders autoclose-…
+        liq = trade.liquidation_price
+        if exits and liq and abs(exits[-1].price - liq) / liq <= LIQUIDATION_TOLERANCE:
+            return "liquidation"
+        return "manual"
+
     async def book_close(self, trade: TradeRecord, reason: str) -> TradeRecord:
         """Book a trade whose position is gone, from the exchange's own fills and funding payments."""
-        opened = trade.opened_at or trade.created_at
-        since = opened - FILL_LOOKBACK
-        fills = [f for f in await self.exchange.fills(trade.symbol, since) if f.time >= since]
-        funding = await self.exchange.funding_payments(trade.symbol, opened)
+        # from the intent (before the entry was sent), minus clock skew; fills already booked to another trade
+        # (a previous trade's exit moments before this one's intent) are not ours
+        since = trade.created_at - FILL_LOOKBACK
+        others = await self.repos.ledger.fill_ids_of_other_trades(self.mode, trade.symbol, trade.id, since)
+        fills = [f for f in await self.exchange.fills(trade.symbol, since)
+                 if f.time >= since and f.trade_id not in others]
+        funding = await self.exchange.funding_payments(trade.symbol, trade.created_at)
         exits = [f for f in fills if f.side is PositionSide(trade.side).exit_side]
         exit_qty = sum((f.quantity for f in exits), Decimal(0))
         exit_price = _trim(sum((f.price * f.quantity for f in exits), Decimal(0)) / exit_qty) \

@@ -26,16 +26,12 @@ from engine.exchange.types import (
     PositionSide,
     ProtectiveKind,
     ProtectiveOrder,
-    ProtectiveStatus,
 )
-from engine.order_desk import FILL_LOOKBACK, OrderDesk, order_state_of
+from engine.order_desk import OrderDesk, order_state_of
 from engine.risk import RiskConfig, protective_prices
 from storage.records import OrderPurpose, OrderState, TradeRecord, TradeStatus
 
 log = logging.getLogger(__name__)
-
-LIQUIDATION_TOLERANCE = Decimal("0.005")
-
 
 @dataclass(slots=True)
 class ReconcileReport:
@@ -70,7 +66,7 @@ class Reconciler:
             if trade.status is TradeStatus.PENDING:
                 await self._resolve_pending(trade, position, report)
             elif position is None:
-                reason = await self._exit_reason(trade)
+                reason = await desk.exit_reason(trade)
                 await desk.cancel_protective(trade)
                 await desk.book_close(trade, reason)
                 report.closed.append(trade.id)
@@ -127,32 +123,12 @@ class Reconciler:
             status=OrderStatus.FILLED, quantity=position.quantity, filled_quantity=position.quantity,
             avg_price=position.entry_price, reduce_only=False, time=self.desk.clock.now(),
             fee=filled.fee if filled else Decimal(0))
+        # opened when its intent was written (moments before the fill): fees, funding and the time stop count
+        # from there, not from this recovery
         if await self.desk.open_protected(
                 trade, fill, lambda price: protective_prices(rules, side, price, dist, atr, self.risk),
-                trade.score) is not None:
+                trade.score, opened_at=trade.created_at) is not None:
             report.adopted.append(trade.id)
-
-    async def _exit_reason(self, trade: TradeRecord) -> str:
-        for order in await self._repos.orders.for_trade(trade.id, OrderPurpose.EXIT):
-            if order.status is OrderState.FILLED:  # our own exit, whose answer was lost (crash, timeout)
-                return order.reason or "manual_close"
-        for order in await self._repos.orders.open_protective(trade.id):
-            found = await self.desk.exchange.get_protective_order(trade.symbol, order.client_id)
-            if found is not None and found.status in (ProtectiveStatus.TRIGGERED, ProtectiveStatus.FINISHED):
-                await self._repos.orders.update(order.client_id, status=OrderState.TRIGGERED,
-                                                now=self.desk.clock.now())
-                if order.purpose is OrderPurpose.TAKE_PROFIT:
-                    return "take_profit"
-                return "stop_loss" if trade.stop_price == trade.initial_stop_price else "trailing_stop"
-        since = (trade.opened_at or trade.created_at) - FILL_LOOKBACK
-        exits = [f for f in await self.desk.exchange.fills(trade.symbol, since)
-                 if f.side is PositionSide(trade.side).exit_side]
-        if exits and (exits[-1].client_id or "").startswith("autoclose-"):
-            return "liquidation"  # Binance names liquidation orders autoclose-…
-        liq = trade.liquidation_price
-        if exits and liq and abs(exits[-1].price - liq) / liq <= LIQUIDATION_TOLERANCE:
-            return "liquidation"
-        return "manual"
 
     async def _ensure_stop(self, trade: TradeRecord, orders: Sequence[ProtectiveOrder],
                            report: ReconcileReport) -> None:

@@ -166,8 +166,15 @@ class Runtime:
                                             base_url=s.binance_base_url, weight_budget_pct=s.binance_weight_budget_pct)
 
     async def switch_mode(self, mode: str) -> None:
-        old_exchange = self._exchange
-        await self._activate(mode)
+        old_exchange, old_trader = self._exchange, self._trader
+        if old_trader is not None:
+            await old_trader.retire()  # its job in flight finishes first; it never opens anything afterwards
+        try:
+            await self._activate(mode)
+        except BaseException:
+            if old_trader is not None:
+                old_trader.reinstate()  # the switch failed: the old mode keeps trading
+            raise
         await self.repos.state.set(MODE_KEY, mode, self.clock.now())
         if old_exchange is not None:
             await old_exchange.close()

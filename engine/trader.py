@@ -26,7 +26,7 @@ from engine.breakers import AccountSnapshot, BreakerConfig, Breakers
 from engine.clock import Clock
 from engine.events import EventBus, Level, ScanCompleted, TradeClosed
 from engine.exchange.protocol import Exchange
-from engine.exchange.types import Balance, LeverageBracket, MarginType, OrderStatus, Position, PositionSide
+from engine.exchange.types import Balance, LeverageBracket, MarginType, Position, PositionSide
 from engine.exit_manager import ExitManager
 from engine.exits import ExitConfig
 from engine.halts import HaltState, load_halts
@@ -102,6 +102,7 @@ class Trader:
         self._margin_set: set[str] = set()
         self._scan_result = ScanResult()
         self._lock = asyncio.Lock()
+        self._retired = False
         self._last_equity_at: datetime | None = None
         self.last_scan: ScanReport | None = None
 
@@ -116,6 +117,14 @@ class Trader:
         self.reconciler.risk = config.risk
         self.exits = ExitManager(self.desk, config.exits) if config.exits is not None else None
         self._leverage_set.clear()
+
+    async def retire(self) -> None:
+        """This trader is being replaced (mode switch): wait for its job in flight, then never act again."""
+        async with self._lock:
+            self._retired = True
+
+    def reinstate(self) -> None:
+        self._retired = False
 
     def client_id(self, trade_id: int, purpose: OrderPurpose, attempt: int) -> str:
         return self.desk.client_id(trade_id, purpose, attempt)
@@ -143,10 +152,18 @@ class Trader:
             await self._finish_scan(report, started_cpu)
             return report
         async with self._lock:
+            # the snapshot took time: a /pause, /stop, /kill or mode switch may have happened meanwhile
+            if self._retired or not (halts := await self.halts()).entries_allowed:
+                report.halted = "retired" if self._retired else halts.describe()
+                await self._finish_scan(report, started_cpu)
+                return report
             positions = await self.exchange.positions()
             open_positions = [OpenPosition.of(p, self._brackets(p.symbol)) for p in positions]
             busy = {t.symbol for t in await self.repos.trades.active(self.mode)} | {p.symbol for p in positions}
             for signal in report.signals:
+                if not (await self.halts()).entries_allowed:
+                    report.skipped[signal.symbol] = "halted during the scan"
+                    continue
                 if signal.symbol in busy:
                     report.skipped[signal.symbol] = "already in a position"
                     continue
@@ -230,10 +247,11 @@ class Trader:
         if order is None:
             report.skipped[signal.symbol] = "entry outcome unknown; will be resolved by reconciliation"
             return None
-        if order.status is not OrderStatus.FILLED:
+        if order.filled_quantity <= 0:
             await self.repos.trades.mark_failed(trade.id, f"entry {order.status.value}", self.clock.now())
             report.skipped[signal.symbol] = f"entry {order.status.value}"
             return None
+        # a partly filled entry (EXPIRED / PARTIALLY_FILLED with executed quantity) is a real position: protect it
         await self.memory.save_entry_context(trade.id, atr=atr, regime=regime, now=self.clock.now())
         return await self.desk.open_protected(trade, order, lambda fill: plan.prices_at(rules, fill), signal.score)
 
@@ -300,7 +318,8 @@ class Trader:
             if (reason := await self.breakers.close_all_request()) is not None:
                 await self.desk.alert(Level.CRITICAL, f"closing every position: {reason}")
                 await self.close_all("breaker_close_all")
-                await self.breakers.close_all_done(self.clock.now())
+                if not await self.repos.trades.active(self.mode):  # else retried on the next tick
+                    await self.breakers.close_all_done(self.clock.now())
             report = await self.reconcile()
             await self.manage_exits(report.positions)
         await self._snapshot_equity(balance)

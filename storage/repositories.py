@@ -188,6 +188,13 @@ class LedgerRepository:
             (mode, trade_id, order_client_id, exchange_trade_id, symbol, side, str(price), str(quantity),
              str(fee), str(realized_pnl), time.isoformat()))
 
+    async def fill_ids_of_other_trades(self, mode: str, symbol: str, trade_id: int, since: datetime) -> set[str]:
+        """Exchange trade ids on ``symbol`` since ``since`` already booked to a trade other than ``trade_id``."""
+        rows = await self.db.fetchall(
+            "SELECT exchange_trade_id FROM fills WHERE mode = ? AND symbol = ? AND time >= ? AND trade_id != ?",
+            (mode, symbol, since.isoformat(), trade_id))
+        return {r[0] for r in rows}
+
     async def add_funding(self, *, mode: str, trade_id: int | None, symbol: str, amount: Decimal,
                           time: datetime) -> None:
         await self.db.execute(

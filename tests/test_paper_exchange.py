@@ -565,3 +565,29 @@ async def test_long_jump_walks_every_page_of_candles_in_order(ex, market, clock)
     exit_fill = (await ex.fills(SYM, T0))[-1]
     assert at(1400) <= exit_fill.time < at(1401)
     assert exit_fill.price == D("94.98")
+
+
+async def test_a_candle_never_fires_an_order_born_inside_it(tmp_path: Path):
+    """Causality: a stop placed 30 s into a 1m candle is not filled by that candle's earlier dip, only by
+    what comes after (a later candle's range, or the mark)."""
+    clock = ManualClock(T0 + timedelta(seconds=30))
+    market = FakeMarket(clock)
+    market.candle(0, 100, 100.5, 98.5, 100)   # the dip to 98.5 came before the entry at 00:00:30
+    market.candle(1, 100, 100.2, 99.8, 100)
+    market.candle(2, 100, 100.1, 98.9, 99.5)  # this one reaches the stop
+    db = await Database(tmp_path / "p.sqlite3").open()
+    ex = await PaperExchange.create(db, market, clock, start_balance=D(1000))
+    try:
+        await ex.place_market_order(SYM, Side.BUY, D(1), "entry")
+        await ex.place_protective_order(SYM, Side.SELL, ProtectiveKind.STOP_LOSS, D(99), "stop")
+        clock.advance(timedelta(seconds=95))      # 00:02:05: candles 0 and 1 closed
+        assert [p.quantity for p in await ex.positions()] == [D(1)]
+        clock.advance(timedelta(minutes=1))       # candle 2 closed
+        assert await ex.positions() == []
+        stop = await ex.get_protective_order(SYM, "stop")
+        assert stop is not None and stop.status is ProtectiveStatus.FINISHED
+        (exit_fill,) = [f for f in await ex.fills(SYM, T0) if f.side is Side.SELL]
+        assert exit_fill.time >= T0 + timedelta(minutes=2)
+    finally:
+        await ex.close()
+        await db.close()

@@ -107,6 +107,9 @@ ZERO = Decimal(0)
 ASSET = "USDT"
 MARKET = "MARKET"
 FIRST_ORDER_ID = 1_000_000
+# an order created this soon after a candle's open counts as existing for the whole candle (the backtest
+# places its orders 5 s after each candle close, i.e. at the open of the next candle)
+CAUSAL_GRACE_MS = 10_000
 MAX_ALGO_ORDERS_PER_SYMBOL = 10  # MAX_NUM_ALGO_ORDERS filter
 KLINE_PAGE = 1000
 LIQUIDATION = "LIQUIDATION"
@@ -639,10 +642,25 @@ class PaperExchange:
         up_first = position is not None and position.side is PositionSide.SHORT
         hits = []
         for trigger in await self._triggers(book, symbol):
+            if candle is not None and not self._existed_for(book, symbol, trigger, candle):
+                continue
             hit = _hit_on_candle(trigger, candle, up_first) if candle is not None else _hit_at(trigger, mark)
             if hit is not None:
                 hits.append(hit)
         return min(hits, key=lambda h: (h.distance, h.trigger.priority), default=None)
+
+    def _existed_for(self, book: _Book, symbol: str, trigger: _Trigger, candle: _Candle) -> bool:
+        """Causality: a candle's range may fire an order (or liquidate a position) only if it existed from
+        the candle's open (within ``CAUSAL_GRACE_MS``). Of the candle it was born in, the part before its birth
+        is unknown from OHLC alone; that candle counts through the mark checks only, never backwards."""
+        if trigger.order is not None:
+            born = trigger.order.created_at
+        else:
+            position = book.positions.get(symbol)
+            if position is None:
+                return False
+            born = position.opened_at
+        return to_ms(born) <= candle.open_ms + CAUSAL_GRACE_MS
 
     async def _fire(self, book: _Book, conn: aiosqlite.Connection, position: PaperPosition, order: PaperOrder,
                     price: Decimal, when: datetime) -> None:
