@@ -24,7 +24,7 @@ from engine.scheduler import EngineScheduler
 from engine.trader import Trader
 from settings import Settings
 from storage.db import Database
-from storage.records import OrderState, TradeStatus
+from storage.records import OrderPurpose, OrderState, TradeStatus
 from storage.repositories import Repositories
 from tests.fakes.binance_server import TEST_API_KEY, TEST_API_SECRET, FakeBinanceFutures, FakeSleep
 
@@ -278,3 +278,23 @@ async def test_api_error_streak_trips_the_breaker_and_blocks_entries(rig: LiveRi
     tripped = rig.sink.of(BreakerTripped)
     assert [e.breaker for e in tripped] == ["api_errors"]
     assert await rig.trader.breakers.entries_blocked(None, rig.clock.now()) is not None
+
+
+async def test_a_liquidation_is_booked_as_one(rig: LiveRig):
+    """Binance's liquidation order (client id autoclose-…, found through allOrders since userTrades has no
+    client ids) is told apart from a manual close, so the breakers and the reports see it."""
+    from engine.events import TradeClosed
+
+    (trade_id,) = (await rig.trader.scan()).opened
+    rig.fake.liquidate("ETHUSDT")
+    report = await rig.trader.reconcile()
+    assert report.closed == [trade_id]
+    (closed,) = rig.sink.of(TradeClosed)
+    assert closed.reason == "liquidation"
+    assert rig.algos() == []  # its stop and take-profit were cancelled
+
+
+async def test_fills_carry_their_client_order_ids(rig: LiveRig):
+    (trade_id,) = (await rig.trader.scan()).opened
+    fills = await rig.exchange.fills("ETHUSDT", SIGNAL_TIME)
+    assert [f.client_id for f in fills] == [rig.trader.client_id(trade_id, OrderPurpose.ENTRY, 1)]

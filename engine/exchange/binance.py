@@ -23,7 +23,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -394,7 +394,23 @@ class BinanceFutures:
             for row in rows:
                 seen[int(row["id"])] = _fill(row)
             begin = end + 1
-        return sorted(seen.values(), key=lambda f: (f.time, int(f.trade_id)))
+        fills = sorted(seen.values(), key=lambda f: (f.time, int(f.trade_id)))
+        return await self._with_client_ids(symbol, fills) if fills else fills
+
+    async def _with_client_ids(self, symbol: str, fills: list[Fill]) -> list[Fill]:
+        """userTrades carries no client order id; allOrders does. It tells our orders from the operator's and
+        from Binance's own liquidation orders (``autoclose-…``)."""
+        client = self._require_client()
+        window = int(TRADES_WINDOW.total_seconds() * 1000) - 1
+        ids: dict[str, str] = {}
+        begin, last = to_ms(fills[0].time), to_ms(fills[-1].time)
+        while begin <= last:
+            end = min(begin + window, last)
+            rows = await self._paged(client.futures_get_all_orders, ("GET", "allOrders"), f"orders {symbol}",
+                                     time_key="updateTime", symbol=symbol, startTime=begin, endTime=end)
+            ids.update({str(r["orderId"]): str(r.get("clientOrderId", "")) for r in rows})
+            begin = end + 1
+        return [replace(f, client_id=ids.get(f.order_id) or f.client_id) for f in fills]
 
     async def funding_payments(self, symbol: str, start: datetime) -> list[FundingPayment]:
         client = self._require_client()

@@ -44,6 +44,7 @@ _FIXED_WEIGHTS: dict[tuple[str, str], int] = {
     ("DELETE", "algoOrder"): 1,
     ("DELETE", "algoOpenOrders"): 1,
     ("GET", "userTrades"): 5,
+    ("GET", "allOrders"): 5,
     ("GET", "income"): 30,
 }
 

@@ -392,6 +392,17 @@ class FakeBinanceFutures:
         self._fill_market(order, self.price(symbol))
         return order
 
+    def liquidate(self, symbol: str) -> dict[str, Any] | None:
+        """Binance's liquidation engine closes the position at the current price (order ``autoclose-…``)."""
+        pos = self.positions[symbol]
+        if pos.amount == 0:
+            return None
+        side = "SELL" if pos.amount > 0 else "BUY"
+        order = self._new_market_order(symbol, side, abs(pos.amount), f"autoclose-{self.now_ms()}",
+                                       reduce_only=True)
+        self._fill_market(order, self.price(symbol))
+        return order
+
     def lift_ban(self) -> None:
         self._banned_until_ms = 0
 
@@ -563,6 +574,7 @@ class FakeBinanceFutures:
             ("GET", v1 + "allAlgoOrders"): (self._all_algos, True, w(5)),
             ("DELETE", v1 + "algoOpenOrders"): (self._cancel_all_algos, True, w(1)),
             ("GET", v1 + "userTrades"): (self._user_trades, True, w(5)),
+            ("GET", v1 + "allOrders"): (self._all_orders, True, w(5)),
             ("GET", v1 + "income"): (self._income, True, w(30)),
         }
 
@@ -1069,6 +1081,16 @@ class FakeBinanceFutures:
         if "fromId" in params:
             rows = [t for t in self.trades if t["symbol"] == symbol and t["id"] >= int(params["fromId"])]
         return [dict(t) for t in rows[:limit]]
+
+    def _all_orders(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        """Plain orders (Vigil's, the operator's, liquidations) whose last update is in the time range."""
+        symbol = self._symbol(params)
+        start, end = _time_range(params, self.now_ms())
+        if end - start > SEVEN_DAYS_MS:
+            raise FakeApiError(400, -1127, "More than 7 days between startTime and endTime.")
+        limit = min(int(params.get("limit", 500)), 1000)
+        rows = [o for o in self.orders.values() if o["symbol"] == symbol and start <= o["updateTime"] <= end]
+        return [dict(o) for o in sorted(rows, key=lambda o: o["updateTime"])[:limit]]
 
     def _income(self, params: dict[str, str]) -> list[dict[str, Any]]:
         symbol = self._symbol(params, required=False)
