@@ -102,9 +102,8 @@ async def test_restart_resumes_same_paper_account_and_positions(tmp_path: Path):
         await rig2.close()
 
 
-async def test_crash_after_intent_before_send_marks_entry_failed_without_sending(tmp_path: Path):
-    path = tmp_path / "t.sqlite3"
-    rig = await build_rig(path, voted=set())
+async def written_entry_intent(rig) -> tuple:
+    """A BTC long whose entry intent is in the database, exactly as the trader writes it before sending."""
     trade = await rig.repos.trades.create(mode="paper", symbol="BTCUSDT", side="LONG", quantity=Decimal("0.01"),
                                           stop_price=Decimal("80000"), take_profit_price=Decimal("90000"), leverage=3,
                                           score=0.9, votes=[], now=rig.clock.now(), entry_price=Decimal("84000"))
@@ -113,6 +112,13 @@ async def test_crash_after_intent_before_send_marks_entry_failed_without_sending
                                          purpose=OrderPurpose.ENTRY, side="BUY", order_type="MARKET",
                                          quantity=Decimal("0.01"), trigger_price=None, reduce_only=False,
                                          now=rig.clock.now())
+    return trade, cid
+
+
+async def test_crash_after_intent_before_send_marks_entry_failed_without_sending(tmp_path: Path):
+    path = tmp_path / "t.sqlite3"
+    rig = await build_rig(path, voted=set())
+    trade, cid = await written_entry_intent(rig)
     clock = rig.clock
     await rig.close()  # "crash": the request was never sent
 
@@ -129,14 +135,7 @@ async def test_crash_after_intent_before_send_marks_entry_failed_without_sending
 async def test_crash_after_fill_before_stop_is_protected_on_restart(tmp_path: Path):
     path = tmp_path / "t.sqlite3"
     rig = await build_rig(path, voted=set())
-    trade = await rig.repos.trades.create(mode="paper", symbol="BTCUSDT", side="LONG", quantity=Decimal("0.01"),
-                                          stop_price=Decimal("80000"), take_profit_price=Decimal("90000"), leverage=3,
-                                          score=0.9, votes=[], now=rig.clock.now(), entry_price=Decimal("84000"))
-    cid = rig.trader.client_id(trade.id, OrderPurpose.ENTRY, 1)
-    await rig.repos.orders.record_intent(client_id=cid, trade_id=trade.id, mode="paper", symbol="BTCUSDT",
-                                         purpose=OrderPurpose.ENTRY, side="BUY", order_type="MARKET",
-                                         quantity=Decimal("0.01"), trigger_price=None, reduce_only=False,
-                                         now=rig.clock.now())
+    trade, cid = await written_entry_intent(rig)
     await rig.exchange.place_market_order("BTCUSDT", Side.BUY, Decimal("0.01"), cid)  # filled; then "crash"
     clock = rig.clock
     await rig.close()
