@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -29,28 +28,6 @@ from tests.fakes.binance_server import (
 T0 = DEFAULT_START  # 2025-03-03 00:00:30 UTC on the fake's clock
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeBinanceFutures]:
-    async with FakeBinanceFutures() as server:
-        yield server
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(datetime(2026, 1, 1, 12, 0, 5, tzinfo=UTC))
-
-
-@pytest.fixture
-def sleeper(clock: ManualClock) -> FakeSleep:
-    return FakeSleep(clock)
-
-
-@pytest.fixture
-async def ex(fake: FakeBinanceFutures, clock: ManualClock, sleeper: FakeSleep) -> AsyncIterator[BinanceFutures]:
-    adapter = await BinanceFutures.connect(TEST_API_KEY, TEST_API_SECRET, base_url=fake.base_url, clock=clock,
-                                           sleep=sleeper, request_timeout=1.0)
-    yield adapter
-    await adapter.close()
 
 
 def price(fake: FakeBinanceFutures, symbol: str = "BTCUSDT") -> Decimal:

@@ -4,7 +4,6 @@ blindly, reads are, bans stop all calls. Real HTTP against FakeBinanceFutures pl
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
@@ -41,27 +40,8 @@ MARK = "/fapi/v1/premiumIndex"
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeBinanceFutures]:
-    async with FakeBinanceFutures() as server:
-        yield server
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(datetime(2026, 1, 1, 12, 0, 5, tzinfo=UTC))
-
-
-@pytest.fixture
-def sleeper(clock: ManualClock) -> FakeSleep:
-    return FakeSleep(clock)
-
-
-@pytest.fixture
-async def ex(fake: FakeBinanceFutures, clock: ManualClock, sleeper: FakeSleep) -> AsyncIterator[BinanceFutures]:
-    adapter = await BinanceFutures.connect(TEST_API_KEY, TEST_API_SECRET, base_url=fake.base_url, clock=clock,
-                                           sleep=sleeper, request_timeout=0.3)
-    yield adapter
-    await adapter.close()
+def request_timeout() -> float:
+    return 0.3
 
 
 async def buy(ex: BinanceFutures, client_id: str, qty: str = "0.01") -> object:
