@@ -14,6 +14,7 @@ from engine.clock import Clock, ExchangeClock
 from engine.console import ConsoleSink, EventLogSink
 from engine.events import EventBus, StateChanged
 from engine.exchange.errors import AccountConfigError, AuthenticationError, ExchangeError
+from engine.instance_lock import AlreadyRunning, InstanceLock
 from engine.runtime import Runtime
 from engine.service import EngineService
 from settings import Settings
@@ -44,6 +45,19 @@ async def run_bot(settings: Settings, *, clock: Clock | None = None, stop_event:
                                     if k in ("TRADING_MODE", "BINANCE_ENV", "DB_PATH", "LEVERAGE", "MARGIN_TYPE",
                                              "RISK_PER_TRADE_PCT", "MAX_OPEN_POSITIONS", "SCAN_INTERVAL_SECONDS",
                                              "MONITOR_INTERVAL_SECONDS")})
+    lock = InstanceLock(settings.db_path)
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        print(f"vigil: {exc}")
+        return EXIT_STARTUP
+    try:
+        return await _run_locked(settings, clock, stop_event)
+    finally:
+        lock.release()
+
+
+async def _run_locked(settings: Settings, clock: Clock, stop_event: asyncio.Event) -> int:
     try:
         db = await Database(settings.db_path).open()
     except DatabaseError as exc:

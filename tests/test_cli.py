@@ -97,3 +97,28 @@ def test_demo_command_end_to_end(tmp_path: Path):
     closed_line = next(line for line in proc.stdout.splitlines() if line.startswith("trades closed"))
     assert int(closed_line.split()[2]) >= 1
     assert not (tmp_path / "vigil.sqlite3").exists()  # the demo never touches the operator's database
+
+
+def test_a_second_run_on_the_same_database_refuses_to_start(tmp_path: Path):
+    from engine.instance_lock import InstanceLock
+
+    with InstanceLock(tmp_path / "vigil.sqlite3"):  # as a running bot holds it
+        proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "run"], env=clean_env(tmp_path),
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 3
+    assert [line for line in proc.stdout.splitlines() if line.startswith("vigil:")] == [
+        f"vigil: another Vigil (pid {os.getpid()}) is already running on {tmp_path / 'vigil.sqlite3'}; stop it "
+        "first, or point DB_PATH at another database"]
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_the_lock_is_released_when_its_holder_dies(tmp_path: Path):
+    from engine.instance_lock import InstanceLock
+
+    holder = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]);"
+                             "from pathlib import Path; from engine.instance_lock import InstanceLock;"
+                             "InstanceLock(Path(sys.argv[2])).acquire(); import os; os._exit(9)",
+                             str(ROOT), str(tmp_path / "vigil.sqlite3")], timeout=60)
+    assert holder.returncode == 9  # died holding it, without releasing
+    with InstanceLock(tmp_path / "vigil.sqlite3") as lock:
+        assert lock.path.exists()
