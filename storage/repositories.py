@@ -53,10 +53,6 @@ class TradeRepository:
             "SELECT * FROM trades WHERE mode = ? AND status IN (?, ?) ORDER BY id", (mode, *OPEN_STATUSES))
         return [TradeRecord.from_row(r) for r in rows]
 
-    async def active_any_mode(self) -> list[TradeRecord]:
-        rows = await self.db.fetchall("SELECT * FROM trades WHERE status IN (?, ?) ORDER BY id", OPEN_STATUSES)
-        return [TradeRecord.from_row(r) for r in rows]
-
     async def closed(self, mode: str, *, since: datetime | None = None, limit: int | None = None
                      ) -> list[TradeRecord]:
         sql = "SELECT * FROM trades WHERE mode = ? AND status = 'CLOSED'"
@@ -235,14 +231,6 @@ class EquityRepository:
             params.append(since.isoformat())
         rows = await self.db.fetchall(sql + " ORDER BY time", params)
         return [EquityPoint(datetime.fromisoformat(r[0]), Decimal(r[1]), Decimal(r[2]), Decimal(r[3])) for r in rows]
-
-    async def first_since(self, mode: str, since: datetime) -> EquityPoint | None:
-        row = await self.db.fetchone(
-            "SELECT time, wallet, equity, unrealized FROM equity_snapshots WHERE mode = ? AND time >= ?"
-            " ORDER BY time LIMIT 1", (mode, since.isoformat()))
-        if row is None:
-            return None
-        return EquityPoint(datetime.fromisoformat(row[0]), Decimal(row[1]), Decimal(row[2]), Decimal(row[3]))
 
 
 class StateRepository:

@@ -23,10 +23,6 @@ def round_price(rules: SymbolRules, price: Decimal, *, rounding: str = ROUND_FLO
     return round_to_step(price, rules.tick_size, rounding=rounding, base=Decimal(0))
 
 
-def round_price_away(rules: SymbolRules, price: Decimal, *, up: bool) -> Decimal:
-    return round_price(rules, price, rounding=ROUND_CEILING if up else ROUND_FLOOR)
-
-
 def round_quantity(rules: SymbolRules, quantity: Decimal, *, market: bool = True) -> Decimal:
     """Quantity floored to the (market) step size. Never rounds up: that would add risk."""
     step = rules.market_step_size if market else rules.step_size
@@ -117,13 +113,6 @@ def parse_symbol_rules(entry: Mapping[str, Any], brackets: tuple[LeverageBracket
         brackets=brackets,
         contract_type=entry.get("contractType", "PERPETUAL"),
     )
-
-
-def bracket_for_notional(rules: SymbolRules, notional: Decimal) -> LeverageBracket | None:
-    for b in rules.brackets:
-        if b.notional_floor <= notional < b.notional_cap:
-            return b
-    return rules.brackets[-1] if rules.brackets else None
 
 
 def _exp_normal(step: Decimal) -> Decimal:

@@ -384,22 +384,18 @@ class FakeBinanceFutures:
 
     def close_position_by_hand(self, symbol: str) -> dict[str, Any] | None:
         """The operator closes the whole position in the Binance app."""
-        pos = self.positions[symbol]
-        if pos.amount == 0:
-            return None
-        side = "SELL" if pos.amount > 0 else "BUY"
-        order = self._new_market_order(symbol, side, abs(pos.amount), f"web_{next(self._ids)}", reduce_only=True)
-        self._fill_market(order, self.price(symbol))
-        return order
+        return self._close_whole_position(symbol, f"web_{next(self._ids)}")
 
     def liquidate(self, symbol: str) -> dict[str, Any] | None:
         """Binance's liquidation engine closes the position at the current price (order ``autoclose-…``)."""
+        return self._close_whole_position(symbol, f"autoclose-{self.now_ms()}")
+
+    def _close_whole_position(self, symbol: str, client_id: str) -> dict[str, Any] | None:
         pos = self.positions[symbol]
         if pos.amount == 0:
             return None
         side = "SELL" if pos.amount > 0 else "BUY"
-        order = self._new_market_order(symbol, side, abs(pos.amount), f"autoclose-{self.now_ms()}",
-                                       reduce_only=True)
+        order = self._new_market_order(symbol, side, abs(pos.amount), client_id, reduce_only=True)
         self._fill_market(order, self.price(symbol))
         return order
 
