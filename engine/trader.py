@@ -33,7 +33,7 @@ from engine.halts import HaltState, load_halts
 from engine.market import MarketDataService
 from engine.order_desk import OrderDesk
 from engine.reconciler import Reconciler, ReconcileReport
-from engine.risk import LimitsConfig, OpenPosition, RiskConfig, entry_limits_block, plan_entry, volatility_ratio
+from engine.risk import LimitsConfig, OpenPosition, RiskConfig, entry_limits_block, plan_entry
 from engine.trade_memory import TradeMemory
 from storage.records import OrderPurpose, TradeRecord
 from storage.repositories import Repositories
@@ -219,8 +219,7 @@ class Trader:
             return None
         atr = Decimal(repr(signal.atr))
         context = result.context(signal.symbol)
-        regime = regime_of(context.adx, volatility_ratio(context.atr_pct, context.atr_pct_history[:-1])) \
-            if context else ""
+        regime = regime_of(context.adx, context.atr_ratio) if context else ""
         outcomes = await self.memory.outcomes()
         levels = adaptive_levels(outcomes, symbol=signal.symbol, regime=regime, hour=now.hour,
                                  base_k=self.config.risk.stop_atr_mult, base_m=self.config.risk.take_profit_atr_mult,
@@ -329,9 +328,7 @@ class Trader:
 
     def _btc_atr_ratio(self) -> float | None:
         context = self._scan_result.context("BTCUSDT")
-        if context is None or len(context.atr_pct_history) < 2:
-            return None
-        return volatility_ratio(context.atr_pct, context.atr_pct_history[:-1])
+        return context.atr_ratio if context else None
 
     async def reconcile(self) -> ReconcileReport:
         """Make the books agree with the exchange (invariant 3) and every position protected (invariant 1)."""

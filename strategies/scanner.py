@@ -11,6 +11,7 @@ import numpy as np
 
 from engine.exchange.types import KlineBatch
 from engine.market import MarketSnapshot
+from engine.risk import volatility_ratio
 from strategies.consensus import Consensus, rank
 from strategies.features import InsufficientData, atr, compute_features
 from strategies.types import Signal
@@ -31,6 +32,13 @@ class SymbolContext:
     @property
     def atr_pct(self) -> float:
         return self.atr_pct_history[-1] if self.atr_pct_history else 0.0
+
+    @property
+    def atr_ratio(self) -> float | None:
+        """Current ATR % over the median of its own history (``None`` without history)."""
+        if len(self.atr_pct_history) < 2:
+            return None
+        return volatility_ratio(self.atr_pct, self.atr_pct_history[:-1])
 
 
 class ScanResult:
