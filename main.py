@@ -71,15 +71,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(settings: Settings) -> int:
-    from engine.app import configure_logging, run_bot
+    from app.run import configure_logging, run_bot
 
     configure_logging(settings.log_level)
     return asyncio.run(run_bot(settings))
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from engine.app import configure_logging
-    from engine.backtest import DemoOptions, run_demo
+    from app.backtest import run_demo
+    from app.run import configure_logging
+    from engine.backtest.replay import DemoOptions
 
     configure_logging("WARNING")
     try:
@@ -98,7 +99,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _health(settings: Settings) -> int:
-    from engine.app import heartbeat_age
+    from app.run import heartbeat_age
 
     age = asyncio.run(heartbeat_age(settings, datetime.now(UTC)))
     limit = settings.heartbeat_max_age_seconds

@@ -6,7 +6,7 @@ Run from the repository root:  .venv/bin/python bench/monitor.py [--positions 20
 
 Data: real Binance 5m candles (``data/sample`` by default: BTC, ETH, SOL; ``../shared/data/binance-futures``
 works too). Position i trades symbol ``i % n``, long or short alternately, entered at a different 5m candle
-from 2025-04-06 00:00 UTC on (the crash day), sized by ``engine.risk.plan_entry`` with a 2 x ATR(1h) stop.
+from 2025-04-06 00:00 UTC on (the crash day), sized by ``engine.policy.risk.plan_entry`` with a 2 x ATR(1h) stop.
 Each tick feeds every position the next real candle (mark = close, high/low since the last tick, ATR(1h)),
 applies the actions, and replaces a closed position with a fresh one, so 20 stay open. The breakers run on
 a real SQLite database in a temporary directory. CPU time is ``time.process_time`` (all threads, so the
@@ -32,11 +32,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from engine.breakers import AccountSnapshot, Breakers  # noqa: E402
-from engine.clock import ManualClock, from_ms  # noqa: E402
+from core.clock import ManualClock, from_ms  # noqa: E402
 from engine.exchange.historical import HistoricalMarket  # noqa: E402
 from engine.exchange.types import KlineBatch, PositionSide, SymbolRules  # noqa: E402
-from engine.exits import (  # noqa: E402
+from engine.market import resample_klines  # noqa: E402
+from engine.policy.exits import (  # noqa: E402
     CloseAll,
     ClosePartial,
     ExitConfig,
@@ -46,8 +46,8 @@ from engine.exits import (  # noqa: E402
     evaluate_exits,
     observe,
 )
-from engine.market import resample_klines  # noqa: E402
-from engine.risk import RiskConfig, plan_entry  # noqa: E402
+from engine.policy.risk import RiskConfig, plan_entry  # noqa: E402
+from engine.trading.breakers import AccountSnapshot, Breakers  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.repositories import StateRepository  # noqa: E402
 from strategies.features import atr as atr_series  # noqa: E402

@@ -17,12 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.clock import ManualClock
+from app.runtime import build_trader
+from core.clock import ManualClock
 from engine.events import EventBus
 from engine.exchange.historical import HistoricalMarket
 from engine.exchange.paper import PaperExchange
 from engine.exchange.types import MarginType
-from engine.runtime import build_trader
 from settings import Settings
 from storage.db import Database
 from storage.repositories import Repositories

@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from engine.clock import ManualClock, from_ms, to_ms  # noqa: E402
+from core.clock import ManualClock, from_ms, to_ms  # noqa: E402
+from core.intervals import interval_ms  # noqa: E402
 from engine.exchange.types import KlineBatch, SymbolRules, Ticker24h  # noqa: E402
-from engine.intervals import interval_ms  # noqa: E402
 from engine.market import MarketDataService, resample_klines  # noqa: E402
 from strategies.consensus import Consensus, rank  # noqa: E402
 from strategies.features import compute_features  # noqa: E402

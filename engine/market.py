@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.clock import Clock, from_ms, to_ms
+from core.clock import Clock, from_ms, to_ms
+from core.intervals import interval_ms
 from engine.exchange.errors import ExchangeError, IpBanned, RateLimited
 from engine.exchange.protocol import MarketData
 from engine.exchange.types import KlineBatch, SymbolRules
-from engine.intervals import interval_ms
 
 if TYPE_CHECKING:
     from settings import Settings

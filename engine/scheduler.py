@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from engine.clock import Clock
+from core.clock import Clock
 from engine.events import Alert, EventBus, Level
 
 log = logging.getLogger(__name__)

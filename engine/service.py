@@ -15,17 +15,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
+from core.enums import ExitReason
 from engine.events import StateChanged
 from engine.exchange.errors import ExchangeError
 from engine.exchange.types import Balance
-from engine.halts import HaltState, load_halts, save_halts
-from engine.trader import HEARTBEAT_KEY, LAST_SCAN_KEY
+from engine.trading.halts import HaltState, load_halts, save_halts
+from engine.trading.trader import HEARTBEAT_KEY, LAST_SCAN_KEY
 from settings import Settings, format_validation_error
 from storage.db import Database
 from storage.records import EquityPoint, TradeRecord
 
 if TYPE_CHECKING:
-    from engine.runtime import Runtime
+    from engine.control import RuntimeControl as Runtime
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ class EngineService:
     async def kill(self, reason: str = "operator kill-switch") -> list[TradeRecord]:
         """Halt first (so no scan can open anything), then close every position and cancel every order."""
         await self._set_halts(killed=True, reason=reason, event="killed")
-        closed = await self.runtime.trader.close_all("kill_switch")
+        closed = await self.runtime.trader.close_all(ExitReason.KILL_SWITCH)
         await self.runtime.trader.reconcile()
         return closed
 
@@ -175,13 +176,13 @@ class EngineService:
     async def close(self, symbol: str) -> list[TradeRecord]:
         """Close one symbol's position (``symbol='all'`` closes every position) at market."""
         if symbol.lower() == "all":
-            return await self.runtime.trader.close_all("manual_close")
+            return await self.runtime.trader.close_all(ExitReason.MANUAL_CLOSE)
         symbol = symbol.upper()
         active = {t.symbol for t in await self._repos.trades.active(self.mode)}
         if symbol not in active:
             shown = ", ".join(sorted(active)) or "none"
             raise CommandRefused(f"no open position on {symbol}; open positions: {shown}")
-        trade = await self.runtime.trader.close_symbol(symbol, "manual_close")
+        trade = await self.runtime.trader.close_symbol(symbol, ExitReason.MANUAL_CLOSE)
         if trade is None:
             raise CommandRefused(f"{symbol} could not be closed now; its stop-loss stays in place. Try again.")
         return [trade]
@@ -204,7 +205,7 @@ class EngineService:
             raise CommandRefused(f"{len(active)} {old} position(s) still open "
                                  f"({', '.join(t.symbol for t in active)}); close them first or confirm closing")
         if active:
-            closed = tuple(await self.runtime.trader.close_all("mode_switch"))
+            closed = tuple(await self.runtime.trader.close_all(ExitReason.MODE_SWITCH))
             if await self._repos.trades.active(old):
                 raise CommandRefused(f"some {old} positions could not be closed; mode unchanged")
         await self.runtime.switch_mode(mode)
@@ -334,12 +335,7 @@ class EngineService:
         return SettingChange(spec.key, str(old_value), str(new_value), risky)
 
     def _apply_settings(self, new: Settings) -> None:
-        from engine.runtime import trader_config
-
-        self.runtime.settings = new
-        trader = self.runtime.trader
-        trader.reconfigure(trader_config(new, trader.mode))
-        trader.consensus.threshold = new.entry_threshold
+        self.runtime.apply_settings(new)
 
 
 SETTING_OVERRIDES_KEY = "setting_overrides"

@@ -11,33 +11,14 @@ from typing import Any
 
 import aiosqlite
 
+from core.enums import OrderPurpose
+
 
 class TradeStatus(StrEnum):
     PENDING = "PENDING"   # intent recorded, entry not (yet) confirmed filled
     OPEN = "OPEN"
     CLOSED = "CLOSED"
     FAILED = "FAILED"     # entry never filled
-
-
-class OrderPurpose(StrEnum):
-    ENTRY = "ENTRY"
-    STOP_LOSS = "STOP_LOSS"
-    TAKE_PROFIT = "TAKE_PROFIT"
-    EXIT = "EXIT"
-    PARTIAL = "PARTIAL"
-
-    @property
-    def code(self) -> str:
-        return _PURPOSE_CODE[self]
-
-
-_PURPOSE_CODE = {
-    OrderPurpose.ENTRY: "E",
-    OrderPurpose.STOP_LOSS: "S",
-    OrderPurpose.TAKE_PROFIT: "T",
-    OrderPurpose.EXIT: "X",
-    OrderPurpose.PARTIAL: "P",
-}
 
 
 class OrderState(StrEnum):

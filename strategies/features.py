@@ -28,8 +28,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from core.intervals import interval_ms
 from engine.exchange.types import KlineBatch
-from engine.intervals import interval_ms
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from engine.exchange.types import KlineBatch
 from engine.market import MarketSnapshot
-from engine.risk import volatility_ratio
+from engine.policy.risk import volatility_ratio
 from strategies.consensus import Consensus, rank
 from strategies.features import InsufficientData, atr, compute_features
 from strategies.types import Signal

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from engine.clock import ManualClock
+from core.clock import ManualClock
 from engine.exchange.binance import BinanceFutures
 from tests.fakes.binance_server import TEST_API_KEY, TEST_API_SECRET, FakeBinanceFutures, FakeSleep
 

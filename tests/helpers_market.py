@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.clock import Clock, to_ms
+from core.clock import Clock, to_ms
+from core.intervals import interval_ms
 from engine.exchange.errors import ExchangeError
 from engine.exchange.types import FundingRate, KlineBatch, MarkPrice, SymbolRules, Ticker24h
-from engine.intervals import interval_ms
 from engine.market import resample_klines
 from strategies.features import Features, TimeframeFeatures
 

@@ -10,7 +10,8 @@ from decimal import Decimal as D
 
 import pytest
 
-from engine.adaptive import (
+from engine.exchange.types import PositionSide
+from engine.policy.adaptive import (
     AdaptiveConfig,
     TradeOutcome,
     adaptive_levels,
@@ -20,7 +21,6 @@ from engine.adaptive import (
     regime_of,
     simulate,
 )
-from engine.exchange.types import PositionSide
 
 T0 = datetime(2025, 3, 3, 10, 0, tzinfo=UTC)
 # grid k ∈ {1, 2}, m ∈ {2, 3, 4}; no reward/risk filter; 4 trades suffice; no shrinking

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from binance import AsyncClient
 
-from engine.clock import ManualClock, to_ms
+from core.clock import ManualClock, to_ms
 from engine.exchange.binance import BinanceFutures
 from engine.exchange.errors import AccountConfigError, AuthenticationError, OrderNotFound, UnknownSymbol
 from engine.exchange.protocol import Exchange

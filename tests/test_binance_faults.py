@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from binance.exceptions import BinanceAPIException
 
-from engine.clock import ManualClock
+from core.clock import ManualClock
 from engine.exchange import binance_errors
 from engine.exchange.binance import BinanceFutures, RetryPolicy
 from engine.exchange.errors import (

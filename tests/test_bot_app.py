@@ -1,4 +1,4 @@
-"""The real entry point: ``engine.app.run_bot`` starts the Telegram bot through ``bot.app.start_bot`` on the same
+"""The real entry point: ``app.run.run_bot`` starts the Telegram bot through ``bot.app.start_bot`` on the same
 loop as the engine (fake Binance and fake Bot API on 127.0.0.1), answers a command, and stops cleanly."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from engine.app import EXIT_OK, run_bot
+from app.run import EXIT_OK, run_bot
 from tests.fakes.binance_server import FakeBinanceFutures
 from tests.fakes.telegram_server import TOKEN, FakeTelegram
 from tests.test_bot_harness import OPERATOR, STRANGER, wait_for

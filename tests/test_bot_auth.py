@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.commands import COMMANDS
-from engine.halts import load_halts
+from engine.trading.halts import load_halts
 from tests.fakes.telegram_server import FakeTelegram
 from tests.test_bot_commands import trade_a_little
 from tests.test_bot_harness import OPERATOR, STRANGER, close_cockpit, fake, open_cockpit  # noqa: F401

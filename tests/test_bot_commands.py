@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.commands import COMMANDS
-from engine.halts import load_halts
+from engine.trading.halts import load_halts
 from tests.fakes.telegram_server import TOKEN, FakeTelegram
 from tests.test_bot_harness import OPERATOR, Cockpit, close_cockpit, fake, open_cockpit  # noqa: F401
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.halts import load_halts
+from engine.trading.halts import load_halts
 from tests.fakes.telegram_server import FakeTelegram
 from tests.test_bot_commands import trade_a_little
 from tests.test_bot_harness import (  # noqa: F401

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from app.runtime import Runtime
 from bot.app import TelegramBot, start_bot
 from bot.context import BotOptions
 from bot.notices import CATEGORIES
 from bot.notifier import DeliveryOptions
-from engine.runtime import Runtime
 from engine.service import EngineService
 from tests.fakes.telegram_server import TOKEN, Call, FakeTelegram
 from tests.trading_fixtures import Rig, build_rig

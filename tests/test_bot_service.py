@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.breakers import AccountSnapshot, BreakerConfig, Breakers
 from engine.events import BreakerReset, BreakerTripped
 from engine.service import CommandRefused, performance_of
+from engine.trading.breakers import AccountSnapshot, BreakerConfig, Breakers
 from storage.records import TradeRecord, TradeStatus
 from tests.test_bot_harness import service_for
 from tests.trading_fixtures import Rig, build_rig

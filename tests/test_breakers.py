@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.breakers import (
+from core.clock import ManualClock
+from engine.events import BreakerReset, BreakerTripped, TradeClosed, TradeOpened
+from engine.exchange.types import ProtectiveKind
+from engine.trading.breakers import (
     API_ERRORS,
     CONSECUTIVE_LOSSES,
     DAILY_LOSS,
@@ -23,9 +26,6 @@ from engine.breakers import (
     Breakers,
     ClosedTrade,
 )
-from engine.clock import ManualClock
-from engine.events import BreakerReset, BreakerTripped, TradeClosed, TradeOpened
-from engine.exchange.types import ProtectiveKind
 from storage.db import Database
 from storage.repositories import StateRepository
 from tests.trading_fixtures import Rig, build_rig

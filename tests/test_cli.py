@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.backtest import DemoOptions, run_backtest
+from app.backtest import replay as run_backtest
+from engine.backtest.replay import DemoOptions
 from main import main
 from settings import Settings
 from storage.db import Database
@@ -100,7 +101,7 @@ def test_demo_command_end_to_end(tmp_path: Path):
 
 
 def test_a_second_run_on_the_same_database_refuses_to_start(tmp_path: Path):
-    from engine.instance_lock import InstanceLock
+    from app.instance_lock import InstanceLock
 
     with InstanceLock(tmp_path / "vigil.sqlite3"):  # as a running bot holds it
         proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "run"], env=clean_env(tmp_path),
@@ -113,10 +114,10 @@ def test_a_second_run_on_the_same_database_refuses_to_start(tmp_path: Path):
 
 
 def test_the_lock_is_released_when_its_holder_dies(tmp_path: Path):
-    from engine.instance_lock import InstanceLock
+    from app.instance_lock import InstanceLock
 
     holder = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]);"
-                             "from pathlib import Path; from engine.instance_lock import InstanceLock;"
+                             "from pathlib import Path; from app.instance_lock import InstanceLock;"
                              "InstanceLock(Path(sys.argv[2])).acquire(); import os; os._exit(9)",
                              str(ROOT), str(tmp_path / "vigil.sqlite3")], timeout=60)
     assert holder.returncode == 9  # died holding it, without releasing

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from engine.exchange.rules import parse_symbol_rules
 from engine.exchange.types import PositionSide
-from engine.exits import (
+from engine.policy.exits import (
     CloseAll,
     ClosePartial,
     ExitConfig,

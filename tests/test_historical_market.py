@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.clock import ManualClock, to_ms
+from core.clock import ManualClock, to_ms
+from core.intervals import interval_ms
 from engine.exchange.errors import ExchangeError, UnknownSymbol
 from engine.exchange.historical import INTERVALS, HistoricalMarket
 from engine.exchange.protocol import MarketData
-from engine.intervals import interval_ms
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-futures"

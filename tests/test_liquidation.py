@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
-from engine.exchange.types import LeverageBracket, PositionSide
-from engine.liquidation import (
+from engine.exchange.liquidation import (
     DEFAULT_BRACKETS,
     bracket_for,
     cross_wallet_balance,
@@ -13,6 +12,7 @@ from engine.liquidation import (
     maintenance_margin,
     max_leverage,
 )
+from engine.exchange.types import LeverageBracket, PositionSide
 
 FLAT = (LeverageBracket(1, 100, D(0), D("1000000"), D("0.005"), D(0)),)
 # BTCUSDT's real first three brackets (data/sample/leverage_brackets.json)

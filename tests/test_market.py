@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.clock import ManualClock, from_ms
+from core.clock import ManualClock, from_ms
 from engine.exchange.errors import ExchangeError, RateLimited
 from engine.exchange.types import KlineBatch
 from engine.market import MarketDataService, resample_klines, validate_klines

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.clock import ExchangeClock
+from app.runtime import MODE_KEY, Runtime
+from core.clock import ExchangeClock
 from engine.events import EventBus
 from engine.exchange.binance import BinanceFutures
 from engine.exchange.paper import PaperExchange
-from engine.runtime import MODE_KEY, Runtime
 from engine.service import CommandRefused, EngineService
 from settings import Settings
 from storage.db import Database

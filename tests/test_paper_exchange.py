@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.clock import ManualClock, from_ms, to_ms
+from core.clock import ManualClock, from_ms, to_ms
+from core.intervals import interval_ms
 from engine.exchange.errors import (
     FilterViolation,
     InsufficientMargin,
@@ -43,7 +44,6 @@ from engine.exchange.types import (
     SymbolRules,
     Ticker24h,
 )
-from engine.intervals import interval_ms
 from storage.db import Database
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"

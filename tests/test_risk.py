@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.exchange.liquidation import DEFAULT_BRACKETS, cross_wallet_balance, liquidation_price
 from engine.exchange.rules import check_order, check_price, parse_brackets, parse_symbol_rules
 from engine.exchange.types import MarginType, PositionSide, SymbolRules
-from engine.liquidation import DEFAULT_BRACKETS, cross_wallet_balance, liquidation_price
-from engine.risk import (
+from engine.policy.risk import (
     LimitsConfig,
     OpenPosition,
     RiskConfig,

@@ -18,7 +18,7 @@ from engine.exchange.rules import (
     round_quantity,
 )
 from engine.exchange.types import PositionSide
-from engine.risk import RiskConfig, plan_entry, stop_distance
+from engine.policy.risk import RiskConfig, plan_entry, stop_distance
 
 SAMPLE = Path(__file__).parent.parent / "data" / "sample" / "exchange_info.json"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from engine.clock import ManualClock
+from core.clock import ManualClock
 from engine.exchange.binance import BinanceFutures
 from engine.exchange.paper import PaperExchange
 from engine.exchange.types import MarginType, Side

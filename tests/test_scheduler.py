@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from engine.clock import SystemClock
+from core.clock import SystemClock
 from engine.events import Alert, EventBus, RecordingSink
 from engine.scheduler import EngineScheduler, next_aligned
 

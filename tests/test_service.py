@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from app.runtime import Runtime
 from engine.events import StateChanged
-from engine.halts import load_halts
-from engine.runtime import Runtime
 from engine.service import CommandRefused, EngineService
+from engine.trading.halts import load_halts
 from tests.trading_fixtures import build_rig
 
 

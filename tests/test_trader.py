@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine.events import Alert, TradeClosed, TradeOpened
 from engine.exchange.types import PositionSide, ProtectiveKind, Side
-from engine.halts import HaltState, load_halts, save_halts
+from engine.trading.halts import HaltState, load_halts, save_halts
 from storage.records import OrderPurpose, OrderState, TradeStatus
 from strategies.types import Direction
 from tests.trading_fixtures import START, build_rig

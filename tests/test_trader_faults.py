@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from engine.clock import ManualClock
+from app.runtime import build_trader
+from core.clock import ManualClock
 from engine.events import Alert, EventBus, Level, RecordingSink
 from engine.exchange.binance import BinanceFutures
 from engine.exchange.errors import IpBanned
-from engine.runtime import build_trader
 from engine.scheduler import EngineScheduler
-from engine.trader import Trader
+from engine.trading.trader import Trader
 from settings import Settings
 from storage.db import Database
 from storage.records import OrderPurpose, OrderState, TradeStatus
@@ -266,8 +266,8 @@ async def test_position_opened_by_hand_is_adopted_and_closed_by_hand_is_booked(r
 
 
 async def test_api_error_streak_trips_the_breaker_and_blocks_entries(rig: LiveRig):
+    from app.runtime import Runtime
     from engine.events import BreakerTripped
-    from engine.runtime import Runtime
 
     runtime = Runtime.from_parts(Settings(_env_file=None), rig.repos, rig.bus, rig.clock,  # type: ignore[call-arg]
                                  exchange=rig.exchange, trader=rig.trader)

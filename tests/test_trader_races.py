@@ -9,14 +9,14 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from app.runtime import Runtime
 from engine.events import TradeClosed
 from engine.exchange.paper import PaperExchange
 from engine.exchange.types import OrderResult, OrderStatus, ProtectiveKind, Side
-from engine.exit_manager import ExitManager
-from engine.exits import ExitConfig
 from engine.market import MarketDataService, MarketSnapshot
-from engine.runtime import Runtime
+from engine.policy.exits import ExitConfig
 from engine.service import EngineService
+from engine.trading.exit_manager import ExitManager
 from storage.records import OrderPurpose, TradeStatus
 from tests.trading_fixtures import build_rig
 

@@ -7,16 +7,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from engine.clock import ManualClock
-from engine.configs import risk_config
+from app.configs import risk_config
+from app.runtime import build_breakers, trader_config
+from core.clock import ManualClock
 from engine.events import EventBus, RecordingSink
 from engine.exchange.historical import HistoricalMarket
 from engine.exchange.paper import PaperExchange
 from engine.exchange.types import MarginType
 from engine.market import MarketDataService
-from engine.risk import LimitsConfig
-from engine.runtime import build_breakers, trader_config
-from engine.trader import Trader, TraderConfig
+from engine.policy.risk import LimitsConfig
+from engine.trading.trader import Trader, TraderConfig
 from settings import Settings
 from storage.db import Database
 from storage.repositories import Repositories

@@ -32,7 +32,7 @@ import aiohttp
 from binance import AsyncClient
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 
-from engine.clock import Clock, SystemClock, from_ms, to_ms
+from core.clock import Clock, SystemClock, from_ms, to_ms
 from engine.exchange import binance_errors
 from engine.exchange.errors import (
     AuthenticationError,

@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.clock import Clock, from_ms, to_ms
+from core.clock import Clock, from_ms, to_ms
+from core.intervals import interval_ms
 from engine.exchange.errors import ExchangeError, UnknownSymbol
 from engine.exchange.rules import parse_brackets, parse_symbol_rules
 from engine.exchange.types import FundingRate, KlineBatch, LeverageBracket, MarkPrice, SymbolRules, Ticker24h
-from engine.intervals import interval_ms
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ Simulation model
   order ends FINISHED with ``triggered_order_id``; the other close-position orders of the symbol EXPIRE
   (Binance expires close-position algo orders once the position is gone), as they do when a market order
   closes the position. An order triggering with no position to close (or on the wrong side) EXPIRES.
-- **Liquidation** is one more trigger on the same path at the liquidation price (``engine.liquidation``,
+- **Liquidation** is one more trigger on the same path at the liquidation price (``engine.exchange.liquidation``,
   brackets from the symbol rules or the conservative default ladder); on a tie it comes before a stop.
   ISOLATED: the position closes at the liquidation price and the rest of its isolated margin is charged as
   a liquidation fee, so the wallet drops by exactly the isolated margin. CROSSED: the loss at the
@@ -59,13 +59,21 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 import aiosqlite
 
-from engine.clock import Clock, from_ms, to_ms
+from core.clock import Clock, from_ms, to_ms
+from core.intervals import interval_ms
 from engine.exchange.errors import (
     InsufficientMargin,
     OrderNotFound,
     OrderRejected,
     UnknownSymbol,
     WouldTrigger,
+)
+from engine.exchange.liquidation import (
+    DEFAULT_BRACKETS,
+    cross_wallet_balance,
+    liquidation_price,
+    maintenance_margin,
+    max_leverage,
 )
 from engine.exchange.protocol import MarketData
 from engine.exchange.rules import check_order, check_price, round_price
@@ -89,14 +97,6 @@ from engine.exchange.types import (
     Side,
     SymbolRules,
     Ticker24h,
-)
-from engine.intervals import interval_ms
-from engine.liquidation import (
-    DEFAULT_BRACKETS,
-    cross_wallet_balance,
-    liquidation_price,
-    maintenance_margin,
-    max_leverage,
 )
 from storage.db import Database, DatabaseError
 from storage.paper_store import PaperOrder, PaperPosition, PaperStore, SymbolConfig

@@ -13,31 +13,7 @@ from enum import StrEnum
 
 import numpy as np
 
-
-class Side(StrEnum):
-    BUY = "BUY"
-    SELL = "SELL"
-
-    @property
-    def opposite(self) -> Side:
-        return Side.SELL if self is Side.BUY else Side.BUY
-
-
-class PositionSide(StrEnum):
-    LONG = "LONG"
-    SHORT = "SHORT"
-
-    @property
-    def entry_side(self) -> Side:
-        return Side.BUY if self is PositionSide.LONG else Side.SELL
-
-    @property
-    def exit_side(self) -> Side:
-        return Side.SELL if self is PositionSide.LONG else Side.BUY
-
-    @property
-    def sign(self) -> int:
-        return 1 if self is PositionSide.LONG else -1
+from core.enums import PositionSide, Side
 
 
 class MarginType(StrEnum):

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
-from engine.clock import Clock
+from core.clock import Clock
 
 log = logging.getLogger(__name__)
 

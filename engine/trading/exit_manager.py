@@ -1,4 +1,4 @@
-"""Carries out the exit rules of ``engine.exits`` on the exchange, every monitor tick: trailing and
+"""Carries out the exit rules of ``engine.policy.exits`` on the exchange, every monitor tick: trailing and
 break-even stop moves (cancel + place on the Algo Order API), partial take-profits (reduce-only market
 orders), and full exits (time stop, stale trade, signal against). Runs under the trader's lock."""
 
@@ -11,9 +11,9 @@ from decimal import Decimal
 from engine.events import Level, PartialExit, StopMoved
 from engine.exchange.errors import ExchangeError, WouldTrigger
 from engine.exchange.types import OrderStatus, Position, PositionSide
-from engine.exits import CloseAll, ClosePartial, ExitConfig, MarketState, MoveStop, PositionState, evaluate_exits
-from engine.exits import observe as observe_market
-from engine.order_desk import OrderDesk
+from engine.policy.exits import CloseAll, ClosePartial, ExitConfig, MarketState, MoveStop, PositionState, evaluate_exits
+from engine.policy.exits import observe as observe_market
+from engine.trading.order_desk import OrderDesk
 from storage.records import OrderPurpose, OrderState, TradeRecord, TradeStatus
 from strategies.types import Signal
 

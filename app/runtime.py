@@ -12,9 +12,8 @@ import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 
-from engine.breakers import Breakers
-from engine.clock import Clock, ExchangeClock
-from engine.configs import adaptive_config, breaker_config, exit_config, limits_config, risk_config
+from app.configs import adaptive_config, breaker_config, exit_config, limits_config, risk_config
+from core.clock import Clock, ExchangeClock
 from engine.events import EventBus
 from engine.exchange.binance import BinanceFutures
 from engine.exchange.errors import AccountConfigError, ExchangeError
@@ -23,7 +22,8 @@ from engine.exchange.protocol import Exchange, MarketData
 from engine.exchange.types import MarginType
 from engine.market import MarketDataService
 from engine.scheduler import EngineScheduler
-from engine.trader import Trader, TraderConfig
+from engine.trading.breakers import Breakers
+from engine.trading.trader import Trader, TraderConfig
 from settings import Settings
 from storage.repositories import Repositories
 from strategies.consensus import Consensus
@@ -110,6 +110,13 @@ class Runtime:
         if self._trader is None:
             raise RuntimeError("runtime not started")
         return self._trader
+
+    def apply_settings(self, new: Settings) -> None:
+        """Operator /set: the new settings take effect on the running trader (leverage on its next entry)."""
+        self.settings = new
+        trader = self.trader
+        trader.reconfigure(trader_config(new, trader.mode))
+        trader.consensus.threshold = new.entry_threshold
 
     async def start(self) -> None:
         """Pick the mode (last explicit switch stored in the database wins over TRADING_MODE) and build."""

@@ -10,12 +10,12 @@ import signal
 import time
 from datetime import datetime
 
-from engine.clock import Clock, ExchangeClock
+from app.instance_lock import AlreadyRunning, InstanceLock
+from app.runtime import Runtime
+from core.clock import Clock, ExchangeClock
 from engine.console import ConsoleSink, EventLogSink
 from engine.events import EventBus, StateChanged
 from engine.exchange.errors import AccountConfigError, AuthenticationError, ExchangeError
-from engine.instance_lock import AlreadyRunning, InstanceLock
-from engine.runtime import Runtime
 from engine.service import EngineService
 from settings import Settings
 from storage.db import Database, DatabaseError

@@ -10,25 +10,28 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from engine.clock import ManualClock
+from core.clock import ManualClock
 from engine.console import ConsoleSink
 from engine.events import EventBus, RecordingSink
 from engine.exchange.historical import HistoricalMarket
 from engine.exchange.paper import PaperExchange
 from engine.exchange.types import MarginType
-from engine.runtime import build_trader
-from engine.trader import Trader
+from engine.trading.trader import Trader
 from settings import Settings
 from storage.db import Database
 from storage.records import TradeRecord
 from storage.repositories import Repositories
 
 STEP = timedelta(minutes=5)
+
+# builds the live trader over the given paper exchange (the composition root supplies it: ``app.backtest``)
+TraderFactory = Callable[[Settings, PaperExchange, Repositories, EventBus, ManualClock], Trader]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +93,8 @@ class BacktestSummary:
         ])
 
 
-async def run_backtest(settings: Settings, options: DemoOptions, *, extra_sinks: list[object] | None = None
-                       ) -> BacktestSummary:
+async def run_backtest(settings: Settings, options: DemoOptions, *, make_trader: TraderFactory,
+                       extra_sinks: list[object] | None = None) -> BacktestSummary:
     wall_start = time.perf_counter()
     clock = ManualClock(options.start)
     market = HistoricalMarket(options.data_dir, clock, options.symbols)
@@ -123,7 +126,7 @@ async def run_backtest(settings: Settings, options: DemoOptions, *, extra_sinks:
                 default_margin_type=MarginType(settings.margin_type))
             await exchange.open()
             start_equity = (await exchange.balance()).equity
-            trader = build_trader(settings, mode="paper", exchange=exchange, repos=repos, bus=bus, clock=clock)
+            trader = make_trader(settings, exchange, repos, bus, clock)
             await trader.start()
             scans = await _replay(trader, clock, options, end, settings.scan_interval_seconds)
             end_equity = (await exchange.balance()).equity
@@ -170,9 +173,3 @@ def max_drawdown_pct(curve: list[Decimal]) -> Decimal:
         if peak > 0:
             worst = max(worst, (peak - value) / peak * 100)
     return worst
-
-
-async def run_demo(settings: Settings, options: DemoOptions) -> int:
-    summary = await run_backtest(settings, options)
-    print(summary.render())
-    return 0

@@ -9,8 +9,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from engine.adaptive import TradeOutcome
-from engine.exits import PositionState
+from engine.policy.adaptive import TradeOutcome
+from engine.policy.exits import PositionState
 from storage.repositories import StateRepository
 
 MAX_OUTCOMES = 500

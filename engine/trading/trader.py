@@ -1,7 +1,7 @@
 """The trader: the scan job (find and open protected positions) and the monitor job (breakers, reconcile,
 exits, equity). The same code runs in paper, live and backtest; it only sees the ``Exchange`` protocol.
-Orders go through ``engine.order_desk``, recovery through ``engine.reconciler``, exits through
-``engine.exit_manager``; the trader decides and sequences them under one lock.
+Orders go through ``engine.trading.order_desk``, recovery through ``engine.trading.reconciler``, exits through
+``engine.trading.exit_manager``; the trader decides and sequences them under one lock.
 
 Invariants held (DESIGN.md):
 1. protected at all times — the stop is placed right after the entry fills; if it cannot be, the position
@@ -21,20 +21,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from engine.adaptive import AdaptiveConfig, TradeOutcome, adaptive_levels, regime_of
-from engine.breakers import AccountSnapshot, BreakerConfig, Breakers
-from engine.clock import Clock
+from core.clock import Clock
+from core.enums import ExitReason
 from engine.events import EventBus, Level, ScanCompleted, TradeClosed
 from engine.exchange.protocol import Exchange
 from engine.exchange.types import Balance, LeverageBracket, MarginType, Position, PositionSide
-from engine.exit_manager import ExitManager
-from engine.exits import ExitConfig
-from engine.halts import HaltState, load_halts
 from engine.market import MarketDataService
-from engine.order_desk import OrderDesk
-from engine.reconciler import Reconciler, ReconcileReport
-from engine.risk import LimitsConfig, OpenPosition, RiskConfig, entry_limits_block, plan_entry
-from engine.trade_memory import TradeMemory
+from engine.policy.adaptive import AdaptiveConfig, TradeOutcome, adaptive_levels, regime_of
+from engine.policy.exits import ExitConfig
+from engine.policy.risk import LimitsConfig, OpenPosition, RiskConfig, entry_limits_block, plan_entry
+from engine.trading.breakers import AccountSnapshot, BreakerConfig, Breakers
+from engine.trading.exit_manager import ExitManager
+from engine.trading.halts import HaltState, load_halts
+from engine.trading.order_desk import OrderDesk
+from engine.trading.reconciler import Reconciler, ReconcileReport
+from engine.trading.trade_memory import TradeMemory
 from storage.records import OrderPurpose, TradeRecord
 from storage.repositories import Repositories
 from strategies.consensus import Consensus
@@ -316,7 +317,7 @@ class Trader:
         if not halts.stopped:
             if (reason := await self.breakers.close_all_request()) is not None:
                 await self.desk.alert(Level.CRITICAL, f"closing every position: {reason}")
-                await self.close_all("breaker_close_all")
+                await self.close_all(ExitReason.BREAKER_CLOSE_ALL)
                 if not await self.repos.trades.active(self.mode):  # else retried on the next tick
                     await self.breakers.close_all_done(self.clock.now())
             report = await self.reconcile()

@@ -28,6 +28,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
+from core.enums import ExitReason
 from engine.events import BreakerReset, BreakerTripped, Event
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class BreakerConfig:
     api_errors_pause: timedelta = timedelta(minutes=15)
     symbol_cooldown: timedelta = timedelta(hours=2)
     symbol_daily_loss_pct: Decimal = Decimal("2")
-    cooldown_reasons: frozenset[str] = frozenset({"stop_loss", "liquidation"})
+    cooldown_reasons: frozenset[str] = frozenset({ExitReason.STOP_LOSS, ExitReason.LIQUIDATION})
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
 from typing import Any
 
+from core.enums import ExitReason
 from engine.exchange.rules import round_price, round_quantity
 from engine.exchange.types import PositionSide, SymbolRules
 from strategies.types import Direction
@@ -196,7 +197,7 @@ def observe(state: PositionState, market: MarketState) -> PositionState:
 def _full_exit(state: PositionState, market: MarketState, cfg: ExitConfig, now: datetime) -> CloseAll | None:
     age = now - state.opened_at
     if cfg.time_stop is not None and age >= cfg.time_stop:
-        return CloseAll("time_stop", f"open {_hours(age)} h, limit {_hours(cfg.time_stop)} h")
+        return CloseAll(ExitReason.TIME_STOP, f"open {_hours(age)} h, limit {_hours(cfg.time_stop)} h")
     against = Direction.SHORT if state.side is PositionSide.LONG else Direction.LONG
     if (cfg.signal_exit_score > 0 and market.consensus is against
             and market.consensus_score >= cfg.signal_exit_score):
@@ -271,7 +272,7 @@ def _trailing(state: PositionState, market: MarketState, cfg: ExitConfig) -> Dec
 def _stop_move(state: PositionState, market: MarketState, cfg: ExitConfig,
                rules: SymbolRules) -> MoveStop | CloseAll | None:
     candidates = [(p, why) for p, why in ((_breakeven(state, cfg), "break_even"),
-                                          (_trailing(state, market, cfg), "trailing_stop")) if p is not None]
+                                          (_trailing(state, market, cfg), ExitReason.TRAILING_STOP)) if p is not None]
     if not candidates:
         return None
     long = state.side is PositionSide.LONG

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from core.enums import ExitReason
 from engine.events import Level
 from engine.exchange.errors import ExchangeError, OrderNotFound, WouldTrigger
 from engine.exchange.types import (
@@ -27,8 +28,8 @@ from engine.exchange.types import (
     ProtectiveKind,
     ProtectiveOrder,
 )
-from engine.order_desk import OrderDesk, order_state_of
-from engine.risk import RiskConfig, protective_prices
+from engine.policy.risk import RiskConfig, protective_prices
+from engine.trading.order_desk import OrderDesk, order_state_of
 from storage.records import OrderPurpose, OrderState, TradeRecord, TradeStatus
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class Reconciler:
         except WouldTrigger:
             await desk.alert(Level.CRITICAL, f"{trade.symbol}: price is already beyond the stop "
                              f"{trade.stop_price}; closing at market")
-            await desk.exit(trade, "stop_loss")
+            await desk.exit(trade, ExitReason.STOP_LOSS)
         except ExchangeError as exc:
             await desk.alert(Level.CRITICAL, f"{trade.symbol}: stop-loss could not be re-placed ({exc}); "
                              "closing at market")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from engine.adaptive import AdaptiveConfig
-from engine.breakers import BreakerConfig
-from engine.exits import ExitConfig, LadderStep, TrailMethod
-from engine.risk import LimitsConfig, RiskConfig
+from engine.policy.adaptive import AdaptiveConfig
+from engine.policy.exits import ExitConfig, LadderStep, TrailMethod
+from engine.policy.risk import LimitsConfig, RiskConfig
+from engine.trading.breakers import BreakerConfig
 from settings import Settings, parse_ladder
 
 HUNDRED = Decimal(100)

@@ -9,7 +9,7 @@ Everything here is pure: numbers in, a decision out. Sizing:
    room left under the total exposure cap (% of equity, existing positions included), the margin
    available at the leverage, and the largest notional the symbol's leverage brackets allow at that
    leverage; then floored to the market step size and checked against minQty / maxQty / minNotional;
-4. liquidation guard: the liquidation price (Binance formula, ``engine.liquidation``) must sit at least
+4. liquidation guard: the liquidation price (Binance formula, ``engine.exchange.liquidation``) must sit at least
    ``liq_min_stop_multiple`` × the stop distance away from the entry; if not, the leverage is lowered one
    step at a time (re-sizing each time) and, when even ``min_leverage`` fails, the trade is skipped.
 
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
+from engine.exchange.liquidation import DEFAULT_BRACKETS, liquidation_price, maintenance_margin
 from engine.exchange.rules import round_price, round_quantity
 from engine.exchange.types import LeverageBracket, MarginType, Position, PositionSide, SymbolRules
-from engine.liquidation import DEFAULT_BRACKETS, liquidation_price, maintenance_margin
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +337,7 @@ def plan_entry(*, rules: SymbolRules, side: PositionSide, price: Decimal, atr: D
     ``open_positions`` feed the exposure cap and, for CROSSED margin, the liquidation guard (with
     ``wallet_balance``); ``atr_pct_history`` the volatility scaling; ``trade_r_multiples`` (the symbol's
     closed trades, oldest first) the optional Kelly sizing; ``stop_mult``/``tp_mult``/``size_mult`` come
-    from ``engine.adaptive``.
+    from ``engine.policy.adaptive``.
     """
     dist = stop_distance(price, atr, cfg, stop_mult)
     tp_dist = take_profit_distance(atr, dist, cfg, tp_mult)

@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from engine.clock import Clock
+from core.clock import Clock
+from core.enums import ExitReason
 from engine.events import Alert, EventBus, Level, TradeClosed, TradeOpened
 from engine.exchange.errors import (
     ExchangeError,
@@ -35,8 +36,8 @@ from engine.exchange.types import (
     Side,
     SymbolRules,
 )
-from engine.exits import PositionState
-from engine.trade_memory import TradeMemory
+from engine.policy.exits import PositionState
+from engine.trading.trade_memory import TradeMemory
 from storage.records import OrderPurpose, OrderState, TradeRecord
 from storage.repositories import Repositories
 
@@ -266,17 +267,17 @@ class OrderDesk:
                     continue
                 await self.repos.orders.update(order.client_id, status=OrderState.TRIGGERED, now=self.clock.now())
             if order.purpose is OrderPurpose.TAKE_PROFIT:
-                return "take_profit"
-            return "stop_loss" if order.trigger_price == trade.initial_stop_price else "trailing_stop"
+                return ExitReason.TAKE_PROFIT
+            return ExitReason.STOP_LOSS if order.trigger_price == trade.initial_stop_price else ExitReason.TRAILING_STOP
         since = trade.created_at - FILL_LOOKBACK
         exits = [f for f in await self.exchange.fills(trade.symbol, since)
                  if f.side is PositionSide(trade.side).exit_side]
         if exits and (exits[-1].client_id or "").startswith("autoclose-"):
-            return "liquidation"  # Binance names liquidation orders autoclose-…
+            return ExitReason.LIQUIDATION  # Binance names liquidation orders autoclose-…
         liq = trade.liquidation_price
         if exits and liq and abs(exits[-1].price - liq) / liq <= LIQUIDATION_TOLERANCE:
-            return "liquidation"
-        return "manual"
+            return ExitReason.LIQUIDATION
+        return ExitReason.MANUAL
 
     async def book_close(self, trade: TradeRecord, reason: str) -> TradeRecord:
         """Book a trade whose position is gone, from the exchange's own fills and funding payments."""
