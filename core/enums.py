@@ -45,8 +45,9 @@ class ExitReason(StrEnum):
     TAKE_PROFIT = "take_profit"
     TRAILING_STOP = "trailing_stop"
     TIME_STOP = "time_stop"
-    STALE = "stale"
-    SIGNAL = "signal"
+    STALE_TRADE = "stale_trade"
+    SIGNAL_EXIT = "signal_exit"
+    TAKE_PROFIT_LADDER = "take_profit_"  # prefix: a partial ladder step n closes the rest ("take_profit_2")
     LIQUIDATION = "liquidation"
     ADL = "adl"
     MANUAL = "manual"                # closed outside Vigil (by hand on Binance)

@@ -201,11 +201,11 @@ def _full_exit(state: PositionState, market: MarketState, cfg: ExitConfig, now: 
     against = Direction.SHORT if state.side is PositionSide.LONG else Direction.LONG
     if (cfg.signal_exit_score > 0 and market.consensus is against
             and market.consensus_score >= cfg.signal_exit_score):
-        return CloseAll("signal_exit", f"consensus {against.name} {market.consensus_score:.2f} against the "
+        return CloseAll(ExitReason.SIGNAL_EXIT, f"consensus {against.name} {market.consensus_score:.2f} against the "
                         f"{state.side.value} (threshold {cfg.signal_exit_score:.2f})")
     peak_r = state.profit_r(state.best_price)
     if cfg.stale_after is not None and age >= cfg.stale_after and peak_r is not None and peak_r < cfg.stale_min_r:
-        return CloseAll("stale_trade", f"best profit {peak_r:.2f} R after {_hours(age)} h "
+        return CloseAll(ExitReason.STALE_TRADE, f"best profit {peak_r:.2f} R after {_hours(age)} h "
                         f"(needs {cfg.stale_min_r} R within {_hours(cfg.stale_after)} h)")
     return None
 
