@@ -47,7 +47,6 @@ class ExitReason(StrEnum):
     TIME_STOP = "time_stop"
     STALE_TRADE = "stale_trade"
     SIGNAL_EXIT = "signal_exit"
-    TAKE_PROFIT_LADDER = "take_profit_"  # prefix: a partial ladder step n closes the rest ("take_profit_2")
     LIQUIDATION = "liquidation"
     ADL = "adl"
     MANUAL = "manual"                # closed outside Vigil (by hand on Binance)
