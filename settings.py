@@ -129,6 +129,13 @@ class Settings(BaseSettings):
     symbol_cooldown_minutes: int = Field(120, ge=0, le=10_080)
     symbol_daily_loss_pct: Decimal = Field(Decimal("2"), ge=0, le=100)
 
+    # --- LLM voters (optional) ------------------------------------------------------------------
+    llm_providers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    llm_top_n: int = Field(3, ge=1, le=20)
+    llm_timeout_seconds: float = Field(8.0, gt=0, le=120)
+    llm_scan_deadline_seconds: float = Field(20.0, gt=0, le=240)
+    llm_daily_budget_usd: Decimal = Field(Decimal("1"), ge=0, le=10_000)
+
     # --- notifications ---------------------------------------------------------------------------
     notify_daily_summary_utc: str = "00:00"
     notify_levels: str = ""
@@ -177,6 +184,17 @@ class Settings(BaseSettings):
     def _check_ladder(cls, value: str) -> str:
         parse_ladder(value)
         return value
+
+    @field_validator("llm_providers", mode="before")
+    @classmethod
+    def _parse_llm_providers(cls, value: Any) -> list[str]:
+        from strategies.llm import ProviderSpec
+
+        items = _split(value)
+        names = [ProviderSpec.parse(item).name for item in items]
+        if len(set(names)) != len(names):
+            raise ValueError(f"provider names must be unique, got {', '.join(names)}")
+        return items
 
     @field_validator("notify_daily_summary_utc")
     @classmethod

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 
 from app.configs import adaptive_config, breaker_config, exit_config, limits_config, risk_config
+from app.llm import LlmRuntime, build_llm
 from core.clock import Clock, ExchangeClock
 from engine.events import EventBus
 from engine.exchange.binance import BinanceFutures
@@ -27,6 +28,7 @@ from engine.trading.trader import Trader, TraderConfig
 from settings import Settings
 from storage.repositories import Repositories
 from strategies.consensus import Consensus
+from strategies.llm import LlmPanel
 from strategies.technical import TrendMomentumVoter
 
 log = logging.getLogger(__name__)
@@ -59,10 +61,11 @@ def build_breakers(settings: Settings, repos: Repositories, mode: str) -> Breake
 
 
 def build_trader(settings: Settings, *, mode: str, exchange: Exchange, repos: Repositories, bus: EventBus,
-                 clock: Clock, market: MarketDataService | None = None, consensus: Consensus | None = None) -> Trader:
+                 clock: Clock, market: MarketDataService | None = None, consensus: Consensus | None = None,
+                 llm: LlmPanel | None = None) -> Trader:
     return Trader(exchange=exchange, market=market or build_market_service(settings, exchange, clock),
                   consensus=consensus or build_consensus(settings), repos=repos, bus=bus, clock=clock,
-                  config=trader_config(settings, mode), breakers=build_breakers(settings, repos, mode))
+                  config=trader_config(settings, mode), breakers=build_breakers(settings, repos, mode), llm=llm)
 
 
 async def check_account(exchange: Exchange) -> None:
@@ -90,6 +93,7 @@ class Runtime:
         self._binance: BinanceFutures | None = None
         self._last_time_sync = 0.0
         self.scheduler: EngineScheduler | None = None
+        self.llm: LlmRuntime | None = None
 
     @classmethod
     def from_parts(cls, settings: Settings, repos: Repositories, bus: EventBus, clock: Clock, *,
@@ -130,10 +134,12 @@ class Runtime:
         await self._activate(mode)
 
     async def _activate(self, mode: str) -> None:
+        if self.llm is None:
+            self.llm = build_llm(self.settings, self.repos.db, self.clock)
         exchange = await self._build_exchange(mode)
         try:
             trader = build_trader(self.settings, mode=mode, exchange=exchange, repos=self.repos, bus=self.bus,
-                                  clock=self.clock)
+                                  clock=self.clock, llm=self.llm.panel)
             await trader.start()
         except BaseException:
             await exchange.close()
@@ -232,3 +238,5 @@ class Runtime:
             self.scheduler.shutdown()
         if self._exchange is not None:
             await self._exchange.close()
+        if self.llm is not None:
+            await self.llm.close()

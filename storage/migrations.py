@@ -230,4 +230,26 @@ V3_ORDER_REASON = """
 ALTER TABLE orders ADD COLUMN reason TEXT
 """
 
-MIGRATIONS: list[str] = [V1_CORE, V2_TELEGRAM, V3_ORDER_REASON]
+V4_LLM_CALLS = """
+CREATE TABLE llm_calls (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    time                TEXT NOT NULL,
+    provider            TEXT NOT NULL,
+    model               TEXT NOT NULL,
+    symbol              TEXT NOT NULL,
+    candle_ms           INTEGER NOT NULL,
+    status              TEXT NOT NULL,
+    latency_ms          REAL NOT NULL,
+    prompt_tokens       INTEGER NOT NULL,
+    completion_tokens   INTEGER NOT NULL,
+    cost_usd            TEXT NOT NULL,
+    side                TEXT,
+    confidence          REAL,
+    reason              TEXT,
+    error               TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX llm_calls_time ON llm_calls(time);
+CREATE INDEX llm_calls_answer ON llm_calls(provider, symbol, candle_ms)
+"""
+
+MIGRATIONS: list[str] = [V1_CORE, V2_TELEGRAM, V3_ORDER_REASON, V4_LLM_CALLS]

@@ -4,7 +4,7 @@ history, returns for the correlation guard): features → voters → consensus �
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -13,8 +13,8 @@ from engine.exchange.types import KlineBatch
 from engine.market import MarketSnapshot
 from engine.policy.risk import volatility_ratio
 from strategies.consensus import Consensus, rank
-from strategies.features import InsufficientData, atr, compute_features
-from strategies.types import Signal
+from strategies.features import Features, InsufficientData, atr, compute_features
+from strategies.types import Signal, Vote
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,35 @@ class ScanResult:
     """Signals of one scan. Per-symbol context is computed on first use (only a few symbols need it)."""
 
     def __init__(self, ranked: list[Signal] | None = None, signals: dict[str, Signal] | None = None,
-                 stop_frames: dict[str, tuple[KlineBatch, float]] | None = None) -> None:
+                 stop_frames: dict[str, tuple[KlineBatch, float]] | None = None,
+                 features: dict[str, Features] | None = None) -> None:
         self.ranked = ranked or []            # actionable, best first
         self.signals = signals or {}          # every evaluated symbol, FLAT included
+        self.features = features or {}        # what the voters saw, per symbol
         self._stop_frames = stop_frames or {}  # symbol → (stop-timeframe candles, ADX)
         self._context: dict[str, SymbolContext] = {}
+
+    def candidates(self, n: int) -> list[tuple[str, Features]]:
+        """The ``n`` symbols the local voters rate best (a majority, above the threshold or not): the only ones
+        worth asking a slow, paid voter about."""
+        best = sorted((s for s in self.signals.values() if s.score > 0 and s.symbol in self.features),
+                      key=lambda s: (-s.score, s.symbol))
+        return [(s.symbol, self.features[s.symbol]) for s in best[:n]]
+
+    def with_votes(self, consensus: Consensus, extra: Mapping[str, Sequence[Vote]]) -> ScanResult:
+        """The same scan with late votes (LLMs) added to the symbols they are about, re-combined and re-ranked."""
+        if not extra:
+            return self
+        signals = dict(self.signals)
+        for symbol, votes in extra.items():
+            if symbol in signals and votes:
+                signal = signals[symbol]
+                all_votes = (*signal.votes, *votes)
+                direction, score = consensus.combine(all_votes)
+                signals[symbol] = replace(signal, direction=direction, score=score, votes=all_votes)
+        result = ScanResult(rank(signals.values()), signals, self._stop_frames, self.features)
+        result._context = self._context
+        return result
 
     def context(self, symbol: str) -> SymbolContext | None:
         if symbol not in self._context:
@@ -73,6 +97,7 @@ def evaluate_snapshot(snapshot: MarketSnapshot, consensus: Consensus, *, stop_ti
     inside the noise); the entry timeframe is used when it is absent."""
     signals: dict[str, Signal] = {}
     stop_frames: dict[str, tuple[KlineBatch, float]] = {}
+    evaluated: dict[str, Features] = {}
     for symbol, frames in snapshot.frames.items():
         try:
             features = compute_features(frames)
@@ -84,8 +109,9 @@ def evaluate_snapshot(snapshot: MarketSnapshot, consensus: Consensus, *, stop_ti
         if features[tf].atr > 0:
             signal = replace(signal, atr=features[tf].atr)
         signals[symbol] = signal
+        evaluated[symbol] = features
         stop_frames[symbol] = (frames[tf], features[tf].adx)
-    return ScanResult(rank(signals.values()), signals, stop_frames)
+    return ScanResult(rank(signals.values()), signals, stop_frames, evaluated)
 
 
 def _context(high: np.ndarray, low: np.ndarray, close: np.ndarray, adx: float) -> SymbolContext:

@@ -22,6 +22,7 @@ from storage.db import Database
 from storage.repositories import Repositories
 from strategies.consensus import Consensus
 from strategies.features import Features
+from strategies.llm import LlmPanel
 from strategies.types import Direction, Vote
 
 SAMPLE = Path(__file__).parent.parent / "data" / "sample"
@@ -74,7 +75,7 @@ def make_settings(**overrides: object) -> Settings:
 
 async def build_rig(db_path: Path, *, clock: ManualClock | None = None, direction: Direction = Direction.LONG,
                     voted: set[str] | None = None, full: bool = False, exits: bool = True,
-                    **settings_overrides: object) -> Rig:
+                    llm: LlmPanel | None = None, **settings_overrides: object) -> Rig:
     settings = make_settings(**settings_overrides)
     clock = clock or ManualClock(START)
     market = HistoricalMarket(SAMPLE, clock, settings.symbols)
@@ -104,6 +105,6 @@ async def build_rig(db_path: Path, *, clock: ManualClock | None = None, directio
                               stop_timeframe=settings.stop_atr_timeframe, limits=limits)
         breakers = None
     trader = Trader(exchange=exchange, market=service, consensus=Consensus([voter], threshold=0.5), repos=repos,
-                    bus=bus, clock=clock, config=config, breakers=breakers)
+                    bus=bus, clock=clock, config=config, breakers=breakers, llm=llm)
     await trader.start()
     return Rig(db, repos, clock, market, exchange, trader, bus, sink, voter, settings)

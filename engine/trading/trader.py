@@ -39,6 +39,7 @@ from engine.trading.trade_memory import TradeMemory
 from storage.records import OrderPurpose, TradeRecord
 from storage.repositories import Repositories
 from strategies.consensus import Consensus
+from strategies.llm import LlmPanel
 from strategies.scanner import ScanResult, evaluate_snapshot
 from strategies.types import Direction, Signal
 
@@ -82,10 +83,11 @@ class ScanReport:
 class Trader:
     def __init__(self, *, exchange: Exchange, market: MarketDataService, consensus: Consensus,
                  repos: Repositories, bus: EventBus, clock: Clock, config: TraderConfig,
-                 breakers: Breakers | None = None) -> None:
+                 breakers: Breakers | None = None, llm: LlmPanel | None = None) -> None:
         self.exchange = exchange
         self.market = market
         self.consensus = consensus
+        self.llm = llm
         self.repos = repos
         self.bus = bus
         self.clock = clock
@@ -143,10 +145,13 @@ class Trader:
         snapshot = await self.market.snapshot(universe)
         report.rejected = dict(snapshot.rejected)
         result = evaluate_snapshot(snapshot, self.consensus, stop_timeframe=self.config.stop_timeframe)
-        self._scan_result = result  # the monitor's signal exits and volatility breaker read it
-        report.signals = result.ranked
         blocked = halts.describe() if not halts.entries_allowed else await self.breakers.entries_blocked(
             None, self.clock.now())
+        if not blocked and self.llm:  # paid, slow voters: only about the best local candidates, only when it can act
+            answers = await self.llm.ask(result.candidates(self.llm.top_n))
+            result = result.with_votes(self.consensus, answers.votes)
+        self._scan_result = result  # the monitor's signal exits and volatility breaker read it
+        report.signals = result.ranked
         if blocked:
             report.halted = blocked if not halts.entries_allowed else f"breaker: {blocked}"
         if blocked or not report.signals:
