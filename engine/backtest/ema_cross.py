@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -244,17 +244,20 @@ def _dec(value: float, quantum: Decimal) -> Decimal:
 
 def run_ema_cross(data_dir: Path, symbols: list[str], start: datetime, end: datetime, *,
                   exchange_info: Path | None = None, params: EmaCrossParams | None = None,
-                  progress: ProgressFn | None = None) -> BacktestResult:
-    """Backtest the EMA-cross rule on ``symbols`` over ``[start, end)`` from the files in ``data_dir``."""
+                  progress: ProgressFn | None = None, candles: Mapping[str, Candles] | None = None) -> BacktestResult:
+    """Backtest the EMA-cross rule on ``symbols`` over ``[start, end)`` from the files in ``data_dir``
+    (``candles``: already loaded with ``load_candles(..., warmup=params.startup)``, to load them only once)."""
     wall = time.perf_counter()
     params = params or EmaCrossParams()
+    candles_by_symbol = candles
     rules = load_rules(data_dir, symbols, exchange_info)
     start_ms, end_ms = to_ms(start), to_ms(end)
     runs: list[_SymbolRun] = []
     gaps: list[DataGap] = []
     candles_total = 0
     for n, symbol in enumerate(symbols):
-        candles = load_candles(data_dir, symbol, start, end, warmup=params.startup)
+        candles = (candles_by_symbol or {}).get(symbol) or load_candles(data_dir, symbol, start, end,
+                                                                         warmup=params.startup)
         if not np.any(candles.open_time >= start_ms):
             raise DataError(f"{symbol}: no candles between {start:%Y-%m-%d} and {end:%Y-%m-%d} in {data_dir}")
         funding = load_funding(data_dir, symbol)

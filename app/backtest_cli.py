@@ -1,0 +1,230 @@
+"""``python main.py backtest``: validate the request, run the chosen engine, print the summary, write the JSON and PNG.
+
+Engines:
+- ``--strategy ema-cross``: the vectorised EMA-cross engine (``engine.backtest.ema_cross``), always.
+- ``--strategy default --engine replay``: the live trader over the paper exchange (``app.backtest.replay``).
+- ``--strategy default --engine fast``: ``engine.backtest.fast.run_fast_backtest`` when it exists; until then the
+  command says so and runs the replay.
+Every bad input ends with one line on stderr and exit code 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import importlib
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from core.clock import to_ms
+from engine.backtest.data import CANDLE_MS, Candles, DataError, available_symbols, load_candles, load_rules
+from engine.backtest.results import BacktestResult
+from settings import Settings
+
+EXIT_USAGE = 2
+STRATEGIES = ("default", "ema-cross")
+ENGINES = ("fast", "replay")
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"
+
+
+class BacktestInputError(ValueError):
+    """A request the backtest cannot run; the message is the one line the user sees."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--symbols", required=True, help="comma-separated symbols, e.g. BTCUSDT,ETHUSDT")
+    parser.add_argument("--start", required=True, help="first day, UTC (YYYY-MM-DD)")
+    parser.add_argument("--end", required=True, help="end day, UTC, EXCLUSIVE: candles before its 00:00 (YYYY-MM-DD)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="default",
+                        help="default: Vigil's live decision code; ema-cross: the freqtrade cross-check rule")
+    parser.add_argument("--engine", choices=ENGINES, default="fast",
+                        help="fast (default) or replay (the full live trader over the paper exchange; slow)")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help="folder with SYMBOL-5m.csv.gz and SYMBOL-funding.csv.gz (default: data/sample)")
+    parser.add_argument("--exchange-info", type=Path, default=None,
+                        help="raw exchangeInfo JSON ({\"symbols\": [...]}) with the symbol rules (default: "
+                             "exchange_info.json in --data-dir, else ../exchangeinfo/binance_usdm_markets.json)")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE",
+                        help='write {"trades": [...], "metrics": {...}} to FILE')
+    parser.add_argument("--report", type=Path, default=None, metavar="DIR",
+                        help="write backtest.png (equity vs buy-and-hold, drawdown, monthly returns) into DIR")
+    parser.add_argument("--operator-reset-after", type=float, default=None, metavar="DAYS",
+                        help="simulate an operator who resets the drawdown breaker DAYS after it trips "
+                             "(default: nobody does, entries stay halted to the end)")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Request:
+    symbols: list[str]
+    start: datetime
+    end: datetime
+    strategy: str
+    engine: str
+    data_dir: Path
+    exchange_info: Path | None
+    json_path: Path | None
+    report_dir: Path | None
+    operator_reset_after: timedelta | None
+
+
+def parse_day(value: str, flag: str) -> datetime:
+    try:
+        day = datetime.strptime(value.strip(), "%Y-%m-%d")
+    except ValueError:
+        raise BacktestInputError(f"{flag} must be a date like 2024-01-31, got {value!r}") from None
+    return day.replace(tzinfo=UTC)
+
+
+def parse_request(args: argparse.Namespace) -> Request:
+    start, end = parse_day(args.start, "--start"), parse_day(args.end, "--end")
+    if end <= start:
+        raise BacktestInputError(f"--end ({args.end}) must be after --start ({args.start}); the end day is excluded")
+    symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
+    if not symbols:
+        raise BacktestInputError("--symbols is empty; give e.g. --symbols BTCUSDT,ETHUSDT")
+    data_dir: Path = args.data_dir
+    if not data_dir.is_dir():
+        raise BacktestInputError(f"--data-dir {data_dir} is not a folder")
+    known = available_symbols(data_dir)
+    unknown = [s for s in symbols if s not in known]
+    if unknown:
+        raise BacktestInputError(f"unknown symbol {', '.join(unknown)}: no {unknown[0]}-5m.csv.gz in {data_dir} "
+                                 f"(available: {', '.join(known) or 'none'})")
+    if args.exchange_info is not None and not args.exchange_info.is_file():
+        raise BacktestInputError(f"--exchange-info {args.exchange_info} does not exist")
+    if args.operator_reset_after is not None and args.operator_reset_after <= 0:
+        raise BacktestInputError("--operator-reset-after must be a positive number of days")
+    if args.strategy == "ema-cross" and args.engine == "replay":
+        raise BacktestInputError("--strategy ema-cross runs on the fast engine only (drop --engine replay)")
+    reset = timedelta(days=args.operator_reset_after) if args.operator_reset_after else None
+    return Request(symbols, start, end, args.strategy, args.engine, data_dir, args.exchange_info, args.json,
+                   args.report, reset)
+
+
+# --- progress ---------------------------------------------------------------------------------------------------
+class ProgressBar:
+    """A one-line bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self.label, self.width = label, width
+        self._last = -1.0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        fraction = min(done / total, 1.0)
+        if fraction - self._last < 0.005 and done < total:
+            return
+        self._last = fraction
+        filled = int(fraction * self.width)
+        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {fraction * 100:5.1f} %")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+# --- running -------------------------------------------------------------------------------------------------------
+def load_window(req: Request, warmup: int) -> dict[str, Candles]:
+    """Each symbol's candles in the window (plus ``warmup`` before it); one line if a symbol has none."""
+    out: dict[str, Candles] = {}
+    for symbol in req.symbols:
+        candles = load_candles(req.data_dir, symbol, req.start, req.end, warmup=warmup)
+        if not np.any(candles.open_time >= to_ms(req.start)):
+            raise BacktestInputError(f"{symbol} has no candles between {req.start:%Y-%m-%d} and {req.end:%Y-%m-%d} "
+                                     f"in {req.data_dir}")
+        out[symbol] = candles
+    return out
+
+
+def closes_in_window(candles: dict[str, Candles], start: datetime) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    start_ms = to_ms(start)
+    return {s: (c.open_time[c.open_time >= start_ms] + CANDLE_MS, c.close[c.open_time >= start_ms])
+            for s, c in candles.items()}
+
+
+def run_ema_cross(req: Request, candles: dict[str, Candles]) -> BacktestResult:
+    from engine.backtest import ema_cross
+
+    return ema_cross.run_ema_cross(req.data_dir, req.symbols, req.start, req.end, exchange_info=req.exchange_info,
+                                   progress=ProgressBar("ema-cross"), candles=candles)
+
+
+def run_replay(settings: Settings, req: Request, candles: int) -> BacktestResult:
+    from app.backtest import replay
+    from engine.backtest.replay import DemoOptions, to_result
+
+    options = DemoOptions(data_dir=req.data_dir, symbols=req.symbols, start=req.start, days=(req.end - req.start).days,
+                          quiet=True, exchange_info=req.exchange_info, operator_reset_after=req.operator_reset_after,
+                          progress=ProgressBar("replay"))
+    return to_result(asyncio.run(replay(settings, options)), candles=candles)
+
+
+def fast_engine() -> Callable[..., BacktestResult] | None:
+    """``engine.backtest.fast.run_fast_backtest`` once the fast engine for the default strategy exists."""
+    try:
+        module = importlib.import_module("engine.backtest.fast")
+    except ImportError:
+        return None
+    return getattr(module, "run_fast_backtest", None)
+
+
+def run(settings: Settings, req: Request, err: TextIO = sys.stderr) -> tuple[BacktestResult, dict[str, Candles]]:
+    from engine.backtest.ema_cross import STARTUP
+
+    wall = time.perf_counter()
+    load_rules(req.data_dir, req.symbols, req.exchange_info)   # unknown rules fail before any work
+    candles = load_window(req, STARTUP if req.strategy == "ema-cross" else 0)
+    in_window = sum(int(np.count_nonzero(c.open_time >= to_ms(req.start))) for c in candles.values())
+    if req.strategy == "ema-cross":
+        result = run_ema_cross(req, candles)
+    elif req.engine == "fast" and (fast := fast_engine()) is not None:
+        result = fast(settings, data_dir=req.data_dir, symbols=req.symbols, start=req.start, end=req.end,
+                      exchange_info=req.exchange_info, operator_reset_after=req.operator_reset_after,
+                      progress=ProgressBar("fast"))
+    else:
+        if req.engine == "fast":
+            print("vigil: the fast engine for the default strategy is not available yet; running --engine replay "
+                  "(the full live trader, about 560 candles/s)", file=err)
+        result = run_replay(settings, req, in_window)
+    gaps = tuple(g for c in candles.values() for g in c.gaps() if g.end > req.start)
+    result = dataclasses.replace(result, gaps=result.gaps or gaps, wall_seconds=time.perf_counter() - wall)
+    for gap in result.gaps:
+        print(f"vigil: data gap in {gap.symbol}: {gap.start:%Y-%m-%d %H:%M} → {gap.end:%Y-%m-%d %H:%M} UTC "
+              "(no indicator or trade bridges it)", file=err)
+    return result, candles
+
+
+def report(result: BacktestResult, req: Request, candles_closes: dict[str, tuple[np.ndarray, np.ndarray]],
+           out: TextIO = sys.stdout) -> None:
+    from engine.backtest.metrics import compute_metrics
+    from engine.backtest.report import render_summary, write_json, write_report_dir
+
+    metrics = compute_metrics(result, closes=candles_closes)
+    print(render_summary(result, metrics), file=out)
+    if req.json_path is not None:
+        print(f"JSON report: {write_json(req.json_path, result, metrics)}", file=out)
+    if req.report_dir is not None:
+        print(f"chart: {write_report_dir(req.report_dir, result, metrics)}", file=out)
+
+
+def main(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    try:
+        req = parse_request(args)
+        result, candles = run(settings, req, err)
+        report(result, req, closes_in_window(candles, req.start), out)
+    except (BacktestInputError, DataError) as exc:
+        print(f"vigil: {exc}", file=err)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"vigil: cannot read or write {exc.filename or ''}: {exc.strerror or exc}", file=err)
+        return EXIT_USAGE
+    return 0
