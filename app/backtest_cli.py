@@ -177,7 +177,7 @@ def fast_engine() -> Callable[..., BacktestResult] | None:
     return getattr(module, "run_fast_backtest", None)
 
 
-def run(settings: Settings, req: Request, err: TextIO = sys.stderr) -> tuple[BacktestResult, dict[str, Candles]]:
+def run(settings: Settings, req: Request, err: TextIO) -> tuple[BacktestResult, dict[str, Candles]]:
     from engine.backtest.ema_cross import STARTUP
 
     wall = time.perf_counter()
@@ -204,7 +204,7 @@ def run(settings: Settings, req: Request, err: TextIO = sys.stderr) -> tuple[Bac
 
 
 def report(result: BacktestResult, req: Request, candles_closes: dict[str, tuple[np.ndarray, np.ndarray]],
-           out: TextIO = sys.stdout) -> None:
+           out: TextIO) -> None:
     from engine.backtest.metrics import compute_metrics
     from engine.backtest.report import render_summary, write_json, write_report_dir
 
@@ -216,7 +216,9 @@ def report(result: BacktestResult, req: Request, candles_closes: dict[str, tuple
         print(f"chart: {write_report_dir(req.report_dir, result, metrics)}", file=out)
 
 
-def main(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def main(settings: Settings, args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
     try:
         req = parse_request(args)
         result, candles = run(settings, req, err)

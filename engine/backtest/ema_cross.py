@@ -70,7 +70,7 @@ def round_to_tick(price: float, tick: float, *, up: bool | None = None) -> float
     """``price`` on the tick grid: to the nearest tick, or up/down (float noise never moves it a whole tick)."""
     steps = price / tick
     nearest = math.floor(steps + 0.5)
-    n = nearest if up is None else math.ceil(steps - 1e-9) if up else math.floor(steps + 1e-9)
+    n = nearest if up is None else math.ceil(steps - 1e-6) if up else math.floor(steps + 1e-6)
     return round(n * tick, 12)
 
 
@@ -80,7 +80,7 @@ def clamp_to_candle(price: float, low: float, high: float) -> float:
 
 
 def floor_to_step(quantity: float, step: float) -> float:
-    return round(math.floor(quantity / step + 1e-9) * step, 12)
+    return round(math.floor(quantity / step + 1e-6) * step, 12)
 
 
 def gap_fill(level: float, open_: float, *, beyond_is_below: bool) -> float:
