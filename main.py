@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
         "Backtest Vigil's strategy (or the ema-cross cross-check rule) on recorded Binance USD-M 5m candles and "
         "funding over [--start, --end). Prints a summary with buy-and-hold side by side; --json and --report write "
         "the trade list with the metrics and a PNG. Needs no network, keys or Telegram."))
-    from app.backtest_cli import add_arguments
+    from app.backtest_args import add_arguments
 
     add_arguments(backtest)
 
@@ -110,10 +110,12 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _backtest(settings: Settings, args: argparse.Namespace) -> int:
-    from app.backtest_cli import main as backtest_main
-    from app.run import configure_logging
+    import logging
 
-    configure_logging("WARNING")
+    from app.backtest_cli import main as backtest_main
+
+    # not app.run.configure_logging: importing the live runtime would cost seconds the backtest does not need
+    logging.basicConfig(level=logging.WARNING, format="vigil: %(levelname)s %(name)s: %(message)s", force=True)
     return backtest_main(settings, args)
 
 

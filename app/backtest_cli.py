@@ -1,4 +1,5 @@
-"""``python main.py backtest``: validate the request, run the chosen engine, print the summary, write the JSON and PNG.
+"""``python main.py backtest`` (arguments in ``app.backtest_args``): validate the request, run the chosen engine,
+print the summary, write the JSON and PNG.
 
 Engines:
 - ``--strategy ema-cross``: the vectorised EMA-cross engine (``engine.backtest.ema_cross``), always.
@@ -29,35 +30,10 @@ from engine.backtest.results import BacktestResult
 from settings import Settings
 
 EXIT_USAGE = 2
-STRATEGIES = ("default", "ema-cross")
-ENGINES = ("fast", "replay")
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"
 
 
 class BacktestInputError(ValueError):
     """A request the backtest cannot run; the message is the one line the user sees."""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--symbols", required=True, help="comma-separated symbols, e.g. BTCUSDT,ETHUSDT")
-    parser.add_argument("--start", required=True, help="first day, UTC (YYYY-MM-DD)")
-    parser.add_argument("--end", required=True, help="end day, UTC, EXCLUSIVE: candles before its 00:00 (YYYY-MM-DD)")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="default",
-                        help="default: Vigil's live decision code; ema-cross: the freqtrade cross-check rule")
-    parser.add_argument("--engine", choices=ENGINES, default="fast",
-                        help="fast (default) or replay (the full live trader over the paper exchange; slow)")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                        help="folder with SYMBOL-5m.csv.gz and SYMBOL-funding.csv.gz (default: data/sample)")
-    parser.add_argument("--exchange-info", type=Path, default=None,
-                        help="raw exchangeInfo JSON ({\"symbols\": [...]}) with the symbol rules (default: "
-                             "exchange_info.json in --data-dir, else ../exchangeinfo/binance_usdm_markets.json)")
-    parser.add_argument("--json", type=Path, default=None, metavar="FILE",
-                        help='write {"trades": [...], "metrics": {...}} to FILE')
-    parser.add_argument("--report", type=Path, default=None, metavar="DIR",
-                        help="write backtest.png (equity vs buy-and-hold, drawdown, monthly returns) into DIR")
-    parser.add_argument("--operator-reset-after", type=float, default=None, metavar="DAYS",
-                        help="simulate an operator who resets the drawdown breaker DAYS after it trips "
-                             "(default: nobody does, entries stay halted to the end)")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -133,22 +109,33 @@ class ProgressBar:
 
 
 # --- running -------------------------------------------------------------------------------------------------------
-def load_window(req: Request, warmup: int) -> dict[str, Candles]:
-    """Each symbol's candles in the window (plus ``warmup`` before it); one line if a symbol has none."""
+def load_window(req: Request) -> dict[str, Candles]:
+    """Each symbol's candles in the window (ema-cross: with its startup candles and the candle at the end); one line
+    if a symbol has none."""
+    from engine.backtest import ema_cross
+
     out: dict[str, Candles] = {}
     for symbol in req.symbols:
-        candles = load_candles(req.data_dir, symbol, req.start, req.end, warmup=warmup)
-        if not np.any(candles.open_time >= to_ms(req.start)):
+        if req.strategy == "ema-cross":
+            candles = ema_cross.load_window(req.data_dir, symbol, req.start, req.end)
+        else:
+            candles = load_candles(req.data_dir, symbol, req.start, req.end)
+        window = candles.split(to_ms(req.end))[0].open_time
+        if not np.any(window >= to_ms(req.start)):
             raise BacktestInputError(f"{symbol} has no candles between {req.start:%Y-%m-%d} and {req.end:%Y-%m-%d} "
                                      f"in {req.data_dir}")
         out[symbol] = candles
     return out
 
 
-def closes_in_window(candles: dict[str, Candles], start: datetime) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    start_ms = to_ms(start)
-    return {s: (c.open_time[c.open_time >= start_ms] + CANDLE_MS, c.close[c.open_time >= start_ms])
-            for s, c in candles.items()}
+def closes_in_window(candles: dict[str, Candles], start: datetime, end: datetime
+                     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    start_ms, end_ms = to_ms(start), to_ms(end)
+    out = {}
+    for symbol, c in candles.items():
+        inside = (c.open_time >= start_ms) & (c.open_time < end_ms)
+        out[symbol] = (c.open_time[inside] + CANDLE_MS, c.close[inside])
+    return out
 
 
 def run_ema_cross(req: Request, candles: dict[str, Candles]) -> BacktestResult:
@@ -178,12 +165,11 @@ def fast_engine() -> Callable[..., BacktestResult] | None:
 
 
 def run(settings: Settings, req: Request, err: TextIO) -> tuple[BacktestResult, dict[str, Candles]]:
-    from engine.backtest.ema_cross import STARTUP
-
     wall = time.perf_counter()
     load_rules(req.data_dir, req.symbols, req.exchange_info)   # unknown rules fail before any work
-    candles = load_window(req, STARTUP if req.strategy == "ema-cross" else 0)
-    in_window = sum(int(np.count_nonzero(c.open_time >= to_ms(req.start))) for c in candles.values())
+    candles = load_window(req)
+    in_window = sum(int(np.count_nonzero((c.open_time >= to_ms(req.start)) & (c.open_time < to_ms(req.end))))
+                    for c in candles.values())
     if req.strategy == "ema-cross":
         result = run_ema_cross(req, candles)
     elif req.engine == "fast" and (fast := fast_engine()) is not None:
@@ -195,7 +181,7 @@ def run(settings: Settings, req: Request, err: TextIO) -> tuple[BacktestResult, 
             print("vigil: the fast engine for the default strategy is not available yet; running --engine replay "
                   "(the full live trader, about 560 candles/s)", file=err)
         result = run_replay(settings, req, in_window)
-    gaps = tuple(g for c in candles.values() for g in c.gaps() if g.end > req.start)
+    gaps = tuple(g for c in candles.values() for g in c.split(to_ms(req.end))[0].gaps() if g.end > req.start)
     result = dataclasses.replace(result, gaps=result.gaps or gaps, wall_seconds=time.perf_counter() - wall)
     for gap in result.gaps:
         print(f"vigil: data gap in {gap.symbol}: {gap.start:%Y-%m-%d %H:%M} → {gap.end:%Y-%m-%d %H:%M} UTC "
@@ -222,7 +208,7 @@ def main(settings: Settings, args: argparse.Namespace, out: TextIO | None = None
     try:
         req = parse_request(args)
         result, candles = run(settings, req, err)
-        report(result, req, closes_in_window(candles, req.start), out)
+        report(result, req, closes_in_window(candles, req.start, req.end), out)
     except (BacktestInputError, DataError) as exc:
         print(f"vigil: {exc}", file=err)
         return EXIT_USAGE

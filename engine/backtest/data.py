@@ -49,6 +49,12 @@ class Candles:
     def __len__(self) -> int:
         return len(self.open_time)
 
+    def split(self, at_ms: int) -> tuple[Candles, Candles]:
+        """(candles opening before ``at_ms``, the rest)."""
+        k = int(np.searchsorted(self.open_time, at_ms, side="left"))
+        cols = (self.open_time, self.open, self.high, self.low, self.close)
+        return (Candles(self.symbol, *(c[:k] for c in cols)), Candles(self.symbol, *(c[k:] for c in cols)))
+
     def segments(self) -> list[tuple[int, int]]:
         """``[start, stop)`` index ranges of contiguous 5m candles."""
         if len(self) == 0:

@@ -246,7 +246,7 @@ def run_ema_cross(data_dir: Path, symbols: list[str], start: datetime, end: date
                   exchange_info: Path | None = None, params: EmaCrossParams | None = None,
                   progress: ProgressFn | None = None, candles: Mapping[str, Candles] | None = None) -> BacktestResult:
     """Backtest the EMA-cross rule on ``symbols`` over ``[start, end)`` from the files in ``data_dir``
-    (``candles``: already loaded with ``load_candles(..., warmup=params.startup)``, to load them only once)."""
+    (``candles``: already loaded with ``load_window``, to read the files only once)."""
     wall = time.perf_counter()
     params = params or EmaCrossParams()
     candles_by_symbol = candles
@@ -256,12 +256,13 @@ def run_ema_cross(data_dir: Path, symbols: list[str], start: datetime, end: date
     gaps: list[DataGap] = []
     candles_total = 0
     for n, symbol in enumerate(symbols):
-        candles = (candles_by_symbol or {}).get(symbol) or load_candles(data_dir, symbol, start, end,
-                                                                         warmup=params.startup)
+        loaded = (candles_by_symbol or {}).get(symbol) or load_window(data_dir, symbol, start, end, params)
+        candles, after = loaded.split(end_ms)
         if not np.any(candles.open_time >= start_ms):
             raise DataError(f"{symbol}: no candles between {start:%Y-%m-%d} and {end:%Y-%m-%d} in {data_dir}")
         funding = load_funding(data_dir, symbol)
-        end_price = _price_at(data_dir, symbol, end_ms) if int(candles.open_time[-1]) + CANDLE_MS == end_ms else None
+        ends_at_end = int(candles.open_time[-1]) + CANDLE_MS == end_ms and len(after) and after.open_time[0] == end_ms
+        end_price = float(after.open[0]) if ends_at_end else None
         at_end = (funding.time >= end_ms) & (funding.time < end_ms + CANDLE_MS)
         end_funding = float(np.sum(funding.rate[at_end])) * end_price if end_price is not None else 0.0
         r = rules[symbol]
@@ -286,10 +287,12 @@ def run_ema_cross(data_dir: Path, symbols: list[str], start: datetime, end: date
         gaps=tuple(gaps), wall_seconds=time.perf_counter() - wall)
 
 
-def _price_at(data_dir: Path, symbol: str, end_ms: int) -> float | None:
-    """The open of the candle starting at ``end`` (the price at that instant), if the data has it."""
-    after = load_candles(data_dir, symbol, from_ms(end_ms), from_ms(end_ms + CANDLE_MS))
-    return float(after.open[0]) if len(after) else None
+def load_window(data_dir: Path, symbol: str, start: datetime, end: datetime, params: EmaCrossParams | None = None
+                ) -> Candles:
+    """What ``run_ema_cross`` reads: the window, the startup candles before it and the candle opening at ``end``
+    (its open is the price at which trades still open at the end are closed)."""
+    warmup = (params or EmaCrossParams()).startup
+    return load_candles(data_dir, symbol, start, from_ms(to_ms(end) + CANDLE_MS), warmup=warmup)
 
 
 def equity_curve(runs: list[_SymbolRun], start_equity: Decimal, start_ms: int, end_ms: int, fee: float
