@@ -152,7 +152,8 @@ def run_replay(settings: Settings, req: Request, candles: int) -> BacktestResult
     options = DemoOptions(data_dir=req.data_dir, symbols=req.symbols, start=req.start, days=(req.end - req.start).days,
                           quiet=True, exchange_info=req.exchange_info, operator_reset_after=req.operator_reset_after,
                           progress=ProgressBar("replay"))
-    return to_result(asyncio.run(replay(settings, options)), candles=candles)
+    result = to_result(asyncio.run(replay(settings, options)), candles=candles)
+    return dataclasses.replace(result, start=req.start, end=req.end)   # the window asked for, end exclusive
 
 
 def fast_engine() -> Callable[..., BacktestResult] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -144,3 +144,27 @@ def test_progress_bar_only_on_a_terminal() -> None:
             bar(k, 4)
     assert pipe.getvalue() == ""
     assert tty.getvalue().endswith("\rx [##########] 100.0 %\n") and "[#####.....]  50.0 %" in tty.getvalue()
+
+
+@pytest.mark.slow
+def test_drawdown_halt_is_reported_and_an_operator_reset_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 0.5 % drawdown breaker trips on the real 2025-04-05..07 sell-off; the simulated operator resets it a day
+    later. Between a halt and its reset no trade opens; after a halt nobody resets, none at all."""
+    monkeypatch.setenv("MAX_DRAWDOWN_PCT", "0.5")
+    code, out, err = backtest(tmp_path, "--symbols", "BTCUSDT,ETHUSDT,SOLUSDT", "--start", "2025-04-05", "--end",
+                              "2025-04-08", "--engine", "replay", "--operator-reset-after", "1",
+                              "--json", str(tmp_path / "bt.json"), capsys=capsys)
+    assert code == 0, err
+    doc = json.loads((tmp_path / "bt.json").read_text())
+    halts = doc["metrics"]["halts"]
+    assert halts and all("drawdown" in h["reason"] for h in halts)
+    assert "HALT" in out
+    first = halts[0]
+    tripped = datetime.fromisoformat(first["time"])
+    assert first["resumed_at"] is not None
+    assert datetime.fromisoformat(first["resumed_at"]) - tripped < timedelta(days=1, minutes=10)
+    for halt in halts:
+        lo = datetime.fromisoformat(halt["time"])
+        hi = datetime.fromisoformat(halt["resumed_at"]) if halt["resumed_at"] else datetime.max.replace(tzinfo=UTC)
+        assert not [t for t in doc["trades"] if lo < datetime.fromisoformat(t["opened_at"]) < hi]

@@ -76,3 +76,20 @@ def test_tick_and_step_rounding() -> None:
     assert round_to_tick(76.3062, 0.01, up=False) == 76.30        # short stop: down
     assert floor_to_step(100 / 69.44, 0.001) == 1.44
     assert floor_to_step(100 / 16539.6, 0.001) == 0.006
+
+
+@pytest.mark.skipif(not (DATA / "ETHUSDT-5m.csv.gz").exists(), reason=f"the shared market data is absent ({DATA})")
+def test_no_trade_or_ema_bridges_the_ethusdt_gap() -> None:
+    """ETHUSDT has no candles from 2024-05-14 15:45 to 2024-12-31 00:00. A trade open when the data breaks off
+    closes at the last close before the gap; after it the EMAs start again with a fresh 50-candle startup."""
+    start, end = datetime(2024, 5, 1, tzinfo=UTC), datetime(2025, 1, 10, tzinfo=UTC)
+    result = run_ema_cross(DATA, ["ETHUSDT"], start, end)
+    assert [(g.start, g.end) for g in result.gaps] == [
+        (datetime(2024, 5, 14, 15, 45, tzinfo=UTC), datetime(2024, 12, 31, tzinfo=UTC))]
+    gap = result.gaps[0]
+    assert not [t for t in result.trades if t.opened_at < gap.end and t.closed_at > gap.start]
+    after = [t for t in result.trades if t.opened_at >= gap.end]
+    before = [t for t in result.trades if t.closed_at <= gap.start]
+    assert before and after and len(before) + len(after) == len(result.trades)
+    startup_end = gap.end + 50 * (datetime(2024, 1, 1, 0, 5) - datetime(2024, 1, 1))
+    assert min(t.opened_at for t in after) > startup_end   # signal on candle ≥ 50 of the new run, fill one later
