@@ -83,8 +83,10 @@ def render_backtest_chart(times: Sequence[datetime], equity: Sequence[float], be
     (``monthly`` = ``(year, month, return %)``)."""
     import numpy as np
 
-    fig = _figure(11, 9.5)
-    grid = fig.add_gridspec(3, 1, height_ratios=[3, 1.2, 2.2])
+    rows = max(1, len({y for y, _, _ in monthly}))
+    heat = 0.45 + 0.5 * rows              # the heatmap grows with the number of years, not the other panels
+    fig = _figure(11, 6.2 + 1.6 * heat)
+    grid = fig.add_gridspec(3, 1, height_ratios=[3, 1.2, heat])
     top = fig.add_subplot(grid[0])
     middle = fig.add_subplot(grid[1], sharex=top)
     bottom = fig.add_subplot(grid[2])
