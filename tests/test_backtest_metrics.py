@@ -133,3 +133,14 @@ def test_profit_factor_without_losses_is_null_in_json() -> None:
     m = compute_metrics(r)
     assert math.isinf(m.profit_factor)
     assert metrics_json(m, r)["profit_factor"] is None
+
+
+def test_monthly_returns_from_month_end_equity() -> None:
+    from engine.backtest.report import monthly_returns
+
+    points = [(datetime(2024, 1, 15, tzinfo=UTC), 1050.0), (datetime(2024, 2, 1, tzinfo=UTC), 1100.0),  # closes Jan
+              (datetime(2024, 2, 20, tzinfo=UTC), 990.0), (datetime(2024, 3, 5, tzinfo=UTC), 1089.0)]
+    times = np.array([to_ms(t) for t, _ in points])
+    out = monthly_returns(times, np.array([v for _, v in points]), 1000.0)
+    assert [(y, m) for y, m, _ in out] == [(2024, 1), (2024, 2), (2024, 3)]
+    assert [r for _, _, r in out] == pytest.approx([10.0, -10.0, 10.0])
