@@ -1,7 +1,8 @@
-"""Vigil command line: ``run`` (default) | ``demo`` | ``health``.
+"""Vigil command line: ``run`` (default) | ``demo`` | ``backtest`` | ``health``.
 
     python main.py run      trade (paper by default) until Ctrl-C / SIGTERM
     python main.py demo     replay bundled real Binance data through the trader, offline, and summarise
+    python main.py backtest backtest a strategy on recorded data: summary, JSON, PNG
     python main.py health   exit 0 if the last monitor tick is recent (Docker HEALTHCHECK)
 """
 
@@ -24,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Configuration comes from the environment and .env; see .env.example for every key.")
     parser.add_argument("--env-file", default=".env", help="settings file to read besides the environment "
                         "(default: .env; missing is fine)")
-    sub = parser.add_subparsers(dest="command", metavar="{run,demo,health}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,demo,backtest,health}")
 
     sub.add_parser("run", help="run the trader (default command)", description=(
         "Run the scanner every SCAN_INTERVAL_SECONDS and the position monitor every MONITOR_INTERVAL_SECONDS. "
@@ -45,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="print only the summary")
     demo.add_argument("--db", type=Path, default=None, help="keep the demo database at this path (default: temp)")
 
+    backtest = sub.add_parser("backtest", help="backtest on recorded 5m data and report the metrics", description=(
+        "Backtest Vigil's strategy (or the ema-cross cross-check rule) on recorded Binance USD-M 5m candles and "
+        "funding over [--start, --end). Prints a summary with buy-and-hold side by side; --json and --report write "
+        "the trade list with the metrics and a PNG. Needs no network, keys or Telegram."))
+    from app.backtest_args import add_arguments
+
+    add_arguments(backtest)
+
     sub.add_parser("health", help="exit 0 if the last monitor tick is recent", description=(
         "Exit 0 if the running bot's last monitor tick (stored in DB_PATH) is younger than "
         "HEALTH_MAX_AGE_SECONDS (default 3 × MONITOR_INTERVAL_SECONDS, at least 180 s); exit 1 otherwise."))
@@ -56,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command or "run"
     env_file = args.env_file if Path(args.env_file).exists() else None
     try:
-        settings = load_settings(env_file) if command != "demo" else load_settings(
+        settings = load_settings(env_file) if command not in ("demo", "backtest") else load_settings(
             env_file, trading_mode="paper", telegram_bot_token=None)
     except SettingsError as exc:
         print("vigil: invalid configuration:", file=sys.stderr)
@@ -67,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(settings)
     if command == "demo":
         return _demo(settings, args)
+    if command == "backtest":
+        return _backtest(settings, args)
     return _health(settings)
 
 
@@ -96,6 +107,16 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"vigil: demo data not found: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+
+
+def _backtest(settings: Settings, args: argparse.Namespace) -> int:
+    import logging
+
+    from app.backtest_cli import main as backtest_main
+
+    # not app.run.configure_logging: importing the live runtime would cost seconds the backtest does not need
+    logging.basicConfig(level=logging.WARNING, format="vigil: %(levelname)s %(name)s: %(message)s", force=True)
+    return backtest_main(settings, args)
 
 
 def _health(settings: Settings) -> int:

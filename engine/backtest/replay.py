@@ -16,16 +16,21 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from core.clock import ManualClock
+import numpy as np
+
+from core.clock import ManualClock, to_ms
+from core.enums import PositionSide
+from engine.backtest.results import BacktestResult, HaltNotice, TradeResult
 from engine.console import ConsoleSink
-from engine.events import EventBus, RecordingSink
+from engine.events import BreakerTripped, Event, EventBus, RecordingSink
 from engine.exchange.historical import HistoricalMarket
 from engine.exchange.paper import PaperExchange
 from engine.exchange.types import MarginType
+from engine.trading.breakers import DRAWDOWN
 from engine.trading.trader import Trader
 from settings import Settings
 from storage.db import Database
-from storage.records import TradeRecord
+from storage.records import EquityPoint, TradeRecord
 from storage.repositories import Repositories
 
 STEP = timedelta(minutes=5)
@@ -42,7 +47,12 @@ class DemoOptions:
     days: int
     quiet: bool = False
     db_path: Path | None = None
+    exchange_info: Path | None = None
     scan_delay: timedelta = timedelta(seconds=5)
+    #: simulate an operator who resets the drawdown breaker this long after it trips (None: nobody does)
+    operator_reset_after: timedelta | None = None
+    #: called after each simulated 5m step with (steps done, steps total)
+    progress: Callable[[int, int], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +70,8 @@ class BacktestSummary:
     scans: int
     wall_seconds: float
     exit_reasons: dict[str, int] = field(default_factory=dict)
+    equity_curve: tuple[EquityPoint, ...] = ()
+    halts: tuple[HaltNotice, ...] = ()
 
     @property
     def wins(self) -> int:
@@ -97,7 +109,7 @@ async def run_backtest(settings: Settings, options: DemoOptions, *, make_trader:
                        extra_sinks: list[object] | None = None) -> BacktestSummary:
     wall_start = time.perf_counter()
     clock = ManualClock(options.start)
-    market = HistoricalMarket(options.data_dir, clock, options.symbols)
+    market = HistoricalMarket(options.data_dir, clock, options.symbols, exchange_info=options.exchange_info)
     symbols = market.symbols
     if not symbols:
         raise FileNotFoundError(f"none of {', '.join(options.symbols)} has data and rules in {options.data_dir}")
@@ -127,12 +139,15 @@ async def run_backtest(settings: Settings, options: DemoOptions, *, make_trader:
             await exchange.open()
             start_equity = (await exchange.balance()).equity
             trader = make_trader(settings, exchange, repos, bus, clock)
+            halts = _HaltWatcher()
+            bus.subscribe(halts)
             await trader.start()
-            scans = await _replay(trader, clock, options, end, settings.scan_interval_seconds)
+            scans = await _replay(trader, clock, options, end, settings.scan_interval_seconds, halts)
             end_equity = (await exchange.balance()).equity
             closed = tuple(reversed(await repos.trades.closed("paper")))
             open_count = len(await repos.trades.active("paper"))
-            curve = [p.equity for p in await repos.equity.series("paper")]
+            points = tuple(await repos.equity.series("paper"))
+            curve = [p.equity for p in points]
             reasons: dict[str, int] = {}
             for t in closed:
                 reasons[t.exit_reason or "?"] = reasons.get(t.exit_reason or "?", 0) + 1
@@ -141,28 +156,76 @@ async def run_backtest(settings: Settings, options: DemoOptions, *, make_trader:
                 start_equity=start_equity, end_equity=end_equity,
                 fees=await repos.ledger.total_fees("paper"), funding=await repos.ledger.total_funding("paper"),
                 max_drawdown_pct=max_drawdown_pct(curve), scans=scans,
-                wall_seconds=time.perf_counter() - wall_start, exit_reasons=reasons)
+                wall_seconds=time.perf_counter() - wall_start, exit_reasons=reasons, equity_curve=points,
+                halts=tuple(halts.notices))
         finally:
             if exchange is not None:
                 await exchange.close()
             await db.close()
 
 
+class _HaltWatcher:
+    """Remembers when the drawdown breaker (which only the operator resets) halted entries."""
+
+    def __init__(self) -> None:
+        self.notices: list[HaltNotice] = []
+        self.pending: HaltNotice | None = None
+
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, BreakerTripped) and event.breaker == DRAWDOWN and self.pending is None:
+            self.pending = HaltNotice(event.time, f"{event.breaker} breaker: {event.reason}")
+            self.notices.append(self.pending)
+
+    async def maybe_reset(self, trader: Trader, now: datetime, after: timedelta | None) -> None:
+        if self.pending is None or after is None or now < self.pending.time + after:
+            return
+        await trader.breakers.reset(DRAWDOWN, by_operator=True, now=now)
+        self.notices[-1] = HaltNotice(self.pending.time, self.pending.reason, now)
+        self.pending = None
+
+
 async def _replay(trader: Trader, clock: ManualClock, options: DemoOptions, end: datetime,
-                  scan_interval_seconds: int) -> int:
+                  scan_interval_seconds: int, halts: _HaltWatcher | None = None) -> int:
     scan_every = max(1, scan_interval_seconds // int(STEP.total_seconds()))
     step_index = 0
     scans = 0
+    total = max(1, int((end - options.scan_delay - options.start) / STEP) + 1)
     t = options.start
     while t + options.scan_delay <= end:
         clock.set(t + options.scan_delay)
+        if halts is not None:
+            await halts.maybe_reset(trader, clock.now(), options.operator_reset_after)
         await trader.monitor()
         if step_index % scan_every == 0:
             await trader.scan()
             scans += 1
         step_index += 1
         t += STEP
+        if options.progress is not None:
+            options.progress(step_index, total)
     return scans
+
+
+def to_result(summary: BacktestSummary, *, candles: int, strategy: str = "default") -> BacktestResult:
+    """The replay's summary as the engine-neutral ``BacktestResult`` (equity curve from the monitor's points)."""
+    trades = tuple(sorted((_trade_result(t) for t in summary.trades if t.entry_price is not None),
+                          key=lambda t: (t.opened_at, t.symbol)))
+    times = np.array([to_ms(p.time) for p in summary.equity_curve], dtype=np.int64)
+    equity = np.array([float(p.equity) for p in summary.equity_curve], dtype=np.float64)
+    return BacktestResult(
+        strategy=strategy, engine="replay", symbols=summary.symbols, start=summary.start, end=summary.end,
+        start_equity=summary.start_equity, end_equity=summary.end_equity, trades=trades, equity_ms=times,
+        equity=equity, candles=candles, open_at_end=summary.open_trades, halts=summary.halts,
+        wall_seconds=summary.wall_seconds)
+
+
+def _trade_result(t: TradeRecord) -> TradeResult:
+    entry = t.entry_price or Decimal(0)
+    return TradeResult(
+        symbol=t.symbol, side=PositionSide(t.side), opened_at=t.opened_at or t.created_at,
+        closed_at=t.closed_at or t.created_at, entry_price=entry, exit_price=t.exit_price or Decimal(0),
+        quantity=t.initial_quantity, exit_reason=t.exit_reason or "?", net_pnl=t.net_pnl, fees=t.fees,
+        funding=t.funding, risk=abs(entry - t.initial_stop_price) * t.initial_quantity)
 
 
 def max_drawdown_pct(curve: list[Decimal]) -> Decimal:
