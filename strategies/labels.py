@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CHUNK = 50_000
+CHUNK = 4_000
 
 
 @dataclass(frozen=True, slots=True)
