@@ -3,6 +3,8 @@ calibrated ensemble trains and predicts probabilities, the evaluation reports hi
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -38,7 +40,7 @@ def test_folds_purge_and_embargo(data):
         assert data.open_ms[fold.test_idx].min() >= fold.test_start_ms
         assert data.open_ms[fold.test_idx].max() < fold.test_end_ms
     starts = [f.test_start_ms for f in folds]
-    assert starts == sorted(starts) and all(b.test_start_ms == a.test_end_ms for a, b in zip(folds, folds[1:]))
+    assert starts == sorted(starts) and all(b.test_start_ms == a.test_end_ms for a, b in itertools.pairwise(folds))
 
 
 @pytest.mark.slow

@@ -52,7 +52,7 @@ def test_a_model_with_other_features_is_refused(tmp_path: Path, expected, words)
 
 def test_a_model_from_another_library_version_is_refused(tmp_path: Path):
     path = save_model(tmp_path / "m.joblib", fitted(), meta(versions={"scikit-learn": "0.24.2", "numpy": "1.19.0"}))
-    with pytest.raises(ModelMismatch, match="scikit-learn 0.24.2"):
+    with pytest.raises(ModelMismatch, match=r"scikit-learn 0\.24\.2"):
         load_model(path, FEATURES)
 
 
