@@ -11,7 +11,7 @@ import logging
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 
 from engine.exchange.errors import ExchangeError
 from engine.halts import load_halts
@@ -34,6 +34,7 @@ class VigilMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, open fds
         self.equity = Gauge("vigil_equity_usdt", "Account equity (wallet + unrealised P&L)", ["mode"], registry=r)
         self.wallet = Gauge("vigil_wallet_usdt", "Wallet balance", ["mode"], registry=r)
         self.unrealized = Gauge("vigil_unrealized_pnl_usdt", "Unrealised P&L of open positions", ["mode"],

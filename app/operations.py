@@ -6,19 +6,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC
+from typing import TYPE_CHECKING
 
 from apscheduler.triggers.cron import CronTrigger
 
 from app.backup import BackupError, take_backup
-from app.metrics import MetricsServer, VigilMetrics
 from app.watchdog import Watchdog
 from engine.events import Alert, Level
 from engine.runtime import Runtime
 from settings import Settings
 
+if TYPE_CHECKING:  # prometheus_client is imported only when METRICS_PORT is set
+    from app.metrics import MetricsServer, VigilMetrics
+
 log = logging.getLogger(__name__)
 
 BACKUP_JOB = "backup"
+
+
+class StartupRefused(Exception):
+    """An operations part cannot start; the message says what to change."""
 
 
 class Operations:
@@ -34,8 +41,13 @@ class Operations:
         """Bind the metrics port first, so a taken port stops the start-up with a clear message."""
         if self.settings.metrics_port is None:
             return
+        from app.metrics import MetricsError, MetricsServer, VigilMetrics
+
         self.metrics = VigilMetrics()
-        self.server = MetricsServer(self.metrics, self.settings.metrics_host, self.settings.metrics_port).start()
+        try:
+            self.server = MetricsServer(self.metrics, self.settings.metrics_host, self.settings.metrics_port).start()
+        except MetricsError as exc:
+            raise StartupRefused(str(exc)) from None
 
     def start(self) -> None:
         """Once the scheduler runs: listen to its jobs, arm the watchdog, schedule the daily backup."""

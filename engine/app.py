@@ -10,8 +10,7 @@ import signal
 from datetime import datetime
 
 from app.logs import configure_logging
-from app.metrics import MetricsError
-from app.operations import Operations
+from app.operations import Operations, StartupRefused
 from engine.clock import Clock, ExchangeClock
 from engine.console import ConsoleSink, EventLogSink
 from engine.events import EventBus, StateChanged
@@ -69,7 +68,7 @@ async def _run_locked(settings: Settings, clock: Clock, stop_event: asyncio.Even
     try:
         try:
             operations.serve_metrics()
-        except MetricsError as exc:
+        except StartupRefused as exc:
             print(f"vigil: {exc}")
             return EXIT_CONFIG
         try:
