@@ -4,6 +4,7 @@ runtime choices that win over .env after a restart."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
 import sys
@@ -43,11 +44,24 @@ def test_env_example_copied_as_is_is_a_valid_configuration(tmp_path: Path, monke
     assert settings.metrics_port is None
     assert settings.db_path == Path("data/vigil.sqlite3")
     assert unknown_keys(".env") == []
-    # every key in .env.example is a setting, and every setting is documented in it
+    # every setting is documented in it, set or commented out (as DATA_DIR, which the Docker image sets)
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    documented = {m.group(1) for line in lines if (m := re.match(r"^#? ?([A-Z][A-Z0-9_]+)=", line))}
+    assert documented == {name.upper() for name in Settings.model_fields}
+
+
+def test_the_copied_example_leaves_the_docker_image_its_data_volume(tmp_path: Path, monkeypatch):
+    """Compose passes every KEY= of .env into the container, over the image's DATA_DIR=/data: the example must
+    not set DATA_DIR or DB_PATH, or the database would live outside the volume and vanish with the container."""
     from dotenv import dotenv_values
 
-    documented = {k.upper() for k in dotenv_values(ROOT / ".env.example")}
-    assert documented == {name.upper() for name in Settings.model_fields}
+    container = {"DATA_DIR": str(tmp_path / "volume")}  # the image's ENV
+    container.update({k: v or "" for k, v in dotenv_values(ROOT / ".env.example").items()})  # env_file: .env wins
+    for key, value in container.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings(None)
+    assert settings.db_path == tmp_path / "volume" / "vigil.sqlite3"
+    assert settings.backups_dir == tmp_path / "volume" / "backups"
 
 
 def test_the_cli_accepts_the_copied_example(tmp_path: Path):
@@ -145,3 +159,14 @@ async def test_a_cleared_mode_choice_gives_trading_mode_back(tmp_path: Path, mon
     assert await asyncio.to_thread(main, ["--env-file", str(tmp_path / "none"), "reset-overrides", "--mode"]) == 0
     async with Database(db_path) as db:
         assert await StateRepository(db).get(MODE_KEY) is None
+
+
+def test_run_starts_without_the_heavy_libraries(tmp_path: Path):
+    """Start-up budget: scikit-learn, matplotlib, pandas, scipy and prometheus_client load only when used."""
+    code = ("import sys; import main, engine.app, app.operations, app.commands; "
+            "print(','.join(m for m in ('sklearn', 'matplotlib', 'pandas', 'scipy', 'prometheus_client') "
+            "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
