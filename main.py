@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.lines:
             print(f"  {line}", file=sys.stderr)
         return EXIT_CONFIG
-    warning = unknown_keys_line(env_file, unknown_keys(env_file))
+    warning = unknown_keys_line(env_file, unknown_keys(env_file, os.environ))
     if command == "run":
         return _run(settings, warning)
     if warning:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -391,20 +392,27 @@ class UnknownKey:
     closest: str | None  # the valid key it most resembles (a likely typo), if any
 
 
-def unknown_keys(env_file: str | Path | None) -> list[UnknownKey]:
-    """Keys in the settings file that are no setting (e.g. ``LEVERGE``), each with the closest valid key."""
-    if env_file is None or not Path(env_file).is_file():
-        return []
+def unknown_keys(env_file: str | Path | None, environ: Mapping[str, str] | None = None) -> list[UnknownKey]:
+    """Keys that are no setting, each with the closest valid key: every such key of the settings file (e.g.
+    ``LEVERGE``), and the environment variables that are near-misses of a setting (Docker Compose passes
+    ``.env`` as environment variables, among many that are not Vigil's)."""
     from dotenv import dotenv_values
 
     valid = [name.upper() for name in Settings.model_fields]
-    found: list[UnknownKey] = []
-    for key in dotenv_values(env_file):
+    found: dict[str, UnknownKey] = {}
+    if env_file is not None and Path(env_file).is_file():
+        for key in dotenv_values(env_file):
+            name = key.strip().upper()
+            if name and name not in valid:
+                match = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+                found[name] = UnknownKey(name, match[0] if match else None)
+    for key in environ or {}:
         name = key.strip().upper()
-        if name and name not in valid:
-            match = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
-            found.append(UnknownKey(name, match[0] if match else None))
-    return found
+        if name and name not in valid and name not in found:
+            match = difflib.get_close_matches(name, valid, n=1, cutoff=0.85)
+            if match:
+                found[name] = UnknownKey(name, match[0])
+    return list(found.values())
 
 
 def unknown_keys_line(env_file: str | Path | None, unknown: list[UnknownKey]) -> str:
@@ -412,4 +420,4 @@ def unknown_keys_line(env_file: str | Path | None, unknown: list[UnknownKey]) ->
     if not unknown:
         return ""
     parts = [f"{u.key} (did you mean {u.closest}?)" if u.closest else u.key for u in unknown]
-    return f"{env_file}: not a setting, ignored: {', '.join(parts)}"
+    return f"{env_file or 'environment'}: not a setting, ignored: {', '.join(parts)}"

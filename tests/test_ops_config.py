@@ -84,6 +84,14 @@ def test_unknown_keys_are_named_with_the_closest_setting(tmp_path: Path):
     assert load_settings(env_file).leverage == 2  # the typo is ignored, the real key applies
 
 
+def test_near_misses_in_the_environment_are_named_too(tmp_path: Path):
+    """Under Docker Compose .env arrives as environment variables, mixed with PATH, HOSTNAME and the like."""
+    environ = {"PATH": "/usr/bin", "HOSTNAME": "abc", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8",
+               "LEVERGE": "20", "MAX_OPEN_POSITION": "2", "LEVERAGE": "3", "HOME": "/root"}
+    assert unknown_keys(None, environ) == [UnknownKey("LEVERGE", "LEVERAGE"),
+                                           UnknownKey("MAX_OPEN_POSITION", "MAX_OPEN_POSITIONS")]
+
+
 def test_no_env_file_has_no_unknown_keys(tmp_path: Path):
     assert unknown_keys(None) == []
     assert unknown_keys(tmp_path / "missing") == []
