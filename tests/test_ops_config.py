@@ -178,3 +178,11 @@ def test_run_starts_without_the_heavy_libraries(tmp_path: Path):
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("command", ["backup", "restore", "reset-overrides"])
+def test_help_for_the_operations_commands(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert "usage:" in capsys.readouterr().out
