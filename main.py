@@ -1,20 +1,25 @@
-"""Vigil command line: ``run`` (default) | ``demo`` | ``backtest`` | ``health``.
+"""Vigil command line: ``run`` (default) | ``demo`` | ``backtest`` | ``health`` | ``backup`` | ``restore`` |
+``reset-overrides``.
 
-    python main.py run      trade (paper by default) until Ctrl-C / SIGTERM
-    python main.py demo     replay bundled real Binance data through the trader, offline, and summarise
-    python main.py backtest backtest a strategy on recorded data: summary, JSON, PNG
-    python main.py health   exit 0 if the last monitor tick is recent (Docker HEALTHCHECK)
+    python main.py run              trade (paper by default) until Ctrl-C / SIGTERM
+    python main.py demo             replay bundled real Binance data through the trader, offline, and summarise
+    python main.py backtest         backtest a strategy on recorded data: summary, JSON, PNG
+    python main.py health           exit 0 if the last monitor tick is recent (Docker HEALTHCHECK)
+    python main.py backup           online backup of the database into DATA_DIR/backups
+    python main.py restore [FILE]   replace the database by a backup (the bot stopped)
+    python main.py reset-overrides  list / clear the runtime choices stored in the database
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from settings import Settings, SettingsError, load_settings
+from settings import Settings, SettingsError, load_settings, unknown_keys, unknown_keys_line
 
 EXIT_CONFIG = 2
 
@@ -25,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Configuration comes from the environment and .env; see .env.example for every key.")
     parser.add_argument("--env-file", default=".env", help="settings file to read besides the environment "
                         "(default: .env; missing is fine)")
-    sub = parser.add_subparsers(dest="command", metavar="{run,demo,backtest,health}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,demo,backtest,health,backup,restore,reset-overrides}")
 
     sub.add_parser("run", help="run the trader (default command)", description=(
         "Run the scanner every SCAN_INTERVAL_SECONDS and the position monitor every MONITOR_INTERVAL_SECONDS. "
@@ -57,6 +62,26 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("health", help="exit 0 if the last monitor tick is recent", description=(
         "Exit 0 if the running bot's last monitor tick (stored in DB_PATH) is younger than "
         "HEALTH_MAX_AGE_SECONDS (default 3 × MONITOR_INTERVAL_SECONDS, at least 180 s); exit 1 otherwise."))
+
+    sub.add_parser("backup", help="back up the database now (safe while the bot runs)", description=(
+        "Copy DB_PATH with SQLite's online backup API into DATA_DIR/backups/vigil-<UTC time>.sqlite3, check it, "
+        "and keep the newest BACKUP_KEEP backups. The running bot also does this daily at BACKUP_TIME_UTC."))
+    restore = sub.add_parser("restore", help="replace the database by a backup (stop the bot first)", description=(
+        "Check FILE (default: the newest backup in DATA_DIR/backups), move the current DB_PATH and its -wal/-shm "
+        "files aside as <name>.before-restore-<time>, and put the backup in its place. Refuses while the bot "
+        "runs. On the next start the bot reconciles the restored books with the exchange."))
+    restore.add_argument("file", type=Path, nargs="?", default=None, help="backup file to restore")
+    reset = sub.add_parser("reset-overrides", help="list or clear the runtime choices stored in the database",
+                           description=(
+                               "Telegram choices are stored in the database and win over .env after a restart: "
+                               "/set values, the /paper or /live choice, the /blacklist additions and the "
+                               "pause/stop/kill-switch state. Without flags this lists them; each flag clears "
+                               "one (the bot must be stopped)."))
+    for name, what in (("settings", "/set values"), ("mode", "the stored paper/live choice"),
+                       ("blacklist", "the /blacklist additions"), ("halts", "pause, stop or kill-switch")):
+        reset.add_argument(f"--{name}", action="append_const", const=name, dest="clear", help=f"clear {what}")
+    reset.add_argument("--all", action="store_const", const=["settings", "mode", "blacklist", "halts"],
+                       dest="clear_all", help="clear all of them")
     return parser
 
 
@@ -72,26 +97,46 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.lines:
             print(f"  {line}", file=sys.stderr)
         return EXIT_CONFIG
+    warning = unknown_keys_line(env_file, unknown_keys(env_file, os.environ))
     if command == "run":
-        return _run(settings)
+        return _run(settings, warning)
+    if warning:
+        print(f"vigil: warning: {warning}", file=sys.stderr)
     if command == "demo":
         return _demo(settings, args)
     if command == "backtest":
         return _backtest(settings, args)
+    if command in ("backup", "restore", "reset-overrides"):
+        from app import commands
+
+        if command == "backup":
+            return commands.backup(settings)
+        if command == "restore":
+            return commands.restore(settings, args.file)
+        return commands.reset_overrides(settings, args.clear_all or args.clear or [])
     return _health(settings)
 
 
-def _run(settings: Settings) -> int:
-    from app.run import configure_logging, run_bot
+def _run(settings: Settings, warning: str) -> int:
+    import logging
 
-    configure_logging(settings.log_level)
+    from app.logs import configure_logging, settings_secrets
+    from app.run import run_bot
+
+    configure_logging(settings.log_level, log_file=settings.log_file,
+                      max_bytes=int(settings.log_file_max_mb * 1024 * 1024), backup_count=settings.log_file_count,
+                      secrets=settings_secrets(settings.binance_api_key, settings.binance_api_secret,
+                                               settings.telegram_bot_token))
+    if warning:
+        logging.getLogger("vigil").warning(warning)
     return asyncio.run(run_bot(settings))
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.backtest.replay import DemoOptions
+
     from app.backtest import run_demo
     from app.run import configure_logging
-    from engine.backtest.replay import DemoOptions
 
     configure_logging("WARNING")
     try:

@@ -7,7 +7,10 @@ traceback. Secrets are ``SecretStr`` so they never show up in a repr, a log line
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -48,14 +51,17 @@ class Settings(BaseSettings):
     telegram_api_base_url: str | None = None
 
     # --- storage -----------------------------------------------------------------------------
-    db_path: Path = Path("data/vigil.sqlite3")
     data_dir: Path = Path("data")
+    db_path: Path = Path("data/vigil.sqlite3")  # empty or unset: DATA_DIR/vigil.sqlite3
+    backup_keep: int = Field(7, ge=0, le=3650)
+    backup_time_utc: str = "00:30"
 
     # --- scheduling --------------------------------------------------------------------------
     scan_interval_seconds: int = Field(300, ge=1, le=86_400)
     scan_delay_seconds: int = Field(5, ge=0, le=120)
     monitor_interval_seconds: int = Field(60, ge=1, le=3_600)
     health_max_age_seconds: int | None = Field(None, ge=1)
+    watchdog_seconds: int | None = Field(None, ge=0, le=86_400)
 
     # --- market data -------------------------------------------------------------------------
     universe_size: int = Field(20, ge=1, le=300)
@@ -140,8 +146,40 @@ class Settings(BaseSettings):
     notify_daily_summary_utc: str = "00:00"
     notify_levels: str = ""
 
-    # --- logging -------------------------------------------------------------------------------
+    # --- logging and metrics -------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_file_max_mb: float = Field(10, ge=0, le=10_000)
+    log_file_count: int = Field(5, ge=1, le=100)
+    metrics_port: int | None = Field(None, ge=1, le=65_535)
+    metrics_host: str = "127.0.0.1"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _db_path_in_data_dir(cls, data: Any) -> Any:
+        """DB_PATH unset or empty: the database lives in DATA_DIR."""
+        if isinstance(data, dict):
+            keys = {str(k).lower(): k for k in data}
+            given = data.get(keys.get("db_path", "db_path"))
+            if given is None or (isinstance(given, str) and not given.strip()):
+                data = {k: v for k, v in data.items() if str(k).lower() != "db_path"}
+                data_dir = data.get(keys.get("data_dir", "data_dir")) or "data"
+                data["db_path"] = Path(str(data_dir).strip() or "data") / "vigil.sqlite3"
+        return data
+
+    @field_validator("health_max_age_seconds", "watchdog_seconds", "metrics_port", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """``KEY=`` (as in .env.example) means "use the default"."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _empty_data_dir(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return Path("data")
+        return value
 
     @field_validator("log_level", "trading_mode", "binance_env", "margin_type", mode="before")
     @classmethod
@@ -196,7 +234,7 @@ class Settings(BaseSettings):
             raise ValueError(f"provider names must be unique, got {', '.join(names)}")
         return items
 
-    @field_validator("notify_daily_summary_utc")
+    @field_validator("notify_daily_summary_utc", "backup_time_utc")
     @classmethod
     def _check_summary_time(cls, value: str) -> str:
         value = value.strip().lower()
@@ -263,6 +301,35 @@ class Settings(BaseSettings):
     @property
     def heartbeat_max_age_seconds(self) -> int:
         return self.health_max_age_seconds or max(3 * self.monitor_interval_seconds, 180)
+
+    @property
+    def watchdog_limit_seconds(self) -> int:
+        """Seconds without a finished monitor tick before the process exits (0 = watchdog off)."""
+        if self.watchdog_seconds is not None:
+            return self.watchdog_seconds
+        return max(5 * self.monitor_interval_seconds, 300)
+
+    # --- DATA_DIR layout ---------------------------------------------------------------------
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def log_file(self) -> Path:
+        return self.logs_dir / "vigil.log"
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.data_dir / "backups"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def market_data_dir(self) -> Path:
+        """Where downloaded Binance futures history (klines, funding) is kept."""
+        return self.data_dir / "binance-futures"
 
     def redacted(self) -> dict[str, str]:
         """Every setting as text, secrets replaced (for /config and the startup log)."""
@@ -335,3 +402,40 @@ def format_validation_error(exc: ValidationError) -> list[str]:
 
 
 _SECRET_KEYS = {"BINANCE_API_KEY", "BINANCE_API_SECRET", "TELEGRAM_BOT_TOKEN"}
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownKey:
+    key: str
+    closest: str | None  # the valid key it most resembles (a likely typo), if any
+
+
+def unknown_keys(env_file: str | Path | None, environ: Mapping[str, str] | None = None) -> list[UnknownKey]:
+    """Keys that are no setting, each with the closest valid key: every such key of the settings file (e.g.
+    ``LEVERGE``), and the environment variables that are near-misses of a setting (Docker Compose passes
+    ``.env`` as environment variables, among many that are not Vigil's)."""
+    from dotenv import dotenv_values
+
+    valid = [name.upper() for name in Settings.model_fields]
+    found: dict[str, UnknownKey] = {}
+    if env_file is not None and Path(env_file).is_file():
+        for key in dotenv_values(env_file):
+            name = key.strip().upper()
+            if name and name not in valid:
+                match = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+                found[name] = UnknownKey(name, match[0] if match else None)
+    for key in environ or {}:
+        name = key.strip().upper()
+        if name and name not in valid and name not in found:
+            match = difflib.get_close_matches(name, valid, n=1, cutoff=0.85)
+            if match:
+                found[name] = UnknownKey(name, match[0])
+    return list(found.values())
+
+
+def unknown_keys_line(env_file: str | Path | None, unknown: list[UnknownKey]) -> str:
+    """One warning line naming every unknown key (empty when there is none)."""
+    if not unknown:
+        return ""
+    parts = [f"{u.key} (did you mean {u.closest}?)" if u.closest else u.key for u in unknown]
+    return f"{env_file or 'environment'}: not a setting, ignored: {', '.join(parts)}"

@@ -1,0 +1,1 @@
+"""Composition-level operations of ``main.py run``: log files, watchdog, backups, metrics."""

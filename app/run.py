@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import logging
 import signal
-import time
 from datetime import datetime
 
 from app.instance_lock import AlreadyRunning, InstanceLock
+from app.logs import configure_logging
+from app.operations import Operations, StartupRefused
 from app.runtime import Runtime
 from core.clock import Clock, ExchangeClock
 from engine.console import ConsoleSink, EventLogSink
@@ -28,12 +29,7 @@ EXIT_CONFIG = 2
 EXIT_STARTUP = 3
 
 
-def configure_logging(level: str) -> None:
-    logging.Formatter.converter = time.gmtime
-    logging.basicConfig(level=getattr(logging, level, logging.INFO),
-                        format="%(asctime)sZ %(levelname)s %(name)s: %(message)s", force=True)
-    for noisy in ("apscheduler", "httpx", "aiosqlite", "telegram", "asyncio"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+__all__ = ["configure_logging", "heartbeat_age", "run_bot"]
 
 
 async def run_bot(settings: Settings, *, clock: Clock | None = None, stop_event: asyncio.Event | None = None) -> int:
@@ -68,7 +64,13 @@ async def _run_locked(settings: Settings, clock: Clock, stop_event: asyncio.Even
     bus.subscribe(EventLogSink(repos.events))
     bus.subscribe(ConsoleSink())
     runtime = Runtime(settings, repos, bus, clock)
+    operations = Operations(settings, runtime)
     try:
+        try:
+            operations.serve_metrics()
+        except StartupRefused as exc:
+            print(f"vigil: {exc}")
+            return EXIT_CONFIG
         try:
             await runtime.start()
         except (AccountConfigError, AuthenticationError) as exc:
@@ -80,6 +82,7 @@ async def _run_locked(settings: Settings, clock: Clock, stop_event: asyncio.Even
         service = EngineService(runtime)
         await service.apply_stored_settings()  # operator /set changes survive restarts
         runtime.start_scheduler()
+        operations.start()
         bot = await _start_telegram(settings, service, bus)
         await bus.publish(StateChanged(time=clock.now(), state="started",
                                        detail=f"mode {runtime.mode}; {(await service.status()).state}"))
@@ -91,6 +94,7 @@ async def _run_locked(settings: Settings, clock: Clock, stop_event: asyncio.Even
             await bot.stop()
         return EXIT_OK
     finally:
+        operations.stop()
         await runtime.close()
         await db.close()
 

@@ -110,6 +110,11 @@ class Runtime:
         return self._exchange
 
     @property
+    def binance(self) -> BinanceFutures | None:
+        """The Binance connection of the current mode (market data in paper mode); None before start."""
+        return self._binance
+
+    @property
     def trader(self) -> Trader:
         if self._trader is None:
             raise RuntimeError("runtime not started")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from engine.events import Alert, EventBus, Level
 log = logging.getLogger(__name__)
 
 JobFn = Callable[[], Awaitable[object]]
+JobListener = Callable[[str, float], None]  # (job name, duration in seconds), called after every run
 
 
 def next_aligned(now: datetime, interval_seconds: int, delay_seconds: int) -> datetime:
@@ -61,6 +63,7 @@ class EngineScheduler:
         self.scan_delay = scan_delay
         self.stats: dict[str, JobStats] = {"scan": JobStats(), "monitor": JobStats()}
         self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.listeners: list[JobListener] = []  # the app's watchdog and metrics; must not raise or block
 
     def start(self) -> None:
         """Must be called from inside the running event loop."""
@@ -96,6 +99,7 @@ class EngineScheduler:
         stats = self.stats[name]
         stats.runs += 1
         stats.last_started = self.clock.now()
+        started = time.monotonic()
         try:
             await self._jobs[name]()
         except Exception as exc:
@@ -111,3 +115,5 @@ class EngineScheduler:
             stats.consecutive_failures = 0
         finally:
             stats.last_finished = self.clock.now()
+            for listener in self.listeners:
+                listener(name, time.monotonic() - started)

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -117,6 +118,7 @@ class BinanceFutures:
         self._offset_ms = 0
         self._banned_until: datetime | None = None
         self._cooldown_until: datetime | None = None
+        self.errors: Counter[str] = Counter()  # failed requests by error class (metrics)
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -575,6 +577,7 @@ class BinanceFutures:
         return getattr(response, "headers", None)
 
     def _remember(self, err: ExchangeError) -> None:
+        self.errors[type(err).__name__] += 1
         if isinstance(err, IpBanned):
             self._banned_until = err.until
             log.error("%s", err)
