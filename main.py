@@ -133,10 +133,9 @@ def _run(settings: Settings, warning: str) -> int:
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from engine.backtest.replay import DemoOptions
-
     from app.backtest import run_demo
     from app.run import configure_logging
+    from engine.backtest.replay import DemoOptions
 
     configure_logging("WARNING")
     try:
