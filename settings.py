@@ -419,9 +419,11 @@ def unknown_keys(env_file: str | Path | None, environ: Mapping[str, str] | None 
     valid = [name.upper() for name in Settings.model_fields]
     found: dict[str, UnknownKey] = {}
     if env_file is not None and Path(env_file).is_file():
-        for key in dotenv_values(env_file):
+        values = dotenv_values(env_file)
+        key_variables = _llm_key_variables(values.get("LLM_PROVIDERS") or (environ or {}).get("LLM_PROVIDERS"))
+        for key in values:
             name = key.strip().upper()
-            if name and name not in valid:
+            if name and name not in valid and name not in key_variables:
                 match = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
                 found[name] = UnknownKey(name, match[0] if match else None)
     for key in environ or {}:
@@ -431,6 +433,16 @@ def unknown_keys(env_file: str | Path | None, environ: Mapping[str, str] | None 
             if match:
                 found[name] = UnknownKey(name, match[0])
     return list(found.values())
+
+
+def _llm_key_variables(providers: str | None) -> set[str]:
+    """The variables that LLM_PROVIDERS names as holding keys: settings of their own, not typos."""
+    names = set()
+    for item in _split(providers):
+        parts = item.split("|")
+        if len(parts) >= 4 and parts[3].strip():
+            names.add(parts[3].strip().upper())
+    return names
 
 
 def unknown_keys_line(env_file: str | Path | None, unknown: list[UnknownKey]) -> str:

@@ -51,3 +51,12 @@ async def test_providers_take_their_keys_from_dotenv(tmp_path: Path):
         assert not none.panel and none.http is None
     finally:
         await db.close()
+
+
+def test_a_key_variable_named_by_llm_providers_is_not_an_unknown_key(tmp_path: Path):
+    from settings import unknown_keys
+
+    env = tmp_path / ".env"
+    env.write_text("LLM_PROVIDERS=deepseek|https://api.deepseek.com/v1|deepseek-chat|DEEPSEEK_API_KEY\n"
+                   "DEEPSEEK_API_KEY=sk-x\nLEVERGE=20\n")
+    assert [u.key for u in unknown_keys(env, {})] == ["LEVERGE"]
