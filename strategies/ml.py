@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from strategies.feature_frame import FIVE_MIN_MS, FrameParams, build_features, feature_names, run_ids
-from strategies.labels import BarrierParams, triple_barrier
+from strategies.feature_frame import FIVE_MIN_MS, FrameParams, add_funding, feature_names, run_ids, symbol_features
+from strategies.labels import BarrierParams, Labels, triple_barrier
 
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 SIDES = ("long", "short")
+CONTEXT_TREND, CONTEXT_VOL = "1h_ema_trend", "1h_realised_vol"  # BTC context and breadth come from these
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,30 +53,55 @@ class Dataset:
 
 def build_dataset(candles: Mapping[str, pd.DataFrame], funding: Mapping[str, pd.DataFrame] | None = None, *,
                   label: BarrierParams = BarrierParams(), frame: FrameParams = FrameParams(), stop_tf: str = "1h",
-                  stride: int = 3, progress: Callable[[str], None] | None = None) -> Dataset:
-    """Features and labels of several symbols, rows sorted by time. ``candles[symbol]`` is a 5m OHLCV frame."""
-    features = build_features(candles, funding, frame)
-    names = sorted(set.intersection(*(set(feature_names(f)) for f in features.values())))
-    parts = []
-    for code, (symbol, f) in enumerate(sorted(features.items())):
+                  stride: int = 3, btc: str = "BTCUSDT", progress: Callable[[str], None] | None = None) -> Dataset:
+    """Features and labels of several symbols, rows sorted by time. ``candles[symbol]`` is a 5m OHLCV frame.
+
+    Memory: one symbol's full-resolution feature frame exists at a time; only the sampled rows (float32) and the two
+    columns the cross-section needs are kept, so a year of 6 symbols fits the 1 GB VPS. The values equal
+    ``feature_frame.build_features`` at those rows.
+    """
+    kept: dict[str, tuple[pd.DataFrame, np.ndarray, Labels]] = {}
+    context: dict[str, pd.DataFrame] = {}
+    for symbol in sorted(candles):
         if progress:
             progress(symbol)
         c = candles[symbol].sort_values("open_time").reset_index(drop=True)
+        f = symbol_features(c, frame)
+        if funding is not None and symbol in funding:
+            f = add_funding(f, funding[symbol])
         open_ms = c["open_time"].to_numpy(np.int64)
-        runs = run_ids(open_ms, FIVE_MIN_MS)
-        seg_end = _segment_ends_from_runs(runs)
-        atr = f[f"{stop_tf}_atr"].to_numpy(np.float64)
-        labels = triple_barrier(c["high"].to_numpy(), c["low"].to_numpy(), c["close"].to_numpy(), atr, label,
-                                segment_end=seg_end)
+        seg_end = _segment_ends_from_runs(run_ids(open_ms, FIVE_MIN_MS))
+        labels = triple_barrier(c["high"].to_numpy(), c["low"].to_numpy(), c["close"].to_numpy(),
+                                f[f"{stop_tf}_atr"].to_numpy(np.float64), label, segment_end=seg_end)
         keep = np.zeros(len(c), dtype=bool)
         keep[::stride] = True
         keep &= ~np.isnan(labels.long)
-        parts.append((f[names].to_numpy(np.float32)[keep], open_ms[keep], np.full(keep.sum(), code, np.int16),
-                      labels.long[keep], labels.short[keep], labels.long_outcome[keep], labels.short_outcome[keep]))
-    X, open_ms, sym, yl, ys, ol, os_ = (np.concatenate([p[i] for p in parts]) for i in range(7))
+        names = feature_names(f)
+        kept[symbol] = (f.loc[keep, names].astype(np.float32), open_ms[keep],
+                        Labels(*(a[keep] for a in (labels.long, labels.short, labels.long_outcome,
+                                                   labels.short_outcome))))
+        context[symbol] = f[[CONTEXT_TREND, CONTEXT_VOL]]
+        del f
+    breadth = pd.concat({s: (ctx[CONTEXT_TREND] > 0).astype(float).where(ctx[CONTEXT_TREND].notna())
+                         for s, ctx in context.items()}, axis=1).mean(axis=1)
+    names = sorted(set.intersection(*(set(k[0].columns) for k in kept.values())))
+    parts = []
+    for code, (symbol, (features, open_ms, labels)) in enumerate(sorted(kept.items())):
+        features = features[names].copy()
+        if btc in context:
+            btc_ctx = context[btc].reindex(open_ms)
+            features["btc_trend"] = btc_ctx[CONTEXT_TREND].to_numpy(np.float32)
+            features["btc_vol"] = btc_ctx[CONTEXT_VOL].to_numpy(np.float32)
+        features["breadth"] = breadth.reindex(open_ms).to_numpy(np.float32)
+        parts.append((features, open_ms, np.full(len(open_ms), code, np.int16), labels))
+    all_names = list(parts[0][0].columns)
+    X = np.concatenate([p[0][all_names].to_numpy(np.float32) for p in parts])
+    open_ms = np.concatenate([p[1] for p in parts])
+    sym = np.concatenate([p[2] for p in parts])
     order = np.argsort(open_ms, kind="stable")
-    return Dataset(X[order], names, open_ms[order], sym[order], sorted(features),
-                   {"long": yl[order], "short": ys[order]}, {"long": ol[order], "short": os_[order]})
+    y = {side: np.concatenate([getattr(p[3], side) for p in parts])[order] for side in SIDES}
+    outcome = {side: np.concatenate([getattr(p[3], f"{side}_outcome") for p in parts])[order] for side in SIDES}
+    return Dataset(X[order], all_names, open_ms[order], sym[order], sorted(kept), y, outcome)
 
 
 def _segment_ends_from_runs(runs: np.ndarray) -> np.ndarray:

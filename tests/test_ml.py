@@ -57,3 +57,16 @@ def test_walk_forward_predicts_calibrated_probabilities(data):
     long = report["long"]
     assert long.predictions == sum(len(r.test_idx) for r in results) == long.acted
     assert 0 <= long.brier <= 1 and sum(count for _, _, count in long.calibration) == long.predictions
+
+
+def test_dataset_rows_equal_the_feature_frame(data):
+    """The memory-saving assembly gives exactly the values of build_features at the sampled rows."""
+    from strategies.feature_frame import build_features
+
+    candles = {s: sample_frame(s).iloc[:20_000].reset_index(drop=True) for s in ("BTCUSDT", "ETHUSDT")}
+    funding = {s: pd.read_csv(SAMPLE_DIR / f"{s}-funding.csv.gz") for s in candles}
+    full = build_features(candles, funding)
+    for code, symbol in enumerate(data.symbols):
+        rows = data.symbol == code
+        expected = full[symbol].loc[data.open_ms[rows], data.names].to_numpy(np.float32)
+        np.testing.assert_array_equal(data.X[rows], expected)
