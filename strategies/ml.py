@@ -86,7 +86,7 @@ def build_dataset(candles: Mapping[str, pd.DataFrame], funding: Mapping[str, pd.
                          for s, ctx in context.items()}, axis=1).mean(axis=1)
     names = sorted(set.intersection(*(set(k[0].columns) for k in kept.values())))
     parts = []
-    for code, (symbol, (features, open_ms, labels)) in enumerate(sorted(kept.items())):
+    for code, (_, (features, open_ms, labels)) in enumerate(sorted(kept.items())):
         features = features[names].copy()
         if btc in context:
             btc_ctx = context[btc].reindex(open_ms)
