@@ -382,6 +382,10 @@ class Trader:
         for event in await self.breakers.evaluate(AccountSnapshot(balance.equity, self._btc_atr_ratio()),
                                                   self.clock.now()):
             await self.bus.publish(event)
+        try:
+            await self.desk.refresh_rules(force=False)  # symbol filters: reloaded once a day
+        except ExchangeError as exc:
+            log.warning("symbol filters could not be refreshed: %s", exc)
         if not halts.stopped:
             if (reason := await self.breakers.close_all_request()) is not None:
                 await self.desk.alert(Level.CRITICAL, f"closing every position: {reason}")
