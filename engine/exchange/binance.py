@@ -396,10 +396,17 @@ class BinanceFutures:
         """Every open order on ``symbol``: plain ones (``allOpenOrders``) and conditional ones
         (``algoOpenOrders``; Binance's plain cancel-all does not cover them). Idempotent."""
         client = self._require_client()
-        await self._call(f"cancel all open orders on {symbol}", client.futures_cancel_all_open_orders,
-                         ("DELETE", "allOpenOrders"), private=True, idempotent=True, symbol=symbol)
-        await self._call(f"cancel all algo orders on {symbol}", client.futures_cancel_all_algo_open_orders,
-                         ("DELETE", "algoOpenOrders"), private=True, idempotent=True, symbol=symbol)
+        failed: ExchangeError | None = None
+        for op, fn, path in ((f"cancel all open orders on {symbol}", client.futures_cancel_all_open_orders,
+                              "allOpenOrders"),
+                             (f"cancel all algo orders on {symbol}", client.futures_cancel_all_algo_open_orders,
+                              "algoOpenOrders")):
+            try:  # the second is tried even if the first failed
+                await self._call(op, fn, ("DELETE", path), private=True, idempotent=True, symbol=symbol)
+            except ExchangeError as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     # ------------------------------------------------------------------ history
     async def fills(self, symbol: str, start: datetime) -> list[Fill]:

@@ -164,13 +164,15 @@ class Fault:
     accept: bool | None = None
     hits: int = 0
     skip: int = 0  # matching requests let through untouched before the fault applies
+    symbol: str | None = None  # only requests about this symbol
 
     @property
     def accepts(self) -> bool:
         return self.kind in _ACCEPTING if self.accept is None else self.accept
 
-    def matches(self, method: str, path: str) -> bool:
-        return self.times > 0 and path == self.path and (self.method is None or self.method == method)
+    def matches(self, method: str, path: str, symbol: str | None = None) -> bool:
+        return (self.times > 0 and path == self.path and (self.method is None or self.method == method)
+                and (self.symbol is None or self.symbol == symbol))
 
 
 class Faults:
@@ -181,13 +183,14 @@ class Faults:
 
     def next(self, path: str, kind: str, *, method: str | None = None, times: int = 1,
              retry_after: float | None = None, delay: float = 5.0, status: int | None = None,
-             code: int | None = None, msg: str | None = None, accept: bool | None = None, skip: int = 0) -> Fault:
+             code: int | None = None, msg: str | None = None, accept: bool | None = None, skip: int = 0,
+             symbol: str | None = None) -> Fault:
         """Inject ``kind`` (a preset name like "429", "-2019", "503_unknown", "timeout", "drop", or
         "error" with status/code/msg) on the next matching request(s)."""
         if kind not in _PRESETS and kind != "error":
             raise ValueError(f"unknown fault kind {kind!r}; use one of {', '.join(_PRESETS)} or 'error'")
         fault = Fault(kind, path, method.upper() if method else None, times, retry_after, delay, status, code,
-                      msg, accept, skip=skip)
+                      msg, accept, skip=skip, symbol=symbol)
         self._queue.append(fault)
         return fault
 
@@ -198,9 +201,9 @@ class Faults:
     def pending(self) -> list[Fault]:
         return [f for f in self._queue if f.times > 0]
 
-    def take(self, method: str, path: str) -> Fault | None:
+    def take(self, method: str, path: str, symbol: str | None = None) -> Fault | None:
         for fault in self._queue:
-            if fault.matches(method, path):
+            if fault.matches(method, path, symbol):
                 if fault.skip > 0:
                     fault.skip -= 1
                     return None
@@ -474,7 +477,7 @@ class FakeBinanceFutures:
             raise FakeApiError(404, -5000, f"Path {path}, Method {method} is invalid")
         handler, signed, weight_fn = route
         weight = weight_fn(params)
-        fault = self.faults.take(method, path)
+        fault = self.faults.take(method, path, params.get("symbol"))
         if fault is not None and fault.kind == "timeout" and not fault.accepts:
             # the request hangs and is never processed (a crash test kills the client meanwhile)
             self.held.append(RecordedRequest(method, path, params, self.now_ms(), request.headers.get("X-MBX-APIKEY")))
