@@ -91,8 +91,11 @@ class EngineScheduler:
             self.scheduler.shutdown(wait=False)
 
     async def drain(self, within: float) -> bool:
-        """Stop starting jobs and wait up to ``within`` seconds for the ones in flight. True if none is left."""
-        self.shutdown()
+        """Stop starting jobs and wait up to ``within`` seconds for the ones in flight, then shut down. True if
+        none was left. (APScheduler's own shutdown cancels the jobs in flight: it comes last.)"""
+        self._closing = True
+        if self.scheduler.running:
+            self.scheduler.pause()
         try:
             async with asyncio.timeout(within):
                 for lock in self._locks.values():
@@ -100,7 +103,9 @@ class EngineScheduler:
                         pass
         except TimeoutError:
             log.warning("a job was still running after %.0fs; shutting down anyway", within)
+            self.shutdown()
             return False
+        self.shutdown()
         return True
 
     def running(self, name: str) -> bool:
