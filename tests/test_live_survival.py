@@ -205,6 +205,7 @@ async def test_stop_move_whose_new_stop_is_refused_restores_the_old_one_in_the_s
     old = trade.stop_price
     live.fake.faults.next("/fapi/v1/algoOrder", "error", method="POST", status=400, code=-4014,
                           msg="Price not increased by tick size.")
+    live.fake.faults.next("/fapi/v1/algoOrder", "503_unavailable", method="POST")  # and the restore, once
     assert await live.trader.exits.move_stop(trade, old - Decimal("1"), "trailing") is False
     (stop,) = live.stops()
     assert Decimal(stop["triggerPrice"]) == old and live.closes() == []
