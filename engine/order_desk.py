@@ -332,7 +332,10 @@ class OrderDesk:
                                  "with its exchange-side stop. Check the account.")
                 return None
         await self.cancel_protective(trade)
-        return await self.book_close(trade, reason)
+        window = self.window()  # our own close just filled: its fills show in userTrades within moments
+        while (booked := await self.book_close(trade, reason)) is None and not window.spent:
+            await window.pause()
+        return booked
 
     async def exit_reason(self, trade: TradeRecord) -> str:
         """Why the position of ``trade`` is gone: our own exit (whose answer may have been lost), its stop

@@ -139,6 +139,29 @@ async def test_lost_stop_answer_is_queried_by_client_id_before_every_retry(live:
     assert len(stop_ids) == 1  # never two stops for one intent
 
 
+async def test_lost_stop_answer_and_an_unexpected_query_error_still_end_with_one_stop(live: Live):
+    """The stop lands but its answer is lost, and the query by clientAlgoId fails with an unexpected code: the
+    retry with the same clientAlgoId is refused as a duplicate of the open order, which the next query finds."""
+    live.fake.faults.next("/fapi/v1/algoOrder", "timeout", method="POST", accept=True, delay=2)
+    live.fake.faults.next("/fapi/v1/algoOrder", "error", method="GET", status=400, code=-1099,
+                          msg="Not found, unauthenticated, or unauthorized.")
+    trade_id = await opened(live)
+    assert len(live.stops()) == 1 and live.closes() == [] and live.critical() == []
+    stop_posts = [r for r in live.fake.calls("/fapi/v1/algoOrder", "POST") if r.params["type"] == "STOP_MARKET"]
+    assert len(stop_posts) == 2 and stop_posts[0].params["clientAlgoId"] == stop_posts[1].params["clientAlgoId"]
+    rows = await live.repos.orders.for_trade(trade_id, OrderPurpose.STOP_LOSS)
+    assert [r.status for r in rows] == [OrderState.OPEN]
+
+
+async def test_own_close_waits_a_moment_for_lagging_fills_before_booking(live: Live):
+    trade_id = await opened(live)
+    live.fake.trades_lag = timedelta(seconds=3)
+    (closed,) = await live.trader.close_all("manual_close")
+    assert closed.id == trade_id and closed.status is TradeStatus.CLOSED
+    exits = [t for t in live.fake.trades if t["symbol"] == ETH and t["side"] == "BUY"]
+    assert closed.exit_price == Decimal(exits[0]["price"]) and closed.exit_reason == "manual_close"
+
+
 async def test_stop_still_refused_after_the_budget_closes_at_market_with_the_reason(live: Live):
     live.fake.stop_needs_position_for = timedelta(minutes=5)
     report = await live.trader.scan()
