@@ -105,6 +105,7 @@ class OrderDesk:
 
     def window(self) -> RetryWindow:
         return RetryWindow(self.retry, self.clock, self.sleep)
+
     def client_id(self, trade_id: int, purpose: OrderPurpose, attempt: int) -> str:
         """Deterministic, ≤ 36 chars of Binance's allowed alphabet: ``vg<inst>-<trade>-<P><attempt>``."""
         return f"vg{self._instance}-{trade_id}-{purpose.code}{attempt}"
@@ -384,6 +385,9 @@ class OrderDesk:
                      trade.id, exit_qty, trade.initial_quantity)
             return None
         self._booking_since.pop(trade.id, None)
+        if exit_qty < trade.initial_quantity:
+            await self.alert(Level.WARNING, f"{trade.symbol}: trade {trade.id} is booked with exit fills for "
+                             f"{exit_qty} of {trade.initial_quantity} after waiting {BOOKING_WAIT}; check its P&L")
         fills = [await self._in_usdt(f) for f in fills]
         funding = await self.exchange.funding_payments(trade.symbol, trade.created_at)
         exit_price = _trim(sum((f.price * f.quantity for f in exits), Decimal(0)) / exit_qty) \
