@@ -94,9 +94,16 @@ async def _run_locked(settings: Settings, clock: Clock, stop_event: asyncio.Even
             await bot.stop()
         return EXIT_OK
     finally:
+        if runtime.scheduler is not None:  # the job in flight finishes (bounded) before the exchange and DB close
+            await runtime.scheduler.drain(settings_drain_seconds(settings))
         operations.stop()
         await runtime.close()
         await db.close()
+
+
+def settings_drain_seconds(settings: Settings) -> float:
+    """How long shutdown waits for a job in flight: a monitor tick's stop retries fit in it."""
+    return float(min(60, max(15, settings.monitor_interval_seconds)))
 
 
 async def _start_telegram(settings: Settings, service: EngineService, bus: EventBus) -> _Stoppable | None:

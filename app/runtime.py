@@ -15,13 +15,14 @@ from datetime import datetime
 from app.configs import adaptive_config, breaker_config, exit_config, limits_config, risk_config
 from app.llm import LlmRuntime, build_llm
 from core.clock import Clock, ExchangeClock
-from engine.events import EventBus
+from engine.events import EventBus, Level
 from engine.exchange.binance import BinanceFutures
 from engine.exchange.errors import AccountConfigError, ExchangeError
 from engine.exchange.paper import PaperExchange
 from engine.exchange.protocol import Exchange, MarketData
 from engine.exchange.types import MarginType
 from engine.market import MarketDataService
+from engine.retrying import Sleep
 from engine.scheduler import EngineScheduler
 from engine.trading.breakers import Breakers
 from engine.trading.trader import Trader, TraderConfig
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 
 MODE_KEY = "mode"
 TIME_RESYNC_SECONDS = 900
+MONITOR_FAILURE_STREAK = 3  # failed monitor ticks in a row that halt entries (API-error breaker) and alert
+
+
+class MonitorDegraded(Exception):
+    """A monitor tick ran, but some trade's reconciliation or exit step failed (each was isolated)."""
 
 
 def build_consensus(settings: Settings) -> Consensus:
@@ -62,10 +68,11 @@ def build_breakers(settings: Settings, repos: Repositories, mode: str) -> Breake
 
 def build_trader(settings: Settings, *, mode: str, exchange: Exchange, repos: Repositories, bus: EventBus,
                  clock: Clock, market: MarketDataService | None = None, consensus: Consensus | None = None,
-                 llm: LlmPanel | None = None) -> Trader:
+                 llm: LlmPanel | None = None, sleep: Sleep | None = None) -> Trader:
     return Trader(exchange=exchange, market=market or build_market_service(settings, exchange, clock),
                   consensus=consensus or build_consensus(settings), repos=repos, bus=bus, clock=clock,
-                  config=trader_config(settings, mode), breakers=build_breakers(settings, repos, mode), llm=llm)
+                  config=trader_config(settings, mode), breakers=build_breakers(settings, repos, mode), llm=llm,
+                  sleep=sleep)
 
 
 async def check_account(exchange: Exchange) -> None:
@@ -92,6 +99,7 @@ class Runtime:
         self._trader: Trader | None = None
         self._binance: BinanceFutures | None = None
         self._last_time_sync = 0.0
+        self._monitor_streak = 0
         self.scheduler: EngineScheduler | None = None
         self.llm: LlmRuntime | None = None
 
@@ -202,11 +210,30 @@ class Runtime:
             await self.trader.scan()
 
     async def run_monitor(self) -> None:
-        async with self._counting_api_errors():
+        """One monitor tick. A tick that raises, or in which a trade's step failed, is a failed tick: it counts
+        as an API error, and ``MONITOR_FAILURE_STREAK`` in a row halt entries (API-error breaker) and alert."""
+        try:
             if self._binance is not None and time.monotonic() - self._last_time_sync > TIME_RESYNC_SECONDS:
                 await self._binance.sync_time()  # keeps the exchange clock (and request timestamps) honest
                 self._last_time_sync = time.monotonic()
-            await self.trader.monitor()
+            report = await self.trader.monitor()
+        except Exception as exc:
+            await self._monitor_failed(str(exc))
+            raise
+        if report.failures:
+            await self._monitor_failed("; ".join(report.failures))
+            raise MonitorDegraded(f"{len(report.failures)} step(s) failed: " + "; ".join(report.failures))
+        self._monitor_streak = 0
+
+    async def _monitor_failed(self, why: str) -> None:
+        self._monitor_streak += 1
+        events = await self.trader.breakers.record_monitor_failure(self._monitor_streak, MONITOR_FAILURE_STREAK,
+                                                                  self.clock.now())
+        for event in events:
+            await self.bus.publish(event)
+        if self._monitor_streak == MONITOR_FAILURE_STREAK:
+            await self.trader.desk.alert(Level.CRITICAL, f"the position monitor failed {self._monitor_streak} ticks "
+                                         f"in a row ({why}); new entries are halted. Check the logs and the account.")
 
     @contextlib.asynccontextmanager
     async def _counting_api_errors(self) -> AsyncIterator[None]:

@@ -2,11 +2,14 @@
 
 Both run on the asyncio loop that runs everything else (``AsyncIOScheduler``), with ``max_instances=1``
 and ``coalesce=True``. A job that raises is logged, counted and reported as an ``Alert``; the scheduler
-keeps its next run.
+keeps its next run. One job never overlaps itself: an operator's /scan waits for a scheduled scan in flight
+(and a scheduled one that comes while /scan runs is skipped). On shutdown ``drain`` lets the jobs in flight
+finish, within a bound, before the exchange and the database close.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -64,6 +67,8 @@ class EngineScheduler:
         self.stats: dict[str, JobStats] = {"scan": JobStats(), "monitor": JobStats()}
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.listeners: list[JobListener] = []  # the app's watchdog and metrics; must not raise or block
+        self._locks: dict[str, asyncio.Lock] = {name: asyncio.Lock() for name in self._jobs}
+        self._closing = False
 
     def start(self) -> None:
         """Must be called from inside the running event loop."""
@@ -84,18 +89,51 @@ class EngineScheduler:
                  self.next_run("scan"), self.monitor_interval)
 
     def shutdown(self) -> None:
+        self._closing = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+
+    async def drain(self, within: float) -> bool:
+        """Stop starting jobs and wait up to ``within`` seconds for the ones in flight, then shut down. True if
+        none was left. (APScheduler's own shutdown cancels the jobs in flight: it comes last.)"""
+        self._closing = True
+        if self.scheduler.running:
+            self.scheduler.pause()
+        try:
+            async with asyncio.timeout(within):
+                for lock in self._locks.values():
+                    async with lock:
+                        pass
+        except TimeoutError:
+            log.warning("a job was still running after %.0fs; shutting down anyway", within)
+            self.shutdown()
+            return False
+        self.shutdown()
+        return True
+
+    def running(self, name: str) -> bool:
+        return self._locks[name].locked()
 
     def next_run(self, name: str) -> datetime | None:
         job = self.scheduler.get_job(name)
         return None if job is None else job.next_run_time
 
     async def run_now(self, name: str) -> None:
-        await self.run_job(name)
+        """Run a job at once (operator command); waits for the same job in flight rather than overlap it."""
+        await self.run_job(name, wait=True)
 
-    async def run_job(self, name: str) -> None:
-        """Run one job body; never lets an exception escape into APScheduler."""
+    async def run_job(self, name: str, *, wait: bool = False) -> None:
+        """Run one job body unless the same job is running (then skip, or ``wait`` for it); never lets an
+        exception escape into APScheduler."""
+        lock = self._locks[name]
+        if (lock.locked() and not wait) or self._closing:
+            log.info("%s job skipped: %s", name, "shutting down" if self._closing else "already running")
+            return
+        async with lock:
+            if not self._closing:
+                await self._run_body(name)
+
+    async def _run_body(self, name: str) -> None:
         stats = self.stats[name]
         stats.runs += 1
         stats.last_started = self.clock.now()

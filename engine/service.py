@@ -152,11 +152,13 @@ class EngineService:
         return halts
 
     async def kill(self, reason: str = "operator kill-switch") -> list[TradeRecord]:
-        """Halt first (so no scan can open anything), then close every position and cancel every order."""
+        """Halt first (so no scan can open anything), then flatten the whole account: every position on the
+        exchange, Vigil's or not, closed; every order, conditional or plain, cancelled. What could not be done is
+        alerted (CRITICAL) by the trader; the closes booked are returned."""
         await self._set_halts(killed=True, reason=reason, event="killed")
-        closed = await self.runtime.trader.close_all(ExitReason.KILL_SWITCH)
+        report = await self.runtime.trader.flatten_account(ExitReason.KILL_SWITCH)
         await self.runtime.trader.reconcile()
-        return closed
+        return report.closed
 
     async def _set_halts(self, *, reason: str, event: str, paused: bool | None = None,
                          stopped: bool | None = None, killed: bool | None = None) -> HaltState:

@@ -69,3 +69,66 @@ async def test_jobs_are_configured_single_instance_and_coalesced():
         assert first_scan.second == 5 and first_scan.minute % 5 == 0
     finally:
         sched.shutdown()
+
+
+def gated_scheduler() -> tuple[EngineScheduler, asyncio.Event, dict[str, int]]:
+    gate = asyncio.Event()
+    seen = {"running": 0, "most": 0, "runs": 0}
+
+    async def scan() -> None:
+        seen["running"] += 1
+        seen["most"] = max(seen["most"], seen["running"])
+        try:
+            await gate.wait()
+        finally:
+            seen["running"] -= 1
+            seen["runs"] += 1
+
+    async def noop() -> None:
+        return None
+
+    sched = EngineScheduler(clock=SystemClock(), bus=EventBus(), scan=scan, monitor=noop, scan_interval=3600,
+                            monitor_interval=3600, scan_delay=0)
+    return sched, gate, seen
+
+
+async def test_operator_scan_waits_for_the_scheduled_scan_never_overlaps_it():
+    sched, gate, seen = gated_scheduler()
+    scheduled = asyncio.create_task(sched.run_job("scan"))
+    await wait_for(lambda: seen["running"] == 1)
+    operator = asyncio.create_task(sched.run_now("scan"))  # /scan while the scheduled one runs
+    await asyncio.sleep(0.05)
+    assert seen["running"] == 1 and not operator.done()
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(scheduled, operator), 5)
+    assert seen == {"running": 0, "most": 1, "runs": 2}
+    gate.clear()
+    operator = asyncio.create_task(sched.run_now("scan"))
+    await wait_for(lambda: seen["running"] == 1)
+    await sched.run_job("scan")  # a scheduled run while /scan runs is skipped, not stacked
+    gate.set()
+    await asyncio.wait_for(operator, 5)
+    assert seen["most"] == 1 and seen["runs"] == 3
+
+
+async def test_drain_lets_the_job_in_flight_finish_within_a_bound():
+    sched, gate, seen = gated_scheduler()
+    job = asyncio.create_task(sched.run_job("scan"))
+    await wait_for(lambda: seen["running"] == 1)
+    draining = asyncio.create_task(sched.drain(5))
+    await asyncio.sleep(0.05)
+    assert not draining.done()  # shutdown waits for the job
+    gate.set()
+    assert await asyncio.wait_for(draining, 5) is True
+    assert job.done() and seen["runs"] == 1
+    await sched.run_job("scan")  # nothing starts once shutting down
+    assert seen["runs"] == 1
+
+
+async def test_drain_gives_up_after_its_bound():
+    sched, gate, seen = gated_scheduler()
+    job = asyncio.create_task(sched.run_job("scan"))
+    await wait_for(lambda: seen["running"] == 1)
+    assert await sched.drain(0.2) is False
+    gate.set()
+    await asyncio.wait_for(job, 5)

@@ -10,6 +10,7 @@ from pathlib import Path
 from engine.events import Alert, TradeClosed, TradeOpened
 from engine.exchange.types import PositionSide, ProtectiveKind, Side
 from engine.trading.halts import HaltState, load_halts, save_halts
+from engine.trading.reconciler import UNRESOLVED_TICKS
 from storage.records import OrderPurpose, OrderState, TradeStatus
 from strategies.types import Direction
 from tests.trading_fixtures import START, build_rig
@@ -124,6 +125,11 @@ async def test_crash_after_intent_before_send_marks_entry_failed_without_sending
 
     rig2 = await build_rig(path, clock=clock, voted=set())
     try:
+        # an order the exchange does not show may still be in flight: it stays unresolved for a few ticks
+        for _ in range(UNRESOLVED_TICKS - 1):
+            assert (await rig2.repos.orders.get(cid)).status is OrderState.UNKNOWN
+            assert (await rig2.repos.trades.get(trade.id)).status is TradeStatus.PENDING
+            await rig2.trader.reconcile()
         assert (await rig2.repos.orders.get(cid)).status is OrderState.REJECTED
         assert (await rig2.repos.trades.get(trade.id)).status is TradeStatus.FAILED
         assert await rig2.exchange.positions() == []
@@ -163,14 +169,16 @@ async def test_missing_stop_is_replaced_and_orphans_cancelled(tmp_path: Path):
         trade = await rig.repos.trades.get(report.opened[0])
         stop = (await stops_of(rig, "BTCUSDT"))[0]
         await rig.exchange.cancel_protective_order("BTCUSDT", stop.client_id)  # someone deleted our stop
-        orphan_side = Side.SELL
         mark = (await rig.exchange.mark_price("ETHUSDT")).mark_price
-        await rig.exchange.place_protective_order("ETHUSDT", orphan_side, ProtectiveKind.STOP_LOSS,
-                                                  (mark * Decimal("0.9")).quantize(Decimal("0.01")), "manual-orphan")
+        below = (mark * Decimal("0.9")).quantize(Decimal("0.01"))
+        own = rig.trader.desk.own_prefix + "99-S1"  # one of Vigil's own, left without a position
+        for cid in (own, "manual-orphan"):  # and one the operator placed: not Vigil's to cancel
+            await rig.exchange.place_protective_order("ETHUSDT", Side.SELL, ProtectiveKind.STOP_LOSS, below, cid)
         await rig.step(1)
         rep = await rig.trader.monitor()
         assert rep.stops_replaced == [trade.id]
-        assert rep.orphans_cancelled == ["manual-orphan"]
+        assert rep.orphans_cancelled == [own]
+        assert [o.client_id for o in await stops_of(rig, "ETHUSDT")] == ["manual-orphan"]
         stops = await stops_of(rig, "BTCUSDT")
         assert len(stops) == 1 and stops[0].client_id.endswith("-S2")
         assert stops[0].trigger_price == trade.stop_price

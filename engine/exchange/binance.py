@@ -82,6 +82,8 @@ CLIENT_ID_PATTERN = re.compile(r"^[.A-Za-z0-9_-]{1,36}$")
 KLINES_MAX = 1500
 PAGE_MAX = 1000
 TRADES_WINDOW = timedelta(days=7)
+RULES_MAX_AGE = timedelta(days=1)
+RULES_STALE_CODES = {-4014, -1111, -4164}
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,7 @@ class BinanceFutures:
         self.weight = WeightTracker(self._clock, self._sleep, budget_pct=weight_budget_pct)
         self._client: AsyncClient | None = None
         self._rules: dict[str, SymbolRules] = {}
+        self._rules_at: datetime | None = None
         self._offset_ms = 0
         self._banned_until: datetime | None = None
         self._cooldown_until: datetime | None = None
@@ -226,7 +229,10 @@ class BinanceFutures:
 
     # ------------------------------------------------------------------ market data
     async def symbol_rules(self) -> dict[str, SymbolRules]:
-        if not self._rules:
+        """Filters of every symbol, reloaded when a day old or after an order broke a filter (Binance changes
+        tick and step sizes; -4014, -1111 and -4164 say ours are stale)."""
+        stale = self._rules_at is None or self._clock.now() - self._rules_at >= RULES_MAX_AGE
+        if not self._rules or stale:
             await self._load_rules()
         return dict(self._rules)
 
@@ -381,6 +387,29 @@ class BinanceFutures:
         await self._call(f"cancel algo order {client_id} on {symbol}", client.futures_cancel_algo_order,
                          ("DELETE", "algoOrder"), private=True, idempotent=False, clientAlgoId=client_id)
 
+    async def open_orders(self, symbol: str | None = None) -> list[OrderResult]:
+        """Plain (non-conditional) open orders: limit orders resting on the book, the operator's included."""
+        client = self._require_client()
+        raw = await self._call(f"open orders {symbol or 'all symbols'}", client.futures_get_open_orders,
+                               ("GET", "openOrders"), private=True, idempotent=True, symbol=symbol)
+        return [_order_result(r) for r in raw]
+
+    async def cancel_all_orders(self, symbol: str) -> None:
+        """Every open order on ``symbol``: plain ones (``allOpenOrders``) and conditional ones
+        (``algoOpenOrders``; Binance's plain cancel-all does not cover them). Idempotent."""
+        client = self._require_client()
+        failed: ExchangeError | None = None
+        for op, fn, path in ((f"cancel all open orders on {symbol}", client.futures_cancel_all_open_orders,
+                              "allOpenOrders"),
+                             (f"cancel all algo orders on {symbol}", client.futures_cancel_all_algo_open_orders,
+                              "algoOpenOrders")):
+            try:  # the second is tried even if the first failed
+                await self._call(op, fn, ("DELETE", path), private=True, idempotent=True, symbol=symbol)
+            except ExchangeError as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+
     # ------------------------------------------------------------------ history
     async def fills(self, symbol: str, start: datetime) -> list[Fill]:
         """userTrades in 7-day windows (Binance's maximum range) from ``start`` to now."""
@@ -487,6 +516,7 @@ class BinanceFutures:
             except (KeyError, ValueError, ArithmeticError) as exc:
                 log.warning("skipping symbol %s: unreadable filters (%s)", entry.get("symbol"), exc)
         self._rules = rules
+        self._rules_at = self._clock.now()
 
     async def _load_brackets(self) -> dict[str, tuple[LeverageBracket, ...]]:
         client = self._require_client()
@@ -578,6 +608,8 @@ class BinanceFutures:
 
     def _remember(self, err: ExchangeError) -> None:
         self.errors[type(err).__name__] += 1
+        if err.code in RULES_STALE_CODES:
+            self._rules_at = None  # the next symbol_rules() reloads the filters
         if isinstance(err, IpBanned):
             self._banned_until = err.until
             log.error("%s", err)

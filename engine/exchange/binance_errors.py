@@ -25,6 +25,7 @@ from engine.exchange.errors import (
     OrderNotFound,
     OrderRejected,
     OrderStatusUnknown,
+    PositionNotReady,
     RateLimited,
     TimestampOutOfSync,
     TransientError,
@@ -40,7 +41,7 @@ _UNKNOWN_OUTCOME_CODES = {-1000, -1001, -1006, -1007}
 _AUTH_CODES = {-1002, -2014, -2015, -1022}
 _NOT_FOUND_CODES = {-2011, -2013}
 _WOULD_TRIGGER_CODES = {-2021, -4142}
-_MARGIN_CODES = {-2019, -2028, -4118}
+_MARGIN_CODES = {-2019, -2028}
 _FILTER_CODES = {-1111, -1013, -4003, -4005, -4014, -4023, -4024, -4025}
 _HEDGE_CODES = {-4061}
 
@@ -133,6 +134,12 @@ def _client_error(op: str, status: int, code: int | None, msg: str,
     if code in _WOULD_TRIGGER_CODES:
         return WouldTrigger(f"{op}: the trigger price is already crossed, the order would trigger "
                             f"immediately {tail}", code=code)
+    if code == -4509:
+        return PositionNotReady(f"{op}: Binance has not registered the position yet; retry in a moment {tail}",
+                                code=code)
+    if code == -4118:
+        return OrderRejected(f"{op}: reduce-only order failed Binance's margin check (usually another reduce-only "
+                             f"order already covers the position) {tail}", code=code)
     if code == -4164:
         return MinNotionalError(f"{op}: order value below the symbol's minimum notional {tail}", code=code)
     if code in _FILTER_CODES:

@@ -72,6 +72,11 @@ class WouldTrigger(OrderRejected):
     """-2021/-4142: a stop or take-profit would trigger immediately at the current price."""
 
 
+class PositionNotReady(OrderRejected):
+    """-4509: a close-position stop sent before Binance has registered the position (moments after an
+    entry). Worth retrying for a few seconds."""
+
+
 class MinNotionalError(OrderRejected):
     """-4164 or local check: order value is below the symbol's minimum notional."""
 

@@ -50,6 +50,7 @@ Simulation model
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -506,6 +507,14 @@ class PaperExchange:
                 del book.algos[client_id]
                 await PaperStore.update_order_status(conn, client_id, ProtectiveStatus.CANCELED.value,
                                                      self._now())
+
+    async def open_orders(self, symbol: str | None = None) -> list[OrderResult]:
+        return []  # the simulation has market and conditional orders only
+
+    async def cancel_all_orders(self, symbol: str) -> None:
+        for order in await self.open_protective_orders(symbol):
+            with contextlib.suppress(OrderNotFound):
+                await self.cancel_protective_order(symbol, order.client_id)
 
     async def _expire_algos(self, book: _Book, conn: aiosqlite.Connection, symbol: str, now: datetime) -> None:
         for order in book.algos_of(symbol):

@@ -40,7 +40,8 @@ class MarketData(Protocol):
     """Public market data: no keys needed."""
 
     async def symbol_rules(self) -> dict[str, SymbolRules]:
-        """Filters (and leverage brackets where known) of every USD-M symbol."""
+        """Filters (and leverage brackets where known) of every USD-M symbol; a live source reloads them when
+        a day old or after an order broke a filter."""
         ...
 
     async def klines(self, symbol: str, interval: str, *, start_ms: int | None = None,
@@ -112,6 +113,14 @@ class Exchange(MarketData, Protocol):
 
     async def cancel_protective_order(self, symbol: str, client_id: str) -> None:
         """Cancel by client id. Raises ``OrderNotFound`` if it is no longer open."""
+        ...
+
+    async def open_orders(self, symbol: str | None = None) -> list[OrderResult]:
+        """Plain (non-conditional) open orders, Vigil's and anyone else's."""
+        ...
+
+    async def cancel_all_orders(self, symbol: str) -> None:
+        """Cancel every open order on ``symbol``, plain and conditional, whoever placed it (kill-switch)."""
         ...
 
     async def fills(self, symbol: str, start: datetime) -> list[Fill]:

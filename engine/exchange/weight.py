@@ -59,7 +59,7 @@ def endpoint_weight(method: str, path: str, params: Mapping[str, object] | None 
         return 1 if has_symbol else 40
     if path == "premiumIndex":
         return 1 if has_symbol else 10
-    if path == "openAlgoOrders":
+    if path in ("openAlgoOrders", "openOrders"):
         return 1 if has_symbol else 40
     return _FIXED_WEIGHTS.get((method.upper(), path), 1)
 

@@ -364,6 +364,19 @@ class Breakers:
         await self._save(API_ERRORS, state, now)
         return events
 
+    async def record_monitor_failure(self, streak: int, limit: int, now: datetime) -> list[Event]:
+        """A monitor tick failed (``streak`` in a row). It counts as an API error, and ``limit`` failed ticks in a
+        row trip the API-error breaker at once: a failing 60-s monitor never reaches the errors-per-window count."""
+        events = await self.record_api_error(now)
+        if self.config.api_errors_max <= 0 or streak < limit:
+            return events
+        state = dict(await self._load(API_ERRORS))
+        if state.get("tripped"):
+            return events
+        _tripped(state, f"the position monitor failed {streak} ticks in a row", now, now + self.config.api_errors_pause)
+        await self._save(API_ERRORS, state, now)
+        return [*events, BreakerTripped(now, API_ERRORS, state["reason"])]
+
     # --- queries ----------------------------------------------------------------------------
     async def entries_blocked(self, symbol: str | None, now: datetime) -> str | None:
         """Why a new entry (on ``symbol``, or any symbol when ``None``) is refused now, or ``None``.

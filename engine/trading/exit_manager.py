@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from engine.events import Level, PartialExit, StopMoved
 from engine.exchange.errors import ExchangeError, WouldTrigger
-from engine.exchange.types import OrderStatus, Position, PositionSide
+from engine.exchange.types import Position, PositionSide
 from engine.policy.exits import CloseAll, ClosePartial, ExitConfig, MarketState, MoveStop, PositionState, evaluate_exits
 from engine.policy.exits import observe as observe_market
 from engine.trading.order_desk import OrderDesk
@@ -26,11 +26,18 @@ class ExitManager:
         self.config = config
 
     async def manage(self, trades: list[TradeRecord], positions: dict[str, Position],
-                     signals: dict[str, Signal]) -> None:
+                     signals: dict[str, Signal]) -> list[str]:
+        """Each trade on its own: one that raises is reported (returned) and does not stop the others."""
+        failures: list[str] = []
         for trade in trades:
             position = positions.get(trade.symbol)
             if trade.status is TradeStatus.OPEN and position is not None:
-                await self._manage_one(trade, position, signals.get(trade.symbol))
+                try:
+                    await self._manage_one(trade, position, signals.get(trade.symbol))
+                except Exception as exc:  # isolation: the other trades must still be trailed and closed
+                    log.exception("exit management of %s trade %s failed", trade.symbol, trade.id)
+                    failures.append(f"{trade.symbol} trade {trade.id} exits: {exc}")
+        return failures
 
     async def _manage_one(self, trade: TradeRecord, position: Position, signal: Signal | None) -> None:
         desk, now = self.desk, self.desk.clock.now()
@@ -42,7 +49,8 @@ class ExitManager:
         # the exchange and the order book are the truth: a partial whose answer was lost (and was resolved by
         # reconciliation) counts as done, so a restart never takes the same ladder step twice
         partials = await desk.repos.orders.for_trade(trade.id, OrderPurpose.PARTIAL)
-        filled = sum(1 for o in partials if o.status is OrderState.FILLED)
+        filled = sum(1 for o in partials if o.status is OrderState.FILLED
+                     or (o.status is OrderState.EXPIRED and (o.filled_quantity or 0) > 0))
         state = replace(state, quantity=position.quantity, stop_price=trade.stop_price,
                         partials_done=max(state.partials_done, filled))
         market = MarketState(mark_price=position.mark_price,
@@ -76,8 +84,13 @@ class ExitManager:
         the position is closed at market. True if the stop now sits at ``new_price``."""
         desk = self.desk
         old_price = trade.stop_price
-        if await desk.cancel_protective(trade, OrderPurpose.STOP_LOSS) is OrderState.TRIGGERED:
+        cancelled = await desk.cancel_protective(trade, OrderPurpose.STOP_LOSS)
+        if cancelled is OrderState.TRIGGERED:
             return False  # the stop fired meanwhile; reconciliation books the close
+        if cancelled is OrderState.OPEN:  # the old stop could not be cancelled: it still protects, unmoved
+            await desk.alert(Level.WARNING, f"{trade.symbol}: stop could not be moved to {new_price} (the old "
+                             f"one could not be cancelled); it stays at {old_price}")
+            return False
         try:
             await desk.place_protective(trade, OrderPurpose.STOP_LOSS, new_price)
         except WouldTrigger:
@@ -103,8 +116,8 @@ class ExitManager:
         side = PositionSide(trade.side)
         result = await desk.market_order(trade, OrderPurpose.PARTIAL, side.exit_side, quantity, reduce_only=True,
                                          reason=reason)
-        if result is None or result.status is not OrderStatus.FILLED:
-            return None
+        if result is None or result.filled_quantity <= 0:
+            return None  # an EXPIRED order with an executed quantity counts: that part is closed
         filled = result.filled_quantity
         await desk.repos.trades.update_quantity(trade.id, max(trade.quantity - filled, Decimal(0)), desk.clock.now())
         pnl = (result.avg_price - (trade.entry_price or result.avg_price)) * filled * side.sign

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -17,7 +18,9 @@ from core.enums import ExitReason
 from engine.events import Alert, EventBus, Level, TradeClosed, TradeOpened
 from engine.exchange.errors import (
     ExchangeError,
+    FilterViolation,
     InsufficientMargin,
+    MinNotionalError,
     OrderNotFound,
     OrderRejected,
     OrderStatusUnknown,
@@ -37,6 +40,7 @@ from engine.exchange.types import (
     SymbolRules,
 )
 from engine.policy.exits import PositionState
+from engine.retrying import RetryBudget, RetryWindow, Sleep, worth_retrying
 from engine.trading.trade_memory import TradeMemory
 from storage.records import OrderPurpose, OrderState, TradeRecord
 from storage.repositories import Repositories
@@ -46,6 +50,11 @@ log = logging.getLogger(__name__)
 FILL_LOOKBACK = timedelta(seconds=5)
 LIQUIDATION_TOLERANCE = Decimal("0.005")
 PRICE_QUANTUM = Decimal("0.00000001")  # average exit prices over several fills are kept to 8 decimals
+RULES_MAX_AGE = timedelta(days=1)
+# userTrades can lag a fill by a moment: a close is booked once its exit fills add up to the position, or after
+# this long with what there is (and an alert)
+BOOKING_WAIT = timedelta(minutes=10)
+FEE_PRICE_INTERVAL = "5m"  # a commission paid in BNB is valued at the open of the 5m candle of its fill
 
 KIND_OF = {OrderPurpose.STOP_LOSS: ProtectiveKind.STOP_LOSS, OrderPurpose.TAKE_PROFIT: ProtectiveKind.TAKE_PROFIT}
 
@@ -55,8 +64,10 @@ PricesAt = Callable[[Decimal], tuple[Decimal, Decimal]]
 
 class OrderDesk:
     def __init__(self, *, exchange: Exchange, repos: Repositories, bus: EventBus, clock: Clock, mode: str,
-                 memory: TradeMemory) -> None:
+                 memory: TradeMemory, sleep: Sleep | None = None, retry: RetryBudget | None = None) -> None:
         self.exchange = exchange
+        self.sleep = sleep
+        self.retry = retry or RetryBudget()
         self.repos = repos
         self.bus = bus
         self.clock = clock
@@ -65,10 +76,36 @@ class OrderDesk:
         self.rules: dict[str, SymbolRules] = {}
         self.on_trade_closed: ClosedHook | None = None
         self._instance = ""
+        self._rules_at: datetime | None = None
+        self._booking_since: dict[int, datetime] = {}
 
     async def start(self) -> None:
         self._instance = await self.repos.state.instance_id(self.clock.now())
+        await self.refresh_rules()
+
+    async def refresh_rules(self, *, force: bool = True) -> None:
+        """Reload the symbol filters (daily, and at once after an order broke one: Binance changes them)."""
+        if not force and self._rules_at is not None and self.clock.now() - self._rules_at < RULES_MAX_AGE:
+            return
         self.rules = await self.exchange.symbol_rules()
+        self._rules_at = self.clock.now()
+
+    async def _after_rejection(self, exc: ExchangeError) -> None:
+        if isinstance(exc, FilterViolation | MinNotionalError):
+            log.warning("%s; reloading the symbol filters", exc)
+            try:
+                await self.refresh_rules()
+            except ExchangeError as reload_exc:
+                log.warning("symbol filters could not be reloaded now: %s", reload_exc)
+                self._rules_at = None
+
+    @property
+    def own_prefix(self) -> str:
+        """Every client id Vigil (this database) sends starts with this."""
+        return f"vg{self._instance}-"
+
+    def window(self) -> RetryWindow:
+        return RetryWindow(self.retry, self.clock, self.sleep)
 
     def client_id(self, trade_id: int, purpose: OrderPurpose, attempt: int) -> str:
         """Deterministic, ≤ 36 chars of Binance's allowed alphabet: ``vg<inst>-<trade>-<P><attempt>``."""
@@ -118,6 +155,7 @@ class OrderDesk:
         except OrderRejected as exc:
             await self.repos.orders.update(cid, status=OrderState.REJECTED, now=self.clock.now(), error=str(exc))
             log.info("order %s rejected: %s", cid, exc)
+            await self._after_rejection(exc)
             if reduce_only or isinstance(exc, InsufficientMargin):
                 await self.alert(Level.WARNING, f"{symbol}: order {cid} rejected by the exchange: {exc}")
             return self._refused(symbol, cid, side, quantity, reduce_only)
@@ -173,13 +211,12 @@ class OrderDesk:
         return trade
 
     async def protect(self, trade: TradeRecord, stop: Decimal, take: Decimal | None) -> bool:
-        """Place stop then take-profit. If the stop cannot be placed, close at market. True if protected."""
+        """Place stop then take-profit. If the stop cannot be placed (after retrying for a bounded time), close
+        at market. True if protected."""
         try:
             await self.place_protective(trade, OrderPurpose.STOP_LOSS, stop)
         except ExchangeError as exc:
-            await self.alert(Level.CRITICAL, f"{trade.symbol}: stop-loss could not be placed ({exc}); "
-                             "closing the position at market")
-            await self.exit(trade, "stop_unplaceable")
+            await self.give_up_protecting(trade, exc)
             return False
         if take is not None:
             try:
@@ -189,7 +226,15 @@ class OrderDesk:
                                  "the stop-loss still protects the position")
         return True
 
+    async def give_up_protecting(self, trade: TradeRecord, exc: ExchangeError) -> None:
+        await self.alert(Level.CRITICAL, f"{trade.symbol}: stop-loss could not be placed ({exc}) after retrying "
+                         f"for {self.retry.total.total_seconds():.0f}s; closing the position at market")
+        await self.exit(trade, "stop_unplaceable")
+
     async def place_protective(self, trade: TradeRecord, purpose: OrderPurpose, trigger: Decimal) -> ProtectiveOrder:
+        """Place a close-position stop or take-profit, retrying refusals that may pass a moment later (-4509,
+        429, 5xx, lost answers) for a bounded time; before every retry the client id is queried, so a request
+        that did land is never sent twice. Raises the last error when it cannot be placed."""
         side = PositionSide(trade.side).exit_side
         cid = self.client_id(trade.id, purpose, await self.next_attempt(trade.id, purpose))
         kind = KIND_OF[purpose]
@@ -197,18 +242,29 @@ class OrderDesk:
             client_id=cid, trade_id=trade.id, mode=self.mode, symbol=trade.symbol, purpose=purpose,
             side=side.value, order_type=kind.value, quantity=None, trigger_price=trigger, reduce_only=True,
             now=self.clock.now())
-        try:
-            order = await self.exchange.place_protective_order(trade.symbol, side, kind, trigger, cid)
-        except OrderStatusUnknown:
-            found = await self.exchange.get_protective_order(trade.symbol, cid)
-            if found is None:
-                await self.repos.orders.update(cid, status=OrderState.UNKNOWN, now=self.clock.now())
-                raise
-            order = found
-        except ExchangeError as exc:
-            await self.repos.orders.update(cid, status=OrderState.REJECTED, now=self.clock.now(), error=str(exc))
-            raise
-        await self.repos.orders.update(cid, status=OrderState.OPEN, now=self.clock.now(),
+        window = self.window()
+        while True:
+            try:
+                order = await self.exchange.place_protective_order(trade.symbol, side, kind, trigger, cid)
+                break
+            except ExchangeError as exc:
+                duplicate = isinstance(exc, OrderRejected) and exc.code == -4116  # an earlier try did land
+                if not (duplicate or worth_retrying(exc)):
+                    await self.repos.orders.update(cid, status=OrderState.REJECTED, now=self.clock.now(),
+                                                   error=str(exc))
+                    await self._after_rejection(exc)
+                    raise
+                found = await self._query_protective(trade.symbol, cid)
+                if found is not None and found.status is not ProtectiveStatus.REJECTED:
+                    order = found
+                    break
+                if window.spent:
+                    state = OrderState.UNKNOWN if isinstance(exc, OrderStatusUnknown) else OrderState.REJECTED
+                    await self.repos.orders.update(cid, status=state, now=self.clock.now(), error=str(exc))
+                    raise
+                log.warning("%s: %s could not be placed yet (%s); retrying", trade.symbol, cid, exc)
+                await window.pause()
+        await self.repos.orders.update(cid, status=order_state_of(order), now=self.clock.now(),
                                        exchange_id=order.exchange_id)
         if purpose is OrderPurpose.STOP_LOSS:
             await self.repos.trades.update_protection(trade.id, stop_price=trigger, now=self.clock.now())
@@ -216,22 +272,51 @@ class OrderDesk:
             await self.repos.trades.update_protection(trade.id, take_profit_price=trigger, now=self.clock.now())
         return order
 
+    async def _query_protective(self, symbol: str, cid: str) -> ProtectiveOrder | None:
+        try:
+            return await self.exchange.get_protective_order(symbol, cid)
+        except ExchangeError as exc:
+            log.warning("query of %s failed: %s", cid, exc)
+            return None
+
     async def cancel_protective(self, trade: TradeRecord, purpose: OrderPurpose | None = None) -> OrderState | None:
         """Cancel the trade's open protective orders (of one ``purpose``, or all). Returns TRIGGERED if one
-        of them had already fired, else the last state recorded."""
-        last: OrderState | None = None
+        of them had already fired, else OPEN if one could not be cancelled (it still stands), else the last
+        state recorded."""
+        states: list[OrderState] = []
         for order in await self.repos.orders.open_protective(trade.id):
             if purpose is not None and order.purpose is not purpose:
                 continue
-            try:
-                await self.exchange.cancel_protective_order(trade.symbol, order.client_id)
-                state = OrderState.CANCELED
-            except OrderNotFound:
-                found = await self.exchange.get_protective_order(trade.symbol, order.client_id)
-                state = order_state_of(found) if found is not None else OrderState.EXPIRED
+            state = await self.cancel_one(trade.symbol, order.client_id)
             await self.repos.orders.update(order.client_id, status=state, now=self.clock.now())
-            last = OrderState.TRIGGERED if OrderState.TRIGGERED in (state, last) else state
-        return last
+            states.append(state)
+        for worst in (OrderState.TRIGGERED, OrderState.OPEN):
+            if worst in states:
+                return worst
+        return states[-1] if states else None
+
+    async def cancel_one(self, symbol: str, cid: str) -> OrderState:
+        """Cancel one conditional order and say what became of it. An answer that is not definite (a lost
+        answer, an unexpected code) is resolved by querying ``clientAlgoId``, retrying for a bounded time;
+        OPEN means it still stands."""
+        window = self.window()
+        while True:
+            try:
+                await self.exchange.cancel_protective_order(symbol, cid)
+                return OrderState.CANCELED
+            except OrderNotFound:
+                found = await self._query_protective(symbol, cid)
+                if found is None or not found.status.is_open:
+                    return order_state_of(found) if found is not None else OrderState.EXPIRED
+            except ExchangeError as exc:
+                log.warning("cancel of %s had no definite answer (%s); querying it", cid, exc)
+                found = await self._query_protective(symbol, cid)
+                if found is not None and not found.status.is_open:
+                    return order_state_of(found)
+            if window.spent:
+                log.warning("%s on %s could not be cancelled; it stays open", cid, symbol)
+                return OrderState.OPEN
+            await window.pause()
 
     # ------------------------------------------------------------------ closing and booking
     async def exit(self, trade: TradeRecord, reason: str) -> TradeRecord | None:
@@ -249,7 +334,10 @@ class OrderDesk:
                                  "with its exchange-side stop. Check the account.")
                 return None
         await self.cancel_protective(trade)
-        return await self.book_close(trade, reason)
+        window = self.window()  # our own close just filled: its fills show in userTrades within moments
+        while (booked := await self.book_close(trade, reason)) is None and not window.spent:
+            await window.pause()
+        return booked
 
     async def exit_reason(self, trade: TradeRecord) -> str:
         """Why the position of ``trade`` is gone: our own exit (whose answer may have been lost), its stop
@@ -272,6 +360,8 @@ class OrderDesk:
         since = trade.created_at - FILL_LOOKBACK
         exits = [f for f in await self.exchange.fills(trade.symbol, since)
                  if f.side is PositionSide(trade.side).exit_side]
+        if exits and (exits[-1].client_id or "").startswith("adl_autoclose"):
+            return "adl"  # auto-deleveraging: Binance names the order adl_autoclose
         if exits and (exits[-1].client_id or "").startswith("autoclose-"):
             return ExitReason.LIQUIDATION  # Binance names liquidation orders autoclose-…
         liq = trade.liquidation_price
@@ -279,17 +369,28 @@ class OrderDesk:
             return ExitReason.LIQUIDATION
         return ExitReason.MANUAL
 
-    async def book_close(self, trade: TradeRecord, reason: str) -> TradeRecord:
-        """Book a trade whose position is gone, from the exchange's own fills and funding payments."""
+    async def book_close(self, trade: TradeRecord, reason: str) -> TradeRecord | None:
+        """Book a trade whose position is gone, from the exchange's own fills and funding payments. ``None``
+        while the exit fills do not add up to the position yet (userTrades lags a fill by a moment): the
+        caller's next monitor tick books it."""
         # from the intent (before the entry was sent), minus clock skew; fills already booked to another trade
         # (a previous trade's exit moments before this one's intent) are not ours
         since = trade.created_at - FILL_LOOKBACK
         others = await self.repos.ledger.fill_ids_of_other_trades(self.mode, trade.symbol, trade.id, since)
         fills = [f for f in await self.exchange.fills(trade.symbol, since)
                  if f.time >= since and f.trade_id not in others]
-        funding = await self.exchange.funding_payments(trade.symbol, trade.created_at)
         exits = [f for f in fills if f.side is PositionSide(trade.side).exit_side]
         exit_qty = sum((f.quantity for f in exits), Decimal(0))
+        if exit_qty < trade.initial_quantity and not self._waited_long_enough(trade):
+            log.info("%s: exit fills of trade %s add up to %s of %s so far; booking on a later tick", trade.symbol,
+                     trade.id, exit_qty, trade.initial_quantity)
+            return None
+        self._booking_since.pop(trade.id, None)
+        if exit_qty < trade.initial_quantity:
+            await self.alert(Level.WARNING, f"{trade.symbol}: trade {trade.id} is booked with exit fills for "
+                             f"{exit_qty} of {trade.initial_quantity} after waiting {BOOKING_WAIT}; check its P&L")
+        fills = [await self._in_usdt(f) for f in fills]
+        funding = await self.exchange.funding_payments(trade.symbol, trade.created_at)
         exit_price = _trim(sum((f.price * f.quantity for f in exits), Decimal(0)) / exit_qty) \
             if exit_qty else (trade.entry_price or Decimal(0))
         realized = sum((f.realized_pnl for f in fills), Decimal(0))
@@ -312,6 +413,23 @@ class OrderDesk:
         if self.on_trade_closed is not None:
             await self.on_trade_closed(booked, event)
         return booked
+
+    def _waited_long_enough(self, trade: TradeRecord) -> bool:
+        first = self._booking_since.setdefault(trade.id, self.clock.now())
+        return self.clock.now() - first >= BOOKING_WAIT
+
+    async def _in_usdt(self, fill: Fill) -> Fill:
+        """A commission paid in another asset (BNB fee discount) valued in USDT at its fill time."""
+        if fill.fee_asset in ("USDT", "") or fill.fee == 0:
+            return fill
+        symbol = f"{fill.fee_asset}USDT"
+        bucket = int(fill.time.timestamp() * 1000) // 300_000 * 300_000
+        batch = await self.exchange.klines(symbol, FEE_PRICE_INTERVAL, start_ms=bucket, limit=1)
+        if len(batch) == 0:
+            raise ExchangeError(f"{fill.symbol}: no {symbol} price at {fill.time:%Y-%m-%d %H:%M} to value a "
+                                f"{fill.fee_asset} commission; booking is retried on the next tick")
+        price = Decimal(repr(float(batch.open[0])))
+        return replace(fill, fee=(fill.fee * price).quantize(PRICE_QUANTUM), fee_asset="USDT")
 
     async def _ledger_fill(self, trade: TradeRecord, fill: Fill) -> None:
         await self.repos.ledger.add_fill(

@@ -7,13 +7,17 @@ Run at start and on every monitor tick, under the trader's lock:
   liquidation or manual) from the exchange's fills and funding;
 - a position unknown to the books is adopted, protected at the maximum stop distance and reported;
 - an open trade's quantity follows its position (a partial exit whose answer was lost);
-- a missing stop (or take-profit) is re-placed; conditional orders with no position are cancelled.
+- a missing stop (or take-profit) is re-placed; Vigil's own conditional orders with no position are cancelled
+  (never the operator's).
+
+Each trade, and each step, is isolated: one that keeps raising is reported in ``ReconcileReport.failures`` and
+does not stop the others from being protected and booked.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -27,10 +31,11 @@ from engine.exchange.types import (
     PositionSide,
     ProtectiveKind,
     ProtectiveOrder,
+    SymbolRules,
 )
 from engine.policy.risk import RiskConfig, protective_prices
 from engine.trading.order_desk import OrderDesk, order_state_of
-from storage.records import OrderPurpose, OrderState, TradeRecord, TradeStatus
+from storage.records import OrderPurpose, OrderRecord, OrderState, TradeRecord, TradeStatus
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +47,27 @@ class ReconcileReport:
     orphans_cancelled: list[str] = field(default_factory=list)
     resolved_orders: list[str] = field(default_factory=list)
     positions: dict[str, Position] | None = None  # as read at the start; None when the books changed
+    failures: list[str] = field(default_factory=list)  # steps that raised (each isolated from the others)
+
+
+# a lost entry answer whose order the exchange does not know (yet) stays unresolved this many ticks before it is
+# called never sent: the query can miss an order the matching engine is still processing
+UNRESOLVED_TICKS = 5
 
 
 class Reconciler:
     def __init__(self, desk: OrderDesk, risk: RiskConfig) -> None:
         self.desk = desk
         self.risk = risk
+        self._misses: dict[str, int] = {}
+
+    async def _isolated(self, what: str, step: Awaitable[object], report: ReconcileReport) -> None:
+        """Run one step; a failure is logged, reported and left for the next tick."""
+        try:
+            await step
+        except Exception as exc:
+            log.exception("reconciliation step failed: %s", what)
+            report.failures.append(f"{what}: {exc}")
 
     @property
     def _repos(self):  # noqa: ANN202 - shorthand
@@ -56,60 +76,77 @@ class Reconciler:
     async def run(self) -> ReconcileReport:
         report = ReconcileReport()
         desk = self.desk
-        await self._resolve_unknown_orders(report)
+        for order in await self._repos.orders.unresolved(desk.mode):
+            await self._isolated(f"resolve order {order.client_id}", self._resolve_order(order, report), report)
         positions = {p.symbol: p for p in await desk.exchange.positions()}
         by_symbol: dict[str, list[ProtectiveOrder]] = {}
         for order in await desk.exchange.open_protective_orders():
             by_symbol.setdefault(order.symbol, []).append(order)
         active = await self._repos.trades.active(desk.mode)
         for trade in active:
-            position = positions.get(trade.symbol)
-            if trade.status is TradeStatus.PENDING:
-                await self._resolve_pending(trade, position, report)
-            elif position is None:
-                reason = await desk.exit_reason(trade)
-                await desk.cancel_protective(trade)
-                await desk.book_close(trade, reason)
-                report.closed.append(trade.id)
-            else:
-                if trade.quantity != position.quantity:  # e.g. a partial exit whose answer was lost
-                    await self._repos.trades.update_quantity(trade.id, position.quantity, desk.clock.now())
-                await self._ensure_stop(trade, by_symbol.get(trade.symbol, []), report)
+            await self._isolated(f"{trade.symbol} trade {trade.id}",
+                                 self._reconcile_trade(trade, positions.get(trade.symbol),
+                                                       by_symbol.get(trade.symbol, []), report), report)
         known = {t.symbol for t in active}
         for symbol, position in positions.items():
             if symbol not in known:
-                await self._adopt(position, report)
+                await self._isolated(f"adopt {symbol}", self._adopt(position, report), report)
         for symbol, orders in by_symbol.items():
             if symbol not in positions:
                 for order in orders:
-                    await self._cancel_orphan(order, report)
+                    await self._isolated(f"orphan {order.client_id}", self._cancel_orphan(order, report), report)
         if not (report.closed or report.adopted):
             report.positions = positions
         return report
 
-    async def _resolve_unknown_orders(self, report: ReconcileReport) -> None:
+    async def _reconcile_trade(self, trade: TradeRecord, position: Position | None,
+                               orders: Sequence[ProtectiveOrder], report: ReconcileReport) -> None:
+        desk = self.desk
+        if trade.status is TradeStatus.PENDING:
+            await self._resolve_pending(trade, position, report)
+        elif position is None:
+            reason = await desk.exit_reason(trade)
+            await desk.cancel_protective(trade)
+            if await desk.book_close(trade, reason) is not None:
+                report.closed.append(trade.id)
+        else:
+            if trade.quantity != position.quantity:  # e.g. a partial exit whose answer was lost
+                await self._repos.trades.update_quantity(trade.id, position.quantity, desk.clock.now())
+            await self._ensure_stop(trade, position, orders, report)
+
+    async def _resolve_order(self, order: OrderRecord, report: ReconcileReport) -> None:
         desk, now = self.desk, self.desk.clock.now()
-        for order in await self._repos.orders.unresolved(desk.mode):
-            if order.purpose in (OrderPurpose.STOP_LOSS, OrderPurpose.TAKE_PROFIT):
-                found_p = await desk.exchange.get_protective_order(order.symbol, order.client_id)
-                state = order_state_of(found_p) if found_p is not None else OrderState.REJECTED
-                await self._repos.orders.update(order.client_id, status=state, now=now,
-                                                exchange_id=found_p.exchange_id if found_p else None,
-                                                error=None if found_p else "never reached the exchange")
+        if order.purpose in (OrderPurpose.STOP_LOSS, OrderPurpose.TAKE_PROFIT):
+            found_p = await desk.exchange.get_protective_order(order.symbol, order.client_id)
+            state = order_state_of(found_p) if found_p is not None else OrderState.REJECTED
+            await self._repos.orders.update(order.client_id, status=state, now=now,
+                                            exchange_id=found_p.exchange_id if found_p else None,
+                                            error=None if found_p else "never reached the exchange")
+        else:
+            found = await desk.exchange.get_order(order.symbol, order.client_id)
+            if found is None:
+                misses = self._misses.get(order.client_id, 0) + 1
+                if order.purpose is OrderPurpose.ENTRY and misses < UNRESOLVED_TICKS:
+                    self._misses[order.client_id] = misses  # the exchange may not show it yet: ask again
+                    await self._repos.orders.update(order.client_id, status=OrderState.UNKNOWN, now=now)
+                    return
+                self._misses.pop(order.client_id, None)
+                await self._repos.orders.update(order.client_id, status=OrderState.REJECTED, now=now,
+                                                error="never reached the exchange")
             else:
-                found = await desk.exchange.get_order(order.symbol, order.client_id)
-                if found is None:
-                    await self._repos.orders.update(order.client_id, status=OrderState.REJECTED, now=now,
-                                                    error="never reached the exchange")
-                else:
-                    await desk.record_order_result(found)
-            report.resolved_orders.append(order.client_id)
+                self._misses.pop(order.client_id, None)
+                await desk.record_order_result(found)
+        report.resolved_orders.append(order.client_id)
 
     async def _resolve_pending(self, trade: TradeRecord, position: Position | None,
                                report: ReconcileReport) -> None:
         """A trade whose entry outcome was not confirmed (crash or lost answer) after its orders are resolved:
-        the exchange position decides. No position → the entry never filled; a position → protect it."""
+        the exchange position decides. No position → the entry never filled (once its order is known never to
+        have reached the exchange); a position → protect it at the trade's own planned stop."""
         if position is None:
+            entries = await self._repos.orders.for_trade(trade.id, OrderPurpose.ENTRY)
+            if any(not o.status.is_final for o in entries):
+                return  # still unresolved: decided on a later tick
             await self._repos.trades.mark_failed(trade.id, "entry never filled", self.desk.clock.now())
             return
         entries = await self._repos.orders.for_trade(trade.id, OrderPurpose.ENTRY)
@@ -131,10 +168,10 @@ class Reconciler:
                 trade.score, opened_at=trade.created_at) is not None:
             report.adopted.append(trade.id)
 
-    async def _ensure_stop(self, trade: TradeRecord, orders: Sequence[ProtectiveOrder],
+    async def _ensure_stop(self, trade: TradeRecord, position: Position, orders: Sequence[ProtectiveOrder],
                            report: ReconcileReport) -> None:
         desk = self.desk
-        if any(o.kind is ProtectiveKind.STOP_LOSS and o.status.is_open for o in orders):
+        if any(protects(o, position) for o in orders):
             await self._ensure_take_profit(trade, orders)
             return
         await desk.alert(Level.WARNING, f"{trade.symbol}: stop-loss missing on the exchange; re-placing it at "
@@ -148,9 +185,7 @@ class Reconciler:
                              f"{trade.stop_price}; closing at market")
             await desk.exit(trade, ExitReason.STOP_LOSS)
         except ExchangeError as exc:
-            await desk.alert(Level.CRITICAL, f"{trade.symbol}: stop-loss could not be re-placed ({exc}); "
-                             "closing at market")
-            await desk.exit(trade, "stop_unplaceable")
+            await desk.give_up_protecting(trade, exc)
 
     async def _ensure_take_profit(self, trade: TradeRecord, orders: Sequence[ProtectiveOrder]) -> None:
         if trade.take_profit_price is None or any(
@@ -176,19 +211,56 @@ class Reconciler:
             await desk.alert(Level.CRITICAL, f"{position.symbol}: unknown position on a symbol without rules; "
                              "close it by hand")
             return
-        max_dist = position.entry_price * self.risk.max_stop_pct / Decimal(100)
-        atr_equiv = max_dist / self.risk.stop_atr_mult
-        stop, take = protective_prices(rules, position.side, position.entry_price, max_dist, atr_equiv, self.risk)
+        stop, take = self._adoption_prices(rules, position, position.mark_price)
         trade = await self._repos.trades.create(
             mode=desk.mode, symbol=position.symbol, side=position.side.value, quantity=position.quantity,
             stop_price=stop, take_profit_price=take, leverage=position.leverage, score=None, votes=["adopted"],
             now=desk.clock.now(), status=TradeStatus.OPEN, entry_price=position.entry_price)
         await desk.alert(Level.WARNING, f"{position.symbol}: found a {position.side.value} position of "
-                         f"{position.quantity} not opened by Vigil; adopted it and placed a stop at {stop}")
-        if await desk.protect(trade, stop, take):
-            report.adopted.append(trade.id)
+                         f"{position.quantity} not opened by Vigil; adopted it and placing a stop at {stop}")
+        window = desk.window()
+        while True:
+            try:
+                await desk.place_protective(trade, OrderPurpose.STOP_LOSS, stop)
+                break
+            except WouldTrigger as exc:
+                # the mark moved past the level meanwhile: place it again from the fresh mark, never through it
+                mark = (await desk.exchange.mark_price(position.symbol)).mark_price
+                stop, take = self._adoption_prices(rules, position, mark)
+                if window.spent:
+                    await desk.give_up_protecting(trade, exc)
+                    return
+                await window.pause()
+            except ExchangeError as exc:
+                await desk.give_up_protecting(trade, exc)
+                return
+        if take is not None:
+            try:
+                await desk.place_protective(trade, OrderPurpose.TAKE_PROFIT, take)
+            except ExchangeError as exc:
+                log.warning("%s: take-profit of the adopted position could not be placed: %s", position.symbol, exc)
+        report.adopted.append(trade.id)
+
+    def _adoption_prices(self, rules: SymbolRules, position: Position,
+                         mark: Decimal) -> tuple[Decimal, Decimal | None]:
+        """Stop at the maximum distance from the entry; if the mark is already past that level (an operator's
+        position deep under water), the same distance from the mark instead, never through the price. The
+        take-profit is left out when the mark is already past it."""
+        max_dist = position.entry_price * self.risk.max_stop_pct / Decimal(100)
+        atr_equiv = max_dist / self.risk.stop_atr_mult
+        stop, take = protective_prices(rules, position.side, position.entry_price, max_dist, atr_equiv, self.risk)
+        sign = position.side.sign
+        if mark > 0 and (mark - stop) * sign <= 0:
+            mark_dist = mark * self.risk.max_stop_pct / Decimal(100)
+            stop, _ = protective_prices(rules, position.side, mark, mark_dist, mark_dist / self.risk.stop_atr_mult,
+                                        self.risk)
+        if mark > 0 and (take - mark) * sign <= 0:
+            return stop, None
+        return stop, take
 
     async def _cancel_orphan(self, order: ProtectiveOrder, report: ReconcileReport) -> None:
+        if not order.client_id.startswith(self.desk.own_prefix):
+            return  # the operator's (or another bot's) order: not Vigil's to cancel
         try:
             await self.desk.exchange.cancel_protective_order(order.symbol, order.client_id)
         except OrderNotFound:
@@ -197,3 +269,12 @@ class Reconciler:
         if await self._repos.orders.get(order.client_id) is not None:
             await self._repos.orders.update(order.client_id, status=OrderState.CANCELED, now=self.desk.clock.now())
         log.info("cancelled orphaned %s %s on %s (no position)", order.kind.value, order.client_id, order.symbol)
+
+
+def protects(order: ProtectiveOrder, position: Position) -> bool:
+    """An open stop on the closing side of ``position``, below a long's mark or above a short's."""
+    if order.kind is not ProtectiveKind.STOP_LOSS or not order.status.is_open:
+        return False
+    if order.side is not position.side.exit_side:
+        return False
+    return position.mark_price <= 0 or (position.mark_price - order.trigger_price) * position.side.sign > 0

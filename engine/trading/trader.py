@@ -24,19 +24,21 @@ from decimal import Decimal
 from core.clock import Clock
 from core.enums import ExitReason
 from engine.events import EventBus, Level, ScanCompleted, TradeClosed
+from engine.exchange.errors import ExchangeError
 from engine.exchange.protocol import Exchange
 from engine.exchange.types import Balance, LeverageBracket, MarginType, Position, PositionSide
 from engine.market import MarketDataService
 from engine.policy.adaptive import AdaptiveConfig, TradeOutcome, adaptive_levels, regime_of
 from engine.policy.exits import ExitConfig
 from engine.policy.risk import LimitsConfig, OpenPosition, RiskConfig, entry_limits_block, plan_entry
+from engine.retrying import Sleep
 from engine.trading.breakers import AccountSnapshot, BreakerConfig, Breakers
 from engine.trading.exit_manager import ExitManager
 from engine.trading.halts import HaltState, load_halts
 from engine.trading.order_desk import OrderDesk
 from engine.trading.reconciler import Reconciler, ReconcileReport
 from engine.trading.trade_memory import TradeMemory
-from storage.records import OrderPurpose, TradeRecord
+from storage.records import OrderPurpose, TradeRecord, TradeStatus
 from storage.repositories import Repositories
 from strategies.consensus import Consensus
 from strategies.llm import LlmPanel
@@ -80,10 +82,16 @@ class ScanReport:
     halted: str = ""
 
 
+@dataclass(slots=True)
+class FlattenReport:
+    closed: list[TradeRecord] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # symbol → what could not be done
+
+
 class Trader:
     def __init__(self, *, exchange: Exchange, market: MarketDataService, consensus: Consensus,
                  repos: Repositories, bus: EventBus, clock: Clock, config: TraderConfig,
-                 breakers: Breakers | None = None, llm: LlmPanel | None = None) -> None:
+                 breakers: Breakers | None = None, llm: LlmPanel | None = None, sleep: Sleep | None = None) -> None:
         self.exchange = exchange
         self.market = market
         self.consensus = consensus
@@ -97,7 +105,7 @@ class Trader:
         self.breakers = breakers or Breakers(repos.state, _NO_BREAKERS, key_prefix=f"breaker:{config.mode}:")
         self.memory = TradeMemory(repos.state, config.mode)
         self.desk = OrderDesk(exchange=exchange, repos=repos, bus=bus, clock=clock, mode=config.mode,
-                              memory=self.memory)
+                              memory=self.memory, sleep=sleep)
         self.desk.on_trade_closed = self._on_trade_closed
         self.reconciler = Reconciler(self.desk, config.risk)
         self.exits = ExitManager(self.desk, config.exits) if config.exits is not None else None
@@ -286,6 +294,67 @@ class Trader:
                     closed.append(result)
         return closed
 
+    async def flatten_account(self, reason: str = "kill_switch", rounds: int = 3) -> FlattenReport:
+        """The kill-switch: close every position on the exchange (known to the books or not) and cancel every
+        open order, conditional and plain, whoever placed it. A symbol that fails does not stop the others; it
+        is retried (``rounds`` passes) and what could still not be done is reported."""
+        report = FlattenReport()
+        async with self._lock:
+            window = self.desk.window()
+            for attempt in range(rounds):
+                report.failed = {}
+                try:
+                    symbols = await self._symbols_to_flatten()
+                except Exception as exc:  # the account could not even be read: try again
+                    report.failed["account"] = str(exc)
+                    symbols = {}
+                for symbol, position in sorted(symbols.items()):
+                    try:
+                        await self._flatten_symbol(symbol, position, reason, report)
+                    except Exception as exc:  # one symbol failing must not stop the others
+                        log.exception("kill-switch: %s could not be flattened", symbol)
+                        report.failed[symbol] = str(exc)
+                if not report.failed:
+                    try:
+                        left = await self._symbols_to_flatten()
+                    except Exception as exc:
+                        report.failed["account"] = str(exc)
+                        left = {}
+                    report.failed.update({s: "still open after closing" for s in left})
+                if not report.failed or attempt == rounds - 1:
+                    break
+                await window.pause()
+        if report.failed:
+            await self.desk.alert(Level.CRITICAL, "kill-switch could not finish: " + "; ".join(
+                f"{symbol}: {why}" for symbol, why in sorted(report.failed.items())) + ". Check the account.")
+        return report
+
+    async def _symbols_to_flatten(self) -> dict[str, Position | None]:
+        """Every symbol with a position, an open order of any kind, or an active trade in the books."""
+        found: dict[str, Position | None] = {p.symbol: p for p in await self.exchange.positions()}
+        for order in await self.exchange.open_protective_orders():
+            found.setdefault(order.symbol, None)
+        for plain in await self.exchange.open_orders():
+            found.setdefault(plain.symbol, None)
+        return found
+
+    async def _flatten_symbol(self, symbol: str, position: Position | None, reason: str,
+                              report: FlattenReport) -> None:
+        if position is not None:
+            trade = next((t for t in await self.repos.trades.active(self.mode) if t.symbol == symbol), None)
+            if trade is None:  # not Vigil's: booked as a trade of its own so its close is accounted for
+                trade = await self.repos.trades.create(
+                    mode=self.mode, symbol=symbol, side=position.side.value, quantity=position.quantity,
+                    stop_price=position.entry_price, take_profit_price=None, leverage=position.leverage, score=None,
+                    votes=["kill-switch"], now=self.clock.now(), status=TradeStatus.OPEN,
+                    entry_price=position.entry_price)
+            closed = await self.desk.exit(trade, reason)
+            if closed is not None:
+                report.closed.append(closed)
+        await self.exchange.cancel_all_orders(symbol)
+        if position is not None and await self.desk.position(symbol) is not None:
+            raise ExchangeError(f"{symbol}: the position is still open")
+
     async def _on_trade_closed(self, trade: TradeRecord, event: TradeClosed) -> None:
         """Every booked close: remember its outcome for adaptive sizing, feed the breakers."""
         await self._learn_from(trade)
@@ -319,6 +388,10 @@ class Trader:
         for event in await self.breakers.evaluate(AccountSnapshot(balance.equity, self._btc_atr_ratio()),
                                                   self.clock.now()):
             await self.bus.publish(event)
+        try:
+            await self.desk.refresh_rules(force=False)  # symbol filters: reloaded once a day
+        except ExchangeError as exc:
+            log.warning("symbol filters could not be refreshed: %s", exc)
         if not halts.stopped:
             if (reason := await self.breakers.close_all_request()) is not None:
                 await self.desk.alert(Level.CRITICAL, f"closing every position: {reason}")
@@ -326,7 +399,7 @@ class Trader:
                 if not await self.repos.trades.active(self.mode):  # else retried on the next tick
                     await self.breakers.close_all_done(self.clock.now())
             report = await self.reconcile()
-            await self.manage_exits(report.positions)
+            report.failures += await self.manage_exits(report.positions)
         await self._snapshot_equity(balance)
         now = self.clock.now()
         await self.repos.state.set(HEARTBEAT_KEY, now.isoformat(), now)
@@ -341,15 +414,16 @@ class Trader:
         async with self._lock:
             return await self.reconciler.run()
 
-    async def manage_exits(self, positions: dict[str, Position] | None = None) -> None:
+    async def manage_exits(self, positions: dict[str, Position] | None = None) -> list[str]:
         """Trailing stops, partial exits, time/stale/signal exits for every open trade. ``positions`` as
-        reconciliation just read them (saves a request), else fetched."""
+        reconciliation just read them (saves a request), else fetched. Returns the trades that failed."""
         if self.exits is None:
-            return
+            return []
         async with self._lock:
             if positions is None:
                 positions = {p.symbol: p for p in await self.exchange.positions()}
-            await self.exits.manage(await self.repos.trades.active(self.mode), positions, self._scan_result.signals)
+            return await self.exits.manage(await self.repos.trades.active(self.mode), positions,
+                                           self._scan_result.signals)
 
     async def _snapshot_equity(self, balance: Balance) -> None:
         now = self.clock.now()

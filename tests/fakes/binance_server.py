@@ -7,6 +7,15 @@ larger intervals) up to its own settable clock; fills MARKET orders at the curre
 (conditional) orders and triggers them when the test moves the clock or the price; pays funding at the
 real funding times; and injects faults on demand.
 
+Where real Binance is harder than an ideal exchange, the fake can be too (all off by default):
+``stop_needs_position_for`` (-4509 "TIF GTE can only be used with open positions" for a closePosition stop
+placed that soon after an entry), ``trades_lag`` (userTrades shows a fill only that long after it),
+``fee_asset = "BNB"`` (commissions in BNB at the BNBUSDT price, with a ``BNBUSDT`` symbol or clone),
+``expire_next_market`` (a MARKET order that fills partly and comes back EXPIRED), ``adl()`` (an
+auto-deleverage close, client id ``adl_autoclose``), resting LIMIT orders (``place_limit_by_hand``), and
+duplicate ``clientAlgoId`` rejected only among OPEN algo orders. Any error code on any path (cancel and
+query included) comes from ``faults.next(path, "error", status=..., code=..., msg=...)``.
+
 Time model: the server clock ticks in real time from a settable simulated start. The current price of a
 symbol is the open of the 5m candle containing "now"; that candle is served as the forming one.
 ``await fake.advance(...)`` / ``await fake.set_time(...)`` walk the candles in between, triggering stops and
@@ -155,13 +164,15 @@ class Fault:
     accept: bool | None = None
     hits: int = 0
     skip: int = 0  # matching requests let through untouched before the fault applies
+    symbol: str | None = None  # only requests about this symbol
 
     @property
     def accepts(self) -> bool:
         return self.kind in _ACCEPTING if self.accept is None else self.accept
 
-    def matches(self, method: str, path: str) -> bool:
-        return self.times > 0 and path == self.path and (self.method is None or self.method == method)
+    def matches(self, method: str, path: str, symbol: str | None = None) -> bool:
+        return (self.times > 0 and path == self.path and (self.method is None or self.method == method)
+                and (self.symbol is None or self.symbol == symbol))
 
 
 class Faults:
@@ -172,13 +183,14 @@ class Faults:
 
     def next(self, path: str, kind: str, *, method: str | None = None, times: int = 1,
              retry_after: float | None = None, delay: float = 5.0, status: int | None = None,
-             code: int | None = None, msg: str | None = None, accept: bool | None = None, skip: int = 0) -> Fault:
+             code: int | None = None, msg: str | None = None, accept: bool | None = None, skip: int = 0,
+             symbol: str | None = None) -> Fault:
         """Inject ``kind`` (a preset name like "429", "-2019", "503_unknown", "timeout", "drop", or
         "error" with status/code/msg) on the next matching request(s)."""
         if kind not in _PRESETS and kind != "error":
             raise ValueError(f"unknown fault kind {kind!r}; use one of {', '.join(_PRESETS)} or 'error'")
         fault = Fault(kind, path, method.upper() if method else None, times, retry_after, delay, status, code,
-                      msg, accept, skip=skip)
+                      msg, accept, skip=skip, symbol=symbol)
         self._queue.append(fault)
         return fault
 
@@ -189,9 +201,9 @@ class Faults:
     def pending(self) -> list[Fault]:
         return [f for f in self._queue if f.times > 0]
 
-    def take(self, method: str, path: str) -> Fault | None:
+    def take(self, method: str, path: str, symbol: str | None = None) -> Fault | None:
         for fault in self._queue:
-            if fault.matches(method, path):
+            if fault.matches(method, path, symbol):
                 if fault.skip > 0:
                     fault.skip -= 1
                     return None
@@ -261,6 +273,12 @@ class FakeBinanceFutures:
         self._weight_used = 0
         self.weight_charged = 0  # every request's weight since start (never rolls over): for benchmarks
         self._order_count = 0
+        # how Binance differs from an ideal exchange (issue 10); all off by default
+        self.stop_needs_position_for = timedelta(0)  # -4509 on closePosition stops this long after an entry
+        self._entered_ms: dict[str, int] = {}
+        self.trades_lag = timedelta(0)  # userTrades shows a fill only this long after it happened
+        self.fee_asset = "USDT"  # "BNB": commissions paid in BNB at the BNBUSDT price (BNB fee discount)
+        self.expire_next_market: Decimal | None = None  # the next MARKET order fills only this fraction, EXPIRED
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._routes = self._route_table()
@@ -390,6 +408,30 @@ class FakeBinanceFutures:
         """Binance's liquidation engine closes the position at the current price (order ``autoclose-…``)."""
         return self._close_whole_position(symbol, f"autoclose-{self.now_ms()}")
 
+    def adl(self, symbol: str, quantity: Decimal | str | None = None) -> dict[str, Any] | None:
+        """Auto-deleveraging reduces (by default closes) the position at the current price; Binance names the
+        order ``adl_autoclose``."""
+        pos = self.positions[symbol]
+        if pos.amount == 0:
+            return None
+        qty = abs(pos.amount) if quantity is None else Decimal(str(quantity))
+        order = self._new_market_order(symbol, "SELL" if pos.amount > 0 else "BUY", qty, "adl_autoclose",
+                                       reduce_only=True)
+        self._fill_market(order, self.price(symbol))
+        return order
+
+    def place_limit_by_hand(self, symbol: str, side: str, quantity: Decimal | str,
+                            price: Decimal | str) -> dict[str, Any]:
+        """A resting LIMIT order of the operator's (never filled by this fake)."""
+        order = self._new_market_order(symbol, side.upper(), Decimal(str(quantity)), f"web_{next(self._ids)}",
+                                       reduce_only=False)
+        order.update(type="LIMIT", origType="LIMIT", price=_s(Decimal(str(price))))
+        return order
+
+    def open_orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        return [o for o in self.orders.values() if o["status"] in ("NEW", "PARTIALLY_FILLED")
+                and (symbol is None or o["symbol"] == symbol)]
+
     def _close_whole_position(self, symbol: str, client_id: str) -> dict[str, Any] | None:
         pos = self.positions[symbol]
         if pos.amount == 0:
@@ -435,7 +477,7 @@ class FakeBinanceFutures:
             raise FakeApiError(404, -5000, f"Path {path}, Method {method} is invalid")
         handler, signed, weight_fn = route
         weight = weight_fn(params)
-        fault = self.faults.take(method, path)
+        fault = self.faults.take(method, path, params.get("symbol"))
         if fault is not None and fault.kind == "timeout" and not fault.accepts:
             # the request hangs and is never processed (a crash test kills the client meanwhile)
             self.held.append(RecordedRequest(method, path, params, self.now_ms(), request.headers.get("X-MBX-APIKEY")))
@@ -562,7 +604,8 @@ class FakeBinanceFutures:
             ("POST", v1 + "order"): (self._post_order, True, w(0)),
             ("GET", v1 + "order"): (self._get_order, True, w(1)),
             ("DELETE", v1 + "order"): (self._cancel_order, True, w(1)),
-            ("GET", v1 + "openOrders"): (lambda p: [], True, per_symbol(1, 40)),
+            ("GET", v1 + "openOrders"): (self._open_orders, True, per_symbol(1, 40)),
+            ("DELETE", v1 + "allOpenOrders"): (self._cancel_all_orders, True, w(1)),
             ("POST", v1 + "algoOrder"): (self._post_algo, True, w(0)),
             ("GET", v1 + "algoOrder"): (self._get_algo, True, w(1)),
             ("DELETE", v1 + "algoOrder"): (self._cancel_algo, True, w(1)),
@@ -860,7 +903,14 @@ class FakeBinanceFutures:
         price = self.price(symbol)
         self._pre_trade_checks(symbol, side, quantity, price, reduce_only)
         order = self._new_market_order(symbol, side, quantity, client_id, reduce_only=reduce_only)
-        self._fill_market(order, price)
+        fraction, self.expire_next_market = self.expire_next_market, None
+        if fraction is not None:  # the book ran out: partly filled, the rest EXPIRED
+            filled = (quantity * fraction / self._step(symbol)).to_integral_value() * self._step(symbol)
+            order["origQty"] = _s(filled)
+            self._fill_market(order, price)
+            order.update(status="EXPIRED", origQty=_s(quantity))
+        else:
+            self._fill_market(order, price)
         self._order_count += 1
         return dict(order)
 
@@ -910,17 +960,25 @@ class FakeBinanceFutures:
     def _fill_market(self, order: dict[str, Any], price: Decimal, at_ms: int | None = None) -> None:
         symbol, side, quantity = order["symbol"], order["side"], Decimal(order["origQty"])
         now = self.now_ms() if at_ms is None else at_ms
+        before = self.positions[symbol].amount
         realized = self._apply_fill(symbol, side, quantity, price, now)
+        if abs(self.positions[symbol].amount) > abs(before):
+            self._entered_ms[symbol] = now
         fee = (quantity * price * self.taker_fee).quantize(Decimal("0.00000001"))
+        fee_asset, paid = "USDT", fee
+        if self.fee_asset != "USDT":  # paid from the BNB balance at the BNBUSDT price of the moment
+            fee_asset = self.fee_asset
+            paid = (fee / self._price_at(f"{self.fee_asset}USDT", now)).quantize(Decimal("0.00000001"))
+            fee = D0
         self.wallet += realized - fee
         trade_id = next(self._ids)
-        self.trades.append({"buyer": side == "BUY", "commission": _s(fee), "commissionAsset": "USDT",
+        self.trades.append({"buyer": side == "BUY", "commission": _s(paid), "commissionAsset": fee_asset,
                             "id": trade_id, "maker": False, "orderId": order["orderId"], "price": _s(price),
                             "qty": _s(quantity), "quoteQty": _s(quantity * price), "realizedPnl": _s(realized),
                             "side": side, "positionSide": "BOTH", "symbol": symbol, "time": now})
         if realized:
             self._add_income(symbol, "REALIZED_PNL", realized, str(trade_id), now)
-        self._add_income(symbol, "COMMISSION", -fee, str(trade_id), now)
+        self._add_income(symbol, "COMMISSION", -paid, str(trade_id), now, asset=fee_asset)
         order.update(status="FILLED", avgPrice=_s(price), executedQty=_s(quantity), cumQty=_s(quantity),
                      cumQuote=_s(quantity * price), updateTime=now)
 
@@ -943,8 +1001,9 @@ class FakeBinanceFutures:
         pos.amount, pos.update_ms = new, now
         return realized
 
-    def _add_income(self, symbol: str, kind: str, amount: Decimal, info: str, when: int) -> None:
-        self.income.append({"symbol": symbol, "incomeType": kind, "income": _s(amount), "asset": "USDT",
+    def _add_income(self, symbol: str, kind: str, amount: Decimal, info: str, when: int, *,
+                    asset: str = "USDT") -> None:
+        self.income.append({"symbol": symbol, "incomeType": kind, "income": _s(amount), "asset": asset,
                             "info": info, "time": when, "tranId": next(self._ids), "tradeId": info})
 
     def _find_order(self, params: dict[str, str]) -> dict[str, Any]:
@@ -962,8 +1021,17 @@ class FakeBinanceFutures:
         order = self._find_order(params)
         if order["status"] != "NEW":
             raise FakeApiError(400, -2011, "Unknown order sent.")
-        order["status"] = "CANCELED"
+        order.update(status="CANCELED", updateTime=self.now_ms())
         return dict(order)
+
+    def _open_orders(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        return [dict(o) for o in self.open_orders(self._symbol(params, required=False))]
+
+    def _cancel_all_orders(self, params: dict[str, str]) -> dict[str, Any]:
+        symbol = self._symbol(params)
+        for order in self.open_orders(symbol):
+            order.update(status="CANCELED", updateTime=self.now_ms())
+        return {"code": 200, "msg": "The operation of cancel all open order is done."}
 
     # ------------------------------------------------------------------ algo orders
     def _post_algo(self, params: dict[str, str]) -> dict[str, Any]:
@@ -990,8 +1058,12 @@ class FakeBinanceFutures:
                                            "malformed.")
         client_id = params.get("clientAlgoId") or f"x-fake{next(self._ids)}"
         self._check_client_id(client_id)
-        if any(o["clientAlgoId"] == client_id for o in self.algo_orders.values()):
-            raise FakeApiError(400, -4116, "ClientOrderId is duplicated.")
+        if any(o["clientAlgoId"] == client_id and o["algoStatus"] == "NEW" for o in self.algo_orders.values()):
+            raise FakeApiError(400, -4116, "ClientOrderId is duplicated.")  # among open orders only
+        entered = self._entered_ms.get(symbol)
+        if close_position and entered is not None \
+                and self.now_ms() - entered < self.stop_needs_position_for.total_seconds() * 1000:
+            raise FakeApiError(400, -4509, "TIF GTE can only be used with open positions.")
         if _would_trigger(order_type, side, trigger, self.price(symbol)):
             raise FakeApiError(400, -2021, "Order would immediately trigger.")
         open_count = sum(1 for o in self.algo_orders.values() if o["symbol"] == symbol and o["algoStatus"] == "NEW")
@@ -1030,7 +1102,7 @@ class FakeBinanceFutures:
         return algo
 
     def _find_algo(self, params: dict[str, str]) -> dict[str, Any]:
-        for algo in self.algo_orders.values():
+        for algo in reversed(self.algo_orders.values()):  # a client id reused after its order closed: newest
             if str(algo["algoId"]) == params.get("algoId") or algo["clientAlgoId"] == params.get("clientAlgoId"):
                 return algo
         raise FakeApiError(400, -2013, "Order does not exist.")
@@ -1073,9 +1145,11 @@ class FakeBinanceFutures:
         if end - start > SEVEN_DAYS_MS:
             raise FakeApiError(400, -1127, "More than 7 days between startTime and endTime.")
         limit = min(int(params.get("limit", 500)), 1000)
-        rows = [t for t in self.trades if t["symbol"] == symbol and start <= t["time"] <= end]
+        visible = self.now_ms() - int(self.trades_lag.total_seconds() * 1000)
+        shown = [t for t in self.trades if t["symbol"] == symbol and t["time"] <= visible]
+        rows = [t for t in shown if start <= t["time"] <= end]
         if "fromId" in params:
-            rows = [t for t in self.trades if t["symbol"] == symbol and t["id"] >= int(params["fromId"])]
+            rows = [t for t in shown if t["id"] >= int(params["fromId"])]
         return [dict(t) for t in rows[:limit]]
 
     def _all_orders(self, params: dict[str, str]) -> list[dict[str, Any]]:
