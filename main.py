@@ -1,8 +1,10 @@
-"""Vigil command line: ``run`` (default) | ``demo`` | ``health``.
+"""Vigil command line: ``run`` (default) | ``demo`` | ``download`` | ``import-dumps`` | ``health``.
 
-    python main.py run      trade (paper by default) until Ctrl-C / SIGTERM
-    python main.py demo     replay bundled real Binance data through the trader, offline, and summarise
-    python main.py health   exit 0 if the last monitor tick is recent (Docker HEALTHCHECK)
+    python main.py run            trade (paper by default) until Ctrl-C / SIGTERM
+    python main.py demo           replay bundled real Binance data through the trader, offline, and summarise
+    python main.py download       fetch 5m klines and funding history from Binance into the data folder
+    python main.py import-dumps   merge Binance's monthly 5m kline ZIP dumps into the data folder
+    python main.py health         exit 0 if the last monitor tick is recent (Docker HEALTHCHECK)
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 from settings import Settings, SettingsError, load_settings
 
 EXIT_CONFIG = 2
+EXIT_FAILED = 1
+DATA_SUBDIR = "binance-futures"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Configuration comes from the environment and .env; see .env.example for every key.")
     parser.add_argument("--env-file", default=".env", help="settings file to read besides the environment "
                         "(default: .env; missing is fine)")
-    sub = parser.add_subparsers(dest="command", metavar="{run,demo,health}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,demo,download,import-dumps,health}")
 
     sub.add_parser("run", help="run the trader (default command)", description=(
         "Run the scanner every SCAN_INTERVAL_SECONDS and the position monitor every MONITOR_INTERVAL_SECONDS. "
@@ -44,6 +48,30 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=int, default=21, help="number of days to replay (default 21)")
     demo.add_argument("--quiet", action="store_true", help="print only the summary")
     demo.add_argument("--db", type=Path, default=None, help="keep the demo database at this path (default: temp)")
+
+    download = sub.add_parser("download", help="fetch 5m klines and funding history from Binance", description=(
+        "Fetch 5m klines and funding-rate history of USD-M perpetuals from Binance's public API (no keys) into "
+        "DIR/SYMBOL-5m.csv.gz and DIR/SYMBOL-funding.csv.gz, plus DIR/exchange_info.json (the layout "
+        "`backtest` and `demo` read). Resumable: a second run fetches only what is missing before the first "
+        "or after the last stored row, and files are replaced atomically, so an interrupted run is simply "
+        "run again. Stays within BINANCE_WEIGHT_BUDGET_PCT of the request-weight limit; BINANCE_BASE_URL, "
+        "if set, replaces Binance's address."))
+    download.add_argument("--symbols", required=True, help="comma-separated symbols, e.g. BTCUSDT,ETHUSDT")
+    download.add_argument("--start", required=True, help="first day, UTC (YYYY-MM-DD)")
+    download.add_argument("--end", required=True, help="day after the last one, UTC (YYYY-MM-DD, exclusive)")
+    download.add_argument("--data-dir", type=Path, default=None,
+                          help=f"folder to fill (default: DATA_DIR/{DATA_SUBDIR}, i.e. data/{DATA_SUBDIR})")
+
+    dumps = sub.add_parser("import-dumps", help="merge Binance's monthly 5m kline ZIP dumps into the data folder",
+                           description=(
+                               "Read Binance's public futures kline dumps (data.binance.vision files such as "
+                               "BTCUSDT-5m-2024-01.zip, with or without a header row; a folder means every "
+                               ".zip in it) and merge them into DIR/SYMBOL-5m.csv.gz: sorted, one row per "
+                               "candle, rows already in the file kept. Every file is checked before "
+                               "anything is written."))
+    dumps.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="ZIP files or folders of them")
+    dumps.add_argument("--data-dir", type=Path, default=None,
+                       help=f"folder to merge into (default: DATA_DIR/{DATA_SUBDIR}, i.e. data/{DATA_SUBDIR})")
 
     sub.add_parser("health", help="exit 0 if the last monitor tick is recent", description=(
         "Exit 0 if the running bot's last monitor tick (stored in DB_PATH) is younger than "
@@ -67,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(settings)
     if command == "demo":
         return _demo(settings, args)
+    if command == "download":
+        return _download(settings, args)
+    if command == "import-dumps":
+        return _import_dumps(settings, args)
     return _health(settings)
 
 
@@ -95,6 +127,68 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"vigil: demo data not found: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+
+
+def _data_dir(settings: Settings, args: argparse.Namespace) -> Path:
+    return args.data_dir if args.data_dir is not None else settings.data_dir / DATA_SUBDIR
+
+
+def _day(text: str, flag: str) -> datetime:
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"{flag} must be a day like 2024-01-31, got {text!r}") from None
+
+
+def _download(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.app import configure_logging
+    from engine.datasets.download import DownloadError, DownloadRequest, download
+    from engine.exchange.errors import ExchangeError
+
+    configure_logging("WARNING")
+    try:
+        symbols = tuple(dict.fromkeys(s.strip().upper() for s in args.symbols.split(",") if s.strip()))
+        request = DownloadRequest(symbols, _day(args.start, "--start"), _day(args.end, "--end"),
+                                  _data_dir(settings, args))
+    except (ValueError, DownloadError) as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        reports = asyncio.run(download(request, base_url=settings.binance_base_url,
+                                       weight_budget_pct=settings.binance_weight_budget_pct,
+                                       progress_stream=sys.stderr))
+    except DownloadError as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (ExchangeError, OSError, ValueError) as exc:
+        print(f"vigil: download stopped: {exc}. What was fetched is saved; run the same command again to "
+              f"resume.", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("vigil: download interrupted. What was fetched is saved; run the same command again to resume.",
+              file=sys.stderr)
+        return EXIT_FAILED
+    for report in reports:
+        print(report.render())
+    print(f"data folder: {request.data_dir}")
+    return 0
+
+
+def _import_dumps(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.app import configure_logging
+    from engine.datasets.dumps import DumpError, import_dumps
+
+    configure_logging("WARNING")
+    data_dir = _data_dir(settings, args)
+    try:
+        summaries = import_dumps(args.paths, data_dir)
+    except (DumpError, ValueError, OSError) as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    for s in summaries:
+        print(f"{s.symbol}: {s.files} files, {s.rows_read} rows read, {s.merge.added} added, "
+              f"{s.merge.rows} in {s.merge.path}")
+    return 0
 
 
 def _health(settings: Settings) -> int:

@@ -472,11 +472,16 @@ class BinanceFutures:
                                 private=False, idempotent=True, symbol=symbol, interval=interval, limit=limit,
                                 startTime=start_ms, endTime=end_ms)
 
-    async def _load_rules(self) -> None:
+    async def raw_exchange_info(self) -> dict[str, Any]:
+        """``GET /fapi/v1/exchangeInfo`` as Binance answered it; adopts its request-weight limit."""
         client = self._require_client()
         info = await self._call("exchange info", client.futures_exchange_info, ("GET", "exchangeInfo"),
                                 private=False, idempotent=True)
         self._apply_rate_limits(info.get("rateLimits", []))
+        return info
+
+    async def _load_rules(self) -> None:
+        info = await self.raw_exchange_info()
         brackets = await self._load_brackets() if self.has_keys else {}
         rules: dict[str, SymbolRules] = {}
         for entry in info.get("symbols", []):

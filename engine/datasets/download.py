@@ -1,0 +1,220 @@
+"""Download 5m klines and funding-rate history from Binance USDⓈ-M futures into the market-data folder.
+
+Uses the public endpoints only (no keys): ``/fapi/v1/exchangeInfo``, ``/fapi/v1/klines`` (pages of 1,500
+candles) and ``/fapi/v1/fundingRate`` (pages of 1,000 events), through ``BinanceFutures`` and so through
+its request-weight budget (it pauses for the next minute rather than pass ``BINANCE_WEIGHT_BUDGET_PCT`` of
+the limit), its retries of transient failures and its error translation.
+
+Resumable: for each symbol only what lies before the first and after the last row already in the file is
+fetched (a gap inside a file is Binance's own: it has no candles for its outages). Fetched rows are
+merged into the file every ``checkpoint_pages`` pages and when the download stops for any reason, each
+time with an atomic replace, so a kill loses at most one checkpoint of work and never corrupts a file.
+Only closed candles are stored; ``end`` is exclusive. Funding times are floored to the minute (Binance
+stamps them a few milliseconds after the hour).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from engine.clock import from_ms, to_ms
+from engine.datasets.store import (
+    EXCHANGE_INFO,
+    FUNDING_COLUMNS,
+    KLINE_COLUMNS,
+    KLINE_INTERVAL,
+    KLINE_MS,
+    MINUTE_MS,
+    funding_path,
+    kline_path,
+    merge_exchange_info,
+    merge_into,
+    read_funding,
+    read_klines,
+    remove_stale_parts,
+)
+from engine.exchange.binance import KLINES_MAX, BinanceFutures
+from engine.progress import ProgressBar
+
+log = logging.getLogger(__name__)
+
+#: Funding is settled at most hourly; nothing can be missing within an hour after the last stored event.
+MIN_FUNDING_INTERVAL_MS = 3_600_000
+DEFAULT_CHECKPOINT_PAGES = 20
+
+
+class DownloadError(Exception):
+    """A download request that cannot be served (unknown symbol, empty window); one readable line."""
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadRequest:
+    symbols: tuple[str, ...]
+    start: datetime  # inclusive
+    end: datetime  # exclusive
+    data_dir: Path
+
+    def __post_init__(self) -> None:
+        if not self.symbols:
+            raise DownloadError("no symbols given; pass --symbols like BTCUSDT,ETHUSDT")
+        if self.end <= self.start:
+            raise DownloadError(f"--end ({self.end:%Y-%m-%d}) must be after --start ({self.start:%Y-%m-%d})")
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolReport:
+    symbol: str
+    klines_added: int
+    klines_in_window: int
+    expected_in_window: int
+    gaps: int
+    funding_added: int
+    first: datetime | None
+    last: datetime | None
+
+    def render(self) -> str:
+        span = f"{self.first:%Y-%m-%d %H:%M} → {self.last:%Y-%m-%d %H:%M} UTC" if self.first and self.last \
+            else "no candles in the window"
+        missing = self.expected_in_window - self.klines_in_window
+        gaps = f", {self.gaps} gap(s), {missing} candles missing (Binance has none)" if missing else ""
+        return (f"{self.symbol}: {self.klines_added} candles added, {self.klines_in_window} in the window "
+                f"({span}){gaps}; {self.funding_added} funding events added")
+
+
+Range = tuple[int, int]  # [start_ms, end_ms)
+
+
+def missing_ranges(times: np.ndarray, start_ms: int, end_ms: int, step_ms: int) -> list[Range]:
+    """The parts of [start, end) before the first and after the last stored time (``step`` past it)."""
+    if start_ms >= end_ms:
+        return []
+    if len(times) == 0:
+        return [(start_ms, end_ms)]
+    first, last = int(times.min()), int(times.max())
+    out = []
+    if start_ms < min(first, end_ms):
+        out.append((start_ms, min(first, end_ms)))
+    if max(last + step_ms, start_ms) < end_ms:
+        out.append((max(last + step_ms, start_ms), end_ms))
+    return out
+
+
+class Downloader:
+    """Fills a data folder from an opened ``BinanceFutures`` (public data: no keys needed)."""
+
+    def __init__(self, exchange: BinanceFutures, *, progress_stream: Any = None,
+                 checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES) -> None:
+        self.exchange = exchange
+        self.progress_stream = progress_stream
+        self.checkpoint_pages = max(1, checkpoint_pages)
+        self.pages = 0
+
+    async def run(self, request: DownloadRequest) -> list[SymbolReport]:
+        data_dir = request.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        stale = remove_stale_parts(data_dir)
+        if stale:
+            log.info("removed %d temporary files left by an interrupted run", stale)
+        info = await self.exchange.raw_exchange_info()
+        listed = {e.get("symbol") for e in info.get("symbols", [])}
+        unknown = [s for s in request.symbols if s not in listed]
+        if unknown:
+            raise DownloadError(f"Binance USDⓈ-M futures does not list {', '.join(unknown)}; check the spelling "
+                                f"(e.g. BTCUSDT)")
+        merge_exchange_info(data_dir / EXCHANGE_INFO, info, request.symbols)
+        server_now = int(info.get("serverTime") or to_ms(datetime.now(UTC)))
+        start_ms = to_ms(request.start)
+        end_ms = min(to_ms(request.end), server_now // KLINE_MS * KLINE_MS)  # closed candles only
+        plans = {s: missing_ranges(read_klines(kline_path(data_dir, s))["open_time"].to_numpy(), start_ms,
+                                   end_ms, KLINE_MS) for s in request.symbols}
+        total = sum((b - a) // KLINE_MS for ranges in plans.values() for a, b in ranges)
+        bar = ProgressBar(total, "candles", stream=self.progress_stream)
+        try:
+            reports = []
+            for symbol in request.symbols:
+                bar.set_label(symbol)
+                added = await self._klines(symbol, data_dir, plans[symbol], bar)
+                funding_added = await self._funding(symbol, data_dir, to_ms(request.start), to_ms(request.end))
+                reports.append(self._report(symbol, data_dir, start_ms, end_ms, added, funding_added))
+            return reports
+        finally:
+            bar.close()
+
+    async def _klines(self, symbol: str, data_dir: Path, ranges: Sequence[Range], bar: ProgressBar) -> int:
+        path = kline_path(data_dir, symbol)
+        pending: list[pd.DataFrame] = []
+        added = 0
+        try:
+            for lo, hi in ranges:
+                cursor = lo
+                while cursor < hi:
+                    limit = min(KLINES_MAX, (hi - cursor) // KLINE_MS)
+                    batch = await self.exchange.klines(symbol, KLINE_INTERVAL, start_ms=cursor, limit=limit)
+                    self.pages += 1
+                    keep = batch.open_time < hi
+                    if not keep.any():
+                        bar.advance((hi - cursor) // KLINE_MS)
+                        break
+                    pending.append(pd.DataFrame({"open_time": batch.open_time[keep], "open": batch.open[keep],
+                                                 "high": batch.high[keep], "low": batch.low[keep],
+                                                 "close": batch.close[keep], "volume": batch.volume[keep]}))
+                    nxt = int(batch.open_time[keep][-1]) + KLINE_MS
+                    bar.advance((nxt - cursor) // KLINE_MS)
+                    cursor = nxt
+                    if len(pending) >= self.checkpoint_pages:
+                        added += _flush(path, pending, KLINE_COLUMNS)
+        finally:
+            added += _flush(path, pending, KLINE_COLUMNS)
+        return added
+
+    async def _funding(self, symbol: str, data_dir: Path, start_ms: int, end_ms: int) -> int:
+        path = funding_path(data_dir, symbol)
+        times = read_funding(path)["funding_time"].to_numpy()
+        rows = []
+        for lo, hi in missing_ranges(times, start_ms, end_ms, MIN_FUNDING_INTERVAL_MS):
+            for rate in await self.exchange.funding_rates(symbol, from_ms(lo), from_ms(hi - 1)):
+                t = to_ms(rate.funding_time) // MINUTE_MS * MINUTE_MS
+                if lo <= t < hi:
+                    rows.append((t, float(rate.rate)))
+        if not rows:
+            return 0
+        return merge_into(path, pd.DataFrame(rows, columns=list(FUNDING_COLUMNS)), FUNDING_COLUMNS).added
+
+    @staticmethod
+    def _report(symbol: str, data_dir: Path, start_ms: int, end_ms: int, added: int,
+                funding_added: int) -> SymbolReport:
+        times = read_klines(kline_path(data_dir, symbol))["open_time"].to_numpy()
+        window = times[(times >= start_ms) & (times < end_ms)]
+        gaps = int(np.count_nonzero(np.diff(window) != KLINE_MS)) if len(window) > 1 else 0
+        expected = max(0, (end_ms - start_ms) // KLINE_MS)
+        return SymbolReport(symbol, added, len(window), expected, gaps, funding_added,
+                            from_ms(int(window[0])) if len(window) else None,
+                            from_ms(int(window[-1])) if len(window) else None)
+
+
+def _flush(path: Path, pending: list[pd.DataFrame], columns: tuple[str, ...]) -> int:
+    if not pending:
+        return 0
+    frame = pd.concat(pending, ignore_index=True)
+    pending.clear()
+    return merge_into(path, frame, columns).added
+
+
+async def download(request: DownloadRequest, *, base_url: str | None = None, weight_budget_pct: float = 40.0,
+                   progress_stream: Any = None, checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES,
+                   **adapter_options: Any) -> list[SymbolReport]:
+    """Run one download against Binance (or ``base_url``) with a key-less adapter, closing it afterwards."""
+    exchange = BinanceFutures(None, None, base_url=base_url, weight_budget_pct=weight_budget_pct, **adapter_options)
+    try:
+        downloader = Downloader(exchange, progress_stream=progress_stream, checkpoint_pages=checkpoint_pages)
+        return await downloader.run(request)
+    finally:
+        await exchange.close()
