@@ -145,7 +145,7 @@ def _download(settings: Settings, args: argparse.Namespace) -> int:
     from engine.datasets.download import DownloadError, DownloadRequest, download
     from engine.exchange.errors import ExchangeError
 
-    configure_logging("WARNING")
+    configure_logging("ERROR")  # retries and throttle pauses are routine here; the outcome is printed
     try:
         symbols = tuple(dict.fromkeys(s.strip().upper() for s in args.symbols.split(",") if s.strip()))
         request = DownloadRequest(symbols, _day(args.start, "--start"), _day(args.end, "--end"),

@@ -38,11 +38,11 @@ class ProgressBar:
     def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
         if self.enabled:
             self._draw(force=True)
             self.stream.write("\n")
             self.stream.flush()
+        self._closed = True
 
     def render(self) -> str:
         frac = self.done / self.total if self.total else 1.0

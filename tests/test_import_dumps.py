@@ -155,3 +155,15 @@ def test_cli_imports_and_reports(tmp_path: Path, capsys, dumps):
     assert code == 0
     assert "BTCUSDT: 2 files, 16992 rows read, 16992 added" in capsys.readouterr().out
     assert written_lines(tmp_path / "o" / "BTCUSDT-5m.csv.gz") == expected[: 1 + 16992]
+
+
+@pytest.mark.parametrize(("command", "words"), [
+    ("download", ["--symbols", "--start", "--end", "exclusive", "Resumable", "BINANCE_WEIGHT_BUDGET_PCT"]),
+    ("import-dumps", ["PATH", "with or without a header row", "--data-dir"]),
+])
+def test_help_describes_the_data_commands(capsys, command: str, words: list[str]):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert info.value.code == 0
+    assert all(word in out for word in words), out
