@@ -160,6 +160,28 @@ async def test_the_download_stays_within_the_weight_budget(clock, tmp_path: Path
     assert lines_of(tmp_path / "SOLUSDT-5m.csv.gz") == sample_window("5m", "SOLUSDT", MARCH_1, MARCH_8)
 
 
+async def test_funding_requests_keep_within_their_own_5_minute_limit(clock, tmp_path: Path):
+    async with FakeBinanceFutures(start=T0, funding_request_limit=5) as fake:  # budget 40 % = 2 per 5 minutes
+        sleeper = FakeSleep(clock, fake)
+        request = DownloadRequest(("BTCUSDT", "ETHUSDT", "SOLUSDT"), MARCH_1, MARCH_8, tmp_path)
+        await run(fake, clock, sleeper, request, funding_request_limit=5)
+        sent = [r.time_ms for r in fake.calls("/fapi/v1/fundingRate")]
+    assert len(sent) == 3  # one page each, none refused and retried
+    assert sent[2] - sent[0] >= 300_000  # the third waited until the first left the 5-minute window
+    assert lines_of(tmp_path / "SOLUSDT-funding.csv.gz") == sample_window("funding", "SOLUSDT", MARCH_1, MARCH_8)
+
+
+async def test_a_long_window_asks_funding_in_single_pages(fake, clock, sleeper, tmp_path: Path):
+    start, end = datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 5, 1, tzinfo=UTC)
+    await run(fake, clock, sleeper, DownloadRequest(("ETHUSDT",), start, end, tmp_path))
+    windows = [(int(r.params["startTime"]), int(r.params["endTime"])) for r in fake.calls("/fapi/v1/fundingRate")]
+    step = 999 * 3_600_000  # ≤ 999 events even at hourly funding: one page of 1,000 each
+    assert windows == [(to_ms(start), to_ms(start) + step - 1), (to_ms(start) + step, to_ms(start) + 2 * step - 1),
+                       (to_ms(start) + 2 * step, to_ms(end) - 1)]
+    assert lines_of(tmp_path / "ETHUSDT-funding.csv.gz") == sample_window("funding", "ETHUSDT", start, end)
+    assert lines_of(tmp_path / "ETHUSDT-5m.csv.gz") == sample_window("5m", "ETHUSDT", start, end)
+
+
 async def test_an_unknown_symbol_is_refused_before_anything_is_written(fake, clock, sleeper, tmp_path: Path):
     with pytest.raises(DownloadError, match="does not list FOOUSDT"):
         await run(fake, clock, sleeper, DownloadRequest(("BTCUSDT", "FOOUSDT"), MARCH_1, MARCH_8, tmp_path))

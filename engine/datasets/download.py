@@ -1,9 +1,10 @@
 """Download 5m klines and funding-rate history from Binance USDⓈ-M futures into the market-data folder.
 
 Uses the public endpoints only (no keys): ``/fapi/v1/exchangeInfo``, ``/fapi/v1/klines`` (pages of 1,500
-candles) and ``/fapi/v1/fundingRate`` (pages of 1,000 events), through ``BinanceFutures`` and so through
+candles) and ``/fapi/v1/fundingRate`` (one page per 999 hours), through ``BinanceFutures`` and so through
 its request-weight budget (it pauses for the next minute rather than pass ``BINANCE_WEIGHT_BUDGET_PCT`` of
-the limit), its retries of transient failures and its error translation.
+the limit), its retries of transient failures and its error translation. fundingRate has a request limit
+of its own (500 per 5 minutes per IP); the same share of it is kept with a sliding window.
 
 Resumable: for each symbol only what lies before the first and after the last row already in the file is
 fetched (a gap inside a file is Binance's own: it has no candles for its outages). Fetched rows are
@@ -15,6 +16,7 @@ stamps them a few milliseconds after the hour).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.clock import from_ms, to_ms
+from engine.clock import Clock, SystemClock, from_ms, to_ms
 from engine.datasets.store import (
     EXCHANGE_INFO,
     FUNDING_COLUMNS,
@@ -42,12 +44,18 @@ from engine.datasets.store import (
     remove_stale_parts,
 )
 from engine.exchange.binance import KLINES_MAX, BinanceFutures
+from engine.exchange.weight import RequestWindow, Sleep
 from engine.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
 #: Funding is settled at most hourly; nothing can be missing within an hour after the last stored event.
 MIN_FUNDING_INTERVAL_MS = 3_600_000
+#: One fundingRate request per window of 999 h holds at most 999 events: always a single page of 1,000.
+FUNDING_WINDOW_MS = 999 * MIN_FUNDING_INTERVAL_MS
+#: ``/fapi/v1/fundingRate`` shares 500 requests per 5 minutes per IP with ``/fapi/v1/fundingInfo``.
+FUNDING_REQUEST_LIMIT = 500
+FUNDING_LIMIT_SECONDS = 300.0
 DEFAULT_CHECKPOINT_PAGES = 20
 
 
@@ -110,9 +118,10 @@ def missing_ranges(times: np.ndarray, start_ms: int, end_ms: int, step_ms: int) 
 class Downloader:
     """Fills a data folder from an opened ``BinanceFutures`` (public data: no keys needed)."""
 
-    def __init__(self, exchange: BinanceFutures, *, progress_stream: Any = None,
+    def __init__(self, exchange: BinanceFutures, *, funding_window: RequestWindow, progress_stream: Any = None,
                  checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES) -> None:
         self.exchange = exchange
+        self.funding_window = funding_window
         self.progress_stream = progress_stream
         self.checkpoint_pages = max(1, checkpoint_pages)
         self.pages = 0
@@ -180,10 +189,13 @@ class Downloader:
         times = read_funding(path)["funding_time"].to_numpy()
         rows = []
         for lo, hi in missing_ranges(times, start_ms, end_ms, MIN_FUNDING_INTERVAL_MS):
-            for rate in await self.exchange.funding_rates(symbol, from_ms(lo), from_ms(hi - 1)):
-                t = to_ms(rate.funding_time) // MINUTE_MS * MINUTE_MS
-                if lo <= t < hi:
-                    rows.append((t, float(rate.rate)))
+            for begin in range(lo, hi, FUNDING_WINDOW_MS):
+                await self.funding_window.acquire()
+                stop = min(hi, begin + FUNDING_WINDOW_MS)
+                for rate in await self.exchange.funding_rates(symbol, from_ms(begin), from_ms(stop - 1)):
+                    t = to_ms(rate.funding_time) // MINUTE_MS * MINUTE_MS
+                    if lo <= t < hi:
+                        rows.append((t, float(rate.rate)))
         if not rows:
             return 0
         return merge_into(path, pd.DataFrame(rows, columns=list(FUNDING_COLUMNS)), FUNDING_COLUMNS).added
@@ -209,12 +221,22 @@ def _flush(path: Path, pending: list[pd.DataFrame], columns: tuple[str, ...]) ->
 
 
 async def download(request: DownloadRequest, *, base_url: str | None = None, weight_budget_pct: float = 40.0,
-                   progress_stream: Any = None, checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES,
-                   **adapter_options: Any) -> list[SymbolReport]:
-    """Run one download against Binance (or ``base_url``) with a key-less adapter, closing it afterwards."""
-    exchange = BinanceFutures(None, None, base_url=base_url, weight_budget_pct=weight_budget_pct, **adapter_options)
+                   clock: Clock | None = None, sleep: Sleep | None = None, progress_stream: Any = None,
+                   checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES,
+                   funding_request_limit: int = FUNDING_REQUEST_LIMIT) -> list[SymbolReport]:
+    """Run one download against Binance (or ``base_url``) with a key-less adapter, closing it afterwards.
+
+    ``weight_budget_pct`` caps both the request weight per minute and the fundingRate requests per 5 minutes.
+    """
+    clock = clock or SystemClock()
+    sleep = sleep or asyncio.sleep
+    exchange = BinanceFutures(None, None, base_url=base_url, weight_budget_pct=weight_budget_pct, clock=clock,
+                              sleep=sleep)
+    window = RequestWindow(clock, sleep, limit=funding_request_limit, window_seconds=FUNDING_LIMIT_SECONDS,
+                           budget_pct=weight_budget_pct)
     try:
-        downloader = Downloader(exchange, progress_stream=progress_stream, checkpoint_pages=checkpoint_pages)
+        downloader = Downloader(exchange, funding_window=window, progress_stream=progress_stream,
+                                checkpoint_pages=checkpoint_pages)
         return await downloader.run(request)
     finally:
         await exchange.close()

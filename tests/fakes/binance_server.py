@@ -20,8 +20,9 @@ is a full symbol of its own (own positions, orders, leverage); its 24 h ticker e
 volume ranking it ties with its source (``MarketDataService`` breaks ties by symbol name: deterministic).
 
 Market-data history: ``/fapi/v1/klines`` honours ``startTime``/``endTime``/``limit`` (1..1500) as Binance does
-and ``/fapi/v1/fundingRate`` answers ascending pages with ``markPrice`` and ``rateType``; a start after the
-end is refused with -1023. ``funding_time_jitter_ms`` stamps funding events a few ms late, as Binance does.
+and ``/fapi/v1/fundingRate`` answers ascending pages with ``markPrice`` and ``rateType``, with its own limit
+of ``funding_request_limit`` (500) requests per 5 minutes (429 past it); a start after the end is refused
+with -1023. ``funding_time_jitter_ms`` stamps funding events a few ms late, as Binance does.
 """
 
 from __future__ import annotations
@@ -229,9 +230,12 @@ class FakeBinanceFutures:
                  api_secret: str = TEST_API_SECRET, symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT"),
                  wallet: Decimal = Decimal(1000), taker_fee: Decimal = Decimal("0.0005"),
                  weight_limit: int = 2400, default_leverage: int = 20, data_dir: Path = DATA_DIR,
-                 clones: Mapping[str, str] | None = None, funding_time_jitter_ms: int = 0) -> None:
+                 clones: Mapping[str, str] | None = None, funding_time_jitter_ms: int = 0,
+                 funding_request_limit: int = 500) -> None:
         self.api_key, self.api_secret = api_key, api_secret
         self.funding_time_jitter_ms = funding_time_jitter_ms
+        self.funding_request_limit = funding_request_limit
+        self._funding_requests: dict[int, int] = {}  # 5-minute window -> fundingRate requests
         self.data_dir = data_dir
         clones = dict(clones or {})
         self._source: dict[str, str] = {s: s for s in symbols} | self._check_clones(clones, symbols)
@@ -690,6 +694,11 @@ class FakeBinanceFutures:
 
         Binance stamps ``fundingTime`` a few milliseconds after the settlement instant (1791273600001,
         1735776000015 in real answers); ``funding_time_jitter_ms`` reproduces that."""
+        window = self.now_ms() // 300_000
+        self._funding_requests[window] = self._funding_requests.get(window, 0) + 1
+        if self._funding_requests[window] > self.funding_request_limit:
+            retry = 300 - (self.now_ms() // 1000) % 300
+            raise FakeApiError(429, -1003, _PRESETS["429"][2], {"Retry-After": str(retry)})
         symbol = self._symbol(params, required=False)
         limit = min(int(params.get("limit", 100)), 1000)
         start, end = _time_params(params)
