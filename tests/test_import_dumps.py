@@ -167,3 +167,37 @@ def test_help_describes_the_data_commands(capsys, command: str, words: list[str]
     out = " ".join(capsys.readouterr().out.split())
     assert info.value.code == 0
     assert all(word in out for word in words), out
+
+
+def test_a_writer_dying_midway_leaves_the_old_file_whole(tmp_path: Path):
+    from engine.datasets.store import atomic_write, remove_stale_parts
+
+    target = tmp_path / "BTCUSDT-5m.csv.gz"
+    target.write_bytes(b"old")
+
+    def dies(fh) -> None:
+        fh.write(b"half of the new fi")
+        raise KeyboardInterrupt  # Ctrl-C in the middle of a write
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, dies)
+    assert target.read_bytes() == b"old"
+    assert not list(tmp_path.glob(".*.part"))
+    (tmp_path / ".BTCUSDT-5m.csv.gz.x1.part").write_bytes(b"left by a kill -9")
+    assert remove_stale_parts(tmp_path) == 1 and sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+
+
+def test_appends_are_gzip_members_that_every_reader_sees_as_one_file(tmp_path: Path):
+    from engine.datasets.store import KLINE_COLUMNS, merge_into
+
+    lines = month_lines(sample_lines(), 2025, 1)
+    frame = pd.DataFrame([[int(x.split(",")[0]), *map(float, x.split(",")[1:])] for x in lines],
+                         columns=list(KLINE_COLUMNS))
+    path = tmp_path / "BTCUSDT-5m.csv.gz"
+    for part in (frame[:100], frame[100:2000], frame[2000:]):
+        merge_into(path, part, KLINE_COLUMNS)
+    assert path.read_bytes().count(b"\x1f\x8b\x08") >= 3  # three gzip members
+    assert written_lines(path) == [sample_lines()[0], *lines]
+    assert pd.read_csv(path)["open_time"].is_monotonic_increasing
+    market = HistoricalMarket(tmp_path, ManualClock(datetime(2025, 2, 1, tzinfo=UTC)), ["BTCUSDT"])
+    assert market.data_range("BTCUSDT")[1] == datetime(2025, 1, 31, 23, 55, tzinfo=UTC)
