@@ -188,6 +188,12 @@ async def test_an_unknown_symbol_is_refused_before_anything_is_written(fake, clo
     assert not (tmp_path / "exchange_info.json").exists() and not (tmp_path / "BTCUSDT-5m.csv.gz").exists()
 
 
+async def test_the_folder_is_created_only_for_a_valid_request(fake, clock, sleeper, tmp_path: Path):
+    with pytest.raises(DownloadError):
+        await run(fake, clock, sleeper, DownloadRequest(("FOOUSDT",), MARCH_1, MARCH_8, tmp_path / "typo"))
+    assert not (tmp_path / "typo").exists()
+
+
 async def test_candles_not_yet_closed_are_not_stored(clock, tmp_path: Path):
     now = datetime(2025, 3, 3, 10, 7, 30, tzinfo=UTC)
     async with FakeBinanceFutures(start=now) as fake:
@@ -195,6 +201,13 @@ async def test_candles_not_yet_closed_are_not_stored(clock, tmp_path: Path):
                             DownloadRequest(("BTCUSDT",), datetime(2025, 3, 3, tzinfo=UTC), MARCH_8, tmp_path))
     assert reports[0].last == datetime(2025, 3, 3, 10, 0, tzinfo=UTC)  # 10:05 is still forming
     assert reports[0].klines_added == 121
+
+
+async def test_a_window_in_the_future_is_refused(fake, clock, sleeper, tmp_path: Path):
+    with pytest.raises(DownloadError, match=r"nothing to fetch: --start 2025-06-01 is not before Binance's last "
+                                            r"closed candle \(2025-05-01 00:00 UTC\)"):
+        await run(fake, clock, sleeper, DownloadRequest(("BTCUSDT",), datetime(2025, 6, 1, tzinfo=UTC),
+                                                        datetime(2025, 7, 1, tzinfo=UTC), tmp_path))
 
 
 def test_missing_ranges() -> None:

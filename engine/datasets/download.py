@@ -124,24 +124,25 @@ class Downloader:
         self.funding_window = funding_window
         self.progress_stream = progress_stream
         self.checkpoint_pages = max(1, checkpoint_pages)
-        self.pages = 0
 
     async def run(self, request: DownloadRequest) -> list[SymbolReport]:
         data_dir = request.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        stale = remove_stale_parts(data_dir)
-        if stale:
-            log.info("removed %d temporary files left by an interrupted run", stale)
         info = await self.exchange.raw_exchange_info()
         listed = {e.get("symbol") for e in info.get("symbols", [])}
         unknown = [s for s in request.symbols if s not in listed]
         if unknown:
             raise DownloadError(f"Binance USDⓈ-M futures does not list {', '.join(unknown)}; check the spelling "
                                 f"(e.g. BTCUSDT)")
-        merge_exchange_info(data_dir / EXCHANGE_INFO, info, request.symbols)
         server_now = int(info.get("serverTime") or to_ms(datetime.now(UTC)))
         start_ms = to_ms(request.start)
         end_ms = min(to_ms(request.end), server_now // KLINE_MS * KLINE_MS)  # closed candles only
+        if start_ms >= end_ms:
+            raise DownloadError(f"nothing to fetch: --start {request.start:%Y-%m-%d} is not before Binance's "
+                                f"last closed candle ({from_ms(end_ms):%Y-%m-%d %H:%M} UTC)")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if remove_stale_parts(data_dir):
+            log.info("removed temporary files left by an interrupted run in %s", data_dir)
+        merge_exchange_info(data_dir / EXCHANGE_INFO, info, request.symbols)
         plans = {s: missing_ranges(read_klines(kline_path(data_dir, s))["open_time"].to_numpy(), start_ms,
                                    end_ms, KLINE_MS) for s in request.symbols}
         total = sum((b - a) // KLINE_MS for ranges in plans.values() for a, b in ranges)
@@ -167,7 +168,6 @@ class Downloader:
                 while cursor < hi:
                     limit = min(KLINES_MAX, (hi - cursor) // KLINE_MS)
                     batch = await self.exchange.klines(symbol, KLINE_INTERVAL, start_ms=cursor, limit=limit)
-                    self.pages += 1
                     keep = batch.open_time < hi
                     if not keep.any():
                         bar.advance((hi - cursor) // KLINE_MS)
