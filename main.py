@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
         "`backtest` and `demo` read). Resumable: a second run fetches only what is missing before the first "
         "or after the last stored row, and files are replaced atomically, so an interrupted run is simply "
         "run again. Stays within BINANCE_WEIGHT_BUDGET_PCT of the request-weight limit; BINANCE_BASE_URL, "
-        "if set, replaces Binance's address."))
+        "if set, replaces Binance's address. Needs no keys; with BINANCE_API_KEY and BINANCE_API_SECRET set, "
+        "the leverage brackets (a signed, read-only request) are saved too as DIR/leverage_brackets.json."))
     download.add_argument("--symbols", required=True, help="comma-separated symbols, e.g. BTCUSDT,ETHUSDT")
     download.add_argument("--start", required=True, help="first day, UTC (YYYY-MM-DD)")
     download.add_argument("--end", required=True, help="day after the last one, UTC (YYYY-MM-DD, exclusive)")
@@ -154,9 +155,10 @@ def _download(settings: Settings, args: argparse.Namespace) -> int:
         print(f"vigil: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        reports = asyncio.run(download(request, base_url=settings.binance_base_url,
-                                       weight_budget_pct=settings.binance_weight_budget_pct,
-                                       progress_stream=sys.stderr))
+        result = asyncio.run(download(request, base_url=settings.binance_base_url,
+                                      weight_budget_pct=settings.binance_weight_budget_pct,
+                                      api_key=settings.binance_api_key, api_secret=settings.binance_api_secret,
+                                      progress_stream=sys.stderr))
     except DownloadError as exc:
         print(f"vigil: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -168,8 +170,8 @@ def _download(settings: Settings, args: argparse.Namespace) -> int:
         print("vigil: download interrupted. What was fetched is saved; run the same command again to resume.",
               file=sys.stderr)
         return EXIT_FAILED
-    for report in reports:
-        print(report.render())
+    for line in [*(r.render() for r in result.reports), *result.notes]:
+        print(line)
     print(f"data folder: {request.data_dir}")
     return 0
 

@@ -23,7 +23,7 @@ from engine.exchange.errors import TransientError
 from engine.exchange.historical import HistoricalMarket
 from engine.exchange.weight import endpoint_weight
 from main import main
-from tests.fakes.binance_server import FakeBinanceFutures, FakeSleep
+from tests.fakes.binance_server import TEST_API_KEY, TEST_API_SECRET, FakeBinanceFutures, FakeSleep
 
 ROOT = Path(__file__).parent.parent
 SAMPLE = ROOT / "data" / "sample"
@@ -47,8 +47,8 @@ def sleeper(clock: ManualClock, fake: FakeBinanceFutures) -> FakeSleep:
     return FakeSleep(clock, fake)
 
 
-def run(fake, clock, sleeper, request: DownloadRequest, **kwargs):
-    return download(request, base_url=fake.base_url, clock=clock, sleep=sleeper, **kwargs)
+async def run(fake, clock, sleeper, request: DownloadRequest, **kwargs):
+    return (await download(request, base_url=fake.base_url, clock=clock, sleep=sleeper, **kwargs)).reports
 
 
 def sample_window(kind: str, symbol: str, start: datetime, end: datetime) -> list[str]:
@@ -103,6 +103,32 @@ async def test_the_historical_market_reads_the_download(fake, clock, sleeper, tm
     assert (await ours.symbol_rules())["SOLUSDT"] == (await bundled.symbol_rules())["SOLUSDT"]
     assert await ours.funding_rates("SOLUSDT", MARCH_1, at.now()) == await bundled.funding_rates(
         "SOLUSDT", MARCH_1, at.now())
+
+
+async def test_with_keys_the_leverage_brackets_are_saved_for_the_backtests(fake, clock, sleeper, tmp_path: Path):
+    result = await download(DownloadRequest(("BTCUSDT", "ETHUSDT"), MARCH_1, MARCH_8, tmp_path),
+                            base_url=fake.base_url, clock=clock, sleep=sleeper, api_key=TEST_API_KEY,
+                            api_secret=TEST_API_SECRET)
+    assert result.notes == [f"leverage brackets: 2 symbol tables in {tmp_path / 'leverage_brackets.json'}"]
+    saved = json.loads((tmp_path / "leverage_brackets.json").read_text())
+    bundled = json.loads((SAMPLE / "leverage_brackets.json").read_text())
+    assert [e["symbol"] for e in saved["symbols"]] == ["BTCUSDT", "ETHUSDT"]
+    assert saved["symbols"][0]["brackets"] == bundled["symbols"][0]["brackets"]  # what Binance (the fake) sent
+    assert saved["default"] == bundled["default"]
+    at = ManualClock(datetime(2025, 3, 5, tzinfo=UTC))
+    rules = (await HistoricalMarket(tmp_path, at, ["BTCUSDT"]).symbol_rules())["BTCUSDT"]
+    assert rules == (await HistoricalMarket(SAMPLE, at, ["BTCUSDT"]).symbol_rules())["BTCUSDT"]
+
+
+async def test_keys_binance_refuses_only_cost_the_brackets(fake, clock, sleeper, tmp_path: Path):
+    result = await download(DownloadRequest(("BTCUSDT",), MARCH_1, MARCH_8, tmp_path), base_url=fake.base_url,
+                            clock=clock, sleep=sleeper, api_key="wrong", api_secret="keys")
+    assert result.reports[0].klines_added == 2016
+    assert result.notes == ["leverage brackets not fetched (leverage brackets: Binance rejected the API key, its IP "
+                            "allow-list or its permissions (Invalid API-key, IP, or permissions for action.); check "
+                            "the key, enable futures trading and the server IP (Binance code -2015)); backtests use "
+                            "the bundled conservative ladder for symbols without a table"]
+    assert not (tmp_path / "leverage_brackets.json").exists()
 
 
 async def test_resume_after_an_interruption_fetches_only_the_rest(fake, clock, sleeper, tmp_path: Path):

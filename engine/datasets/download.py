@@ -1,10 +1,11 @@
 """Download 5m klines and funding-rate history from Binance USDⓈ-M futures into the market-data folder.
 
-Uses the public endpoints only (no keys): ``/fapi/v1/exchangeInfo``, ``/fapi/v1/klines`` (pages of 1,500
+Market data comes from public endpoints (no keys): ``/fapi/v1/exchangeInfo``, ``/fapi/v1/klines`` (pages of 1,500
 candles) and ``/fapi/v1/fundingRate`` (one page per 999 hours), through ``BinanceFutures`` and so through
 its request-weight budget (it pauses for the next minute rather than pass ``BINANCE_WEIGHT_BUDGET_PCT`` of
 the limit), its retries of transient failures and its error translation. fundingRate has a request limit
-of its own (500 per 5 minutes per IP); the same share of it is kept with a sliding window.
+of its own (500 per 5 minutes per IP); the same share of it is kept with a sliding window. With API keys,
+``/fapi/v1/leverageBracket`` (signed, read-only) is saved too as ``leverage_brackets.json``.
 
 Resumable: for each symbol only what lies before the first and after the last row already in the file is
 fetched (a gap inside a file is Binance's own: it has no candles for its outages). Fetched rows are
@@ -17,6 +18,7 @@ stamps them a few milliseconds after the hour).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,16 +36,20 @@ from engine.datasets.store import (
     KLINE_COLUMNS,
     KLINE_INTERVAL,
     KLINE_MS,
+    LEVERAGE_BRACKETS,
     MINUTE_MS,
     funding_path,
     kline_path,
     merge_exchange_info,
     merge_into,
+    merge_leverage_brackets,
     read_funding,
     read_klines,
     remove_stale_parts,
 )
 from engine.exchange.binance import KLINES_MAX, BinanceFutures
+from engine.exchange.errors import AuthenticationError, OrderRejected
+from engine.exchange.historical import BUNDLED_SAMPLE
 from engine.exchange.weight import RequestWindow, Sleep
 from engine.progress import ProgressBar
 
@@ -124,6 +130,7 @@ class Downloader:
         self.funding_window = funding_window
         self.progress_stream = progress_stream
         self.checkpoint_pages = max(1, checkpoint_pages)
+        self.notes: list[str] = []
 
     async def run(self, request: DownloadRequest) -> list[SymbolReport]:
         data_dir = request.data_dir
@@ -143,6 +150,8 @@ class Downloader:
         if remove_stale_parts(data_dir):
             log.info("removed temporary files left by an interrupted run in %s", data_dir)
         merge_exchange_info(data_dir / EXCHANGE_INFO, info, request.symbols)
+        if self.exchange.has_keys:
+            await self._brackets(request.symbols, data_dir)
         plans = {s: missing_ranges(read_klines(kline_path(data_dir, s))["open_time"].to_numpy(), start_ms,
                                    end_ms, KLINE_MS) for s in request.symbols}
         total = sum((b - a) // KLINE_MS for ranges in plans.values() for a, b in ranges)
@@ -157,6 +166,23 @@ class Downloader:
             return reports
         finally:
             bar.close()
+
+    async def _brackets(self, symbols: Sequence[str], data_dir: Path) -> None:
+        """Leverage brackets are served to a signed request only; without them backtests use the bundled
+        conservative ladder, so a refusal here is a note, not a failure."""
+        try:
+            await self.exchange.sync_time()
+            entries = await self.exchange.raw_leverage_brackets()
+        except (AuthenticationError, OrderRejected) as exc:
+            self.notes.append(f"leverage brackets not fetched ({exc}); backtests use the bundled conservative "
+                              f"ladder for symbols without a table")
+            return
+        default = json.loads((BUNDLED_SAMPLE / LEVERAGE_BRACKETS).read_text())["default"]
+        note = (f"Per-symbol tables from Binance's GET /fapi/v1/leverageBracket, fetched "
+                f"{datetime.now(UTC):%Y-%m-%d}. 'default' (symbols without a table) is data/sample's deliberately "
+                f"conservative generic ladder.")
+        count = merge_leverage_brackets(data_dir / LEVERAGE_BRACKETS, entries, symbols, default, note)
+        self.notes.append(f"leverage brackets: {count} symbol tables in {data_dir / LEVERAGE_BRACKETS}")
 
     async def _klines(self, symbol: str, data_dir: Path, ranges: Sequence[Range], bar: ProgressBar) -> int:
         path = kline_path(data_dir, symbol)
@@ -220,23 +246,31 @@ def _flush(path: Path, pending: list[pd.DataFrame], columns: tuple[str, ...]) ->
     return merge_into(path, frame, columns).added
 
 
-async def download(request: DownloadRequest, *, base_url: str | None = None, weight_budget_pct: float = 40.0,
-                   clock: Clock | None = None, sleep: Sleep | None = None, progress_stream: Any = None,
-                   checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES,
-                   funding_request_limit: int = FUNDING_REQUEST_LIMIT) -> list[SymbolReport]:
-    """Run one download against Binance (or ``base_url``) with a key-less adapter, closing it afterwards.
+@dataclass(frozen=True, slots=True)
+class DownloadResult:
+    reports: list[SymbolReport]
+    notes: list[str]
 
+
+async def download(request: DownloadRequest, *, base_url: str | None = None, weight_budget_pct: float = 40.0,
+                   api_key: Any = None, api_secret: Any = None, clock: Clock | None = None,
+                   sleep: Sleep | None = None, progress_stream: Any = None,
+                   checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES,
+                   funding_request_limit: int = FUNDING_REQUEST_LIMIT) -> DownloadResult:
+    """Run one download against Binance (or ``base_url``), closing the adapter afterwards.
+
+    Market data needs no keys; with ``api_key``/``api_secret`` the leverage brackets are fetched too.
     ``weight_budget_pct`` caps both the request weight per minute and the fundingRate requests per 5 minutes.
     """
     clock = clock or SystemClock()
     sleep = sleep or asyncio.sleep
-    exchange = BinanceFutures(None, None, base_url=base_url, weight_budget_pct=weight_budget_pct, clock=clock,
-                              sleep=sleep)
+    exchange = BinanceFutures(api_key, api_secret, base_url=base_url, weight_budget_pct=weight_budget_pct,
+                              clock=clock, sleep=sleep)
     window = RequestWindow(clock, sleep, limit=funding_request_limit, window_seconds=FUNDING_LIMIT_SECONDS,
                            budget_pct=weight_budget_pct)
     try:
         downloader = Downloader(exchange, funding_window=window, progress_stream=progress_stream,
                                 checkpoint_pages=checkpoint_pages)
-        return await downloader.run(request)
+        return DownloadResult(await downloader.run(request), downloader.notes)
     finally:
         await exchange.close()

@@ -6,7 +6,8 @@ One folder holds, per symbol:
   UTC, last-price OHLC in quote, volume in base asset);
 - ``SYMBOL-funding.csv.gz``: funding events, header ``funding_time,funding_rate`` (epoch ms UTC floored to
   the minute, rate as a fraction);
-- ``exchange_info.json``: raw ``GET /fapi/v1/exchangeInfo`` with the symbols of the folder.
+- ``exchange_info.json``: raw ``GET /fapi/v1/exchangeInfo`` with the symbols of the folder;
+- ``leverage_brackets.json`` (optional, needs keys to fetch): ``GET /fapi/v1/leverageBracket`` tables.
 
 Numbers are written as Python's shortest float repr (``16538.0``, ``6.91e-06``), exactly as the files in
 ``../shared/data/binance-futures`` are, so a file this module rewrites is byte-for-byte what it read.
@@ -40,6 +41,7 @@ KLINE_INTERVAL = "5m"
 KLINE_MS = 300_000
 MINUTE_MS = 60_000
 EXCHANGE_INFO = "exchange_info.json"
+LEVERAGE_BRACKETS = "leverage_brackets.json"
 _GZIP_LEVEL = 6
 
 
@@ -125,6 +127,25 @@ def merge_exchange_info(path: Path, raw: dict[str, Any], symbols: Iterable[str])
     kept.update({e["symbol"]: e for e in raw.get("symbols", []) if e.get("symbol") in wanted or e.get("symbol")
                  in kept})
     out = {**raw, "symbols": [kept[s] for s in sorted(kept)]}
+    text = json.dumps(out, indent=1) + "\n"
+    atomic_write(path, lambda fh: fh.write(text.encode()))
+    return len(kept)
+
+
+def merge_leverage_brackets(path: Path, entries: Iterable[dict[str, Any]], symbols: Iterable[str],
+                            default: list[Any], note: str) -> int:
+    """Write ``{"symbols": [{"symbol", "brackets"}], "default": [...]}`` (what ``HistoricalMarket`` reads)
+    with the answered tables of ``symbols`` plus those the file already had; returns how many tables."""
+    wanted = set(symbols)
+    kept: dict[str, Any] = {}
+    if path.exists():
+        with contextlib.suppress(ValueError, AttributeError, KeyError, TypeError):
+            old = json.loads(path.read_text())
+            kept = {e["symbol"]: e for e in old.get("symbols", []) if "symbol" in e}
+            default = old.get("default") or default
+    kept.update({e["symbol"]: {"symbol": e["symbol"], "brackets": e["brackets"]} for e in entries
+                 if e.get("symbol") in wanted and e.get("brackets")})
+    out = {"_comment": note, "symbols": [kept[s] for s in sorted(kept)], "default": default}
     text = json.dumps(out, indent=1) + "\n"
     atomic_write(path, lambda fh: fh.write(text.encode()))
     return len(kept)

@@ -491,11 +491,15 @@ class BinanceFutures:
                 log.warning("skipping symbol %s: unreadable filters (%s)", entry.get("symbol"), exc)
         self._rules = rules
 
-    async def _load_brackets(self) -> dict[str, tuple[LeverageBracket, ...]]:
+    async def raw_leverage_brackets(self) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/leverageBracket`` as Binance answered it (signed: needs the keys)."""
         client = self._require_client()
         raw = await self._call("leverage brackets", client.futures_leverage_bracket, ("GET", "leverageBracket"),
                                private=True, idempotent=True)
-        entries = [raw] if isinstance(raw, Mapping) else raw
+        return [raw] if isinstance(raw, Mapping) else list(raw)
+
+    async def _load_brackets(self) -> dict[str, tuple[LeverageBracket, ...]]:
+        entries = await self.raw_leverage_brackets()
         return {e["symbol"]: parse_brackets(e.get("brackets", [])) for e in entries if "symbol" in e}
 
     def _apply_rate_limits(self, limits: Iterable[Mapping[str, Any]]) -> None:
