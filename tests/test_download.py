@@ -302,6 +302,23 @@ async def test_cli_killed_mid_download_resumes_on_the_next_run(tmp_path: Path):
     assert not leftovers(out)
 
 
+@pytest.mark.slow
+async def test_ctrl_c_saves_the_pages_already_fetched(tmp_path: Path):
+    out = tmp_path / "data"
+    async with FakeBinanceFutures(start=T0) as fake:
+        fake.faults.next("/fapi/v1/klines", "timeout", accept=False, delay=30, skip=3)  # ETHUSDT's 2nd page hangs
+        proc = await run_cli(fake.base_url, out, tmp_path)
+        await wait_for(lambda: bool(fake.held) or proc.returncode is not None)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert stderr.decode() == ("vigil: download interrupted. What was fetched is saved; run the same command "
+                               "again to resume.\n")
+    # the first 1,500 ETHUSDT candles were not at a checkpoint yet: the interruption saved them
+    assert lines_of(out / "ETHUSDT-5m.csv.gz") == sample_window("5m", "ETHUSDT", MARCH_1, MARCH_8)[:1501]
+    assert not leftovers(out)
+
+
 def test_cli_says_what_to_do_when_binance_is_unreachable(tmp_path: Path, capsys, monkeypatch):
     monkeypatch.setenv("BINANCE_BASE_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
     code = main(["--env-file", str(tmp_path / "none"), "download", "--symbols", "BTCUSDT", "--start",
