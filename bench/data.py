@@ -4,7 +4,7 @@ Run from the repository root:  .venv/bin/python bench/data.py [--dumps-from ../s
 
 - download: BTC, ETH and SOL, 2025-01-01 → 2025-05-01 (103,680 real candles of ``data/sample``) through the
   real AsyncClient, then the same command again (nothing to fetch). Against Binance the request-weight
-  budget, not this code, sets the pace: 40 % of 2,400 a minute is 144,000 candles a minute.
+  budget, not this code, sets the pace: 40 % of 2,400 a minute is 192 pages of 1,000 candles a minute.
 - import-dumps: BTCUSDT's 5m history from ``--dumps-from`` cut into monthly ZIPs in Binance's 12-column dump
   format (newer months with a header row, older without), imported into an empty folder, then again.
 """

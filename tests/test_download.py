@@ -132,21 +132,21 @@ async def test_keys_binance_refuses_only_cost_the_brackets(fake, clock, sleeper,
 
 
 async def test_resume_after_an_interruption_fetches_only_the_rest(fake, clock, sleeper, tmp_path: Path):
-    request = DownloadRequest(("BTCUSDT",), MARCH_1, MARCH_15, tmp_path)  # 4,032 candles: pages 1500+1500+1032
+    request = DownloadRequest(("BTCUSDT",), MARCH_1, MARCH_15, tmp_path)  # 4,032 candles: 4 pages of 1000 + 32
     fake.faults.next("/fapi/v1/klines", "503_unavailable", times=4, skip=1)  # Binance down after the 1st page
     with pytest.raises(TransientError):
         await run(fake, clock, sleeper, request, checkpoint_pages=1)
     saved = lines_of(tmp_path / "BTCUSDT-5m.csv.gz")
-    assert saved == sample_window("5m", "BTCUSDT", MARCH_1, MARCH_15)[:1501]  # the page that arrived is kept
+    assert saved == sample_window("5m", "BTCUSDT", MARCH_1, MARCH_15)[:1001]  # the page that arrived is kept
     assert not (tmp_path / "BTCUSDT-funding.csv.gz").exists()
     assert not leftovers(tmp_path)
 
     before = len(kline_requests(fake, "BTCUSDT"))
     reports = await run(fake, clock, sleeper, request, checkpoint_pages=1)
     resumed = kline_requests(fake, "BTCUSDT")[before:]
-    assert int(resumed[0]["startTime"]) == to_ms(MARCH_1) + 1500 * 300_000
-    assert [int(r["limit"]) for r in resumed] == [1500, 1032]
-    assert reports[0].klines_added == 2532
+    assert int(resumed[0]["startTime"]) == to_ms(MARCH_1) + 1000 * 300_000
+    assert [int(r["limit"]) for r in resumed] == [1000, 1000, 1000, 32]
+    assert reports[0].klines_added == 3032
     assert lines_of(tmp_path / "BTCUSDT-5m.csv.gz") == sample_window("5m", "BTCUSDT", MARCH_1, MARCH_15)
     assert lines_of(tmp_path / "BTCUSDT-funding.csv.gz") == sample_window("funding", "BTCUSDT", MARCH_1, MARCH_15)
 
@@ -165,23 +165,24 @@ async def test_a_complete_folder_is_not_fetched_again_and_a_longer_window_append
                                                             tmp_path))
     new = kline_requests(fake, "BTCUSDT")[before:]
     assert [(int(r["startTime"]), int(r["limit"])) for r in new] == [
-        (to_ms(MARCH_1), 1500), (to_ms(MARCH_1) + 1500 * 300_000, 516),
-        (to_ms(MARCH_15), 1500), (to_ms(MARCH_15) + 1500 * 300_000, 516)]
+        (to_ms(MARCH_1), 1000), (to_ms(MARCH_1) + 1000 * 300_000, 1000), (to_ms(MARCH_1) + 2000 * 300_000, 16),
+        (to_ms(MARCH_15), 1000), (to_ms(MARCH_15) + 1000 * 300_000, 1000), (to_ms(MARCH_15) + 2000 * 300_000, 16)]
     assert wider[0].klines_added == 4032
     assert lines_of(tmp_path / "BTCUSDT-5m.csv.gz") == sample_window(
         "5m", "BTCUSDT", MARCH_1, datetime(2025, 3, 22, tzinfo=UTC))
 
 
 async def test_the_download_stays_within_the_weight_budget(clock, tmp_path: Path):
-    async with FakeBinanceFutures(start=T0, weight_limit=100) as fake:  # budget 40 % = 40 weight a minute
+    async with FakeBinanceFutures(start=T0, weight_limit=60) as fake:  # budget 40 % = 24 weight a minute
         sleeper = FakeSleep(clock, fake)
         request = DownloadRequest(("BTCUSDT", "ETHUSDT", "SOLUSDT"), MARCH_1, MARCH_8, tmp_path)
         await run(fake, clock, sleeper, request)
         per_minute: Counter[int] = Counter()
         for r in fake.requests:
             per_minute[r.time_ms // 60_000] += endpoint_weight(r.method, r.path.rsplit("/v1/", 1)[-1], r.params)
-        assert sum(per_minute.values()) == 1 + 3 * (10 + 5 + 1)  # exchangeInfo; per symbol 1500 + 516 candles, funding
-        assert max(per_minute.values()) <= 40
+        # exchangeInfo; per symbol pages of 1000 + 1000 + 16 candles (weights 5, 5, 1) and one of funding
+        assert sum(per_minute.values()) == 1 + 3 * (5 + 5 + 1 + 1)
+        assert max(per_minute.values()) <= 24
         assert len(per_minute) >= 2 and sleeper.calls  # it waited for the next minute instead of going over
     assert lines_of(tmp_path / "SOLUSDT-5m.csv.gz") == sample_window("5m", "SOLUSDT", MARCH_1, MARCH_8)
 
@@ -281,8 +282,8 @@ async def wait_for(condition, timeout: float = 60.0) -> None:
 async def test_cli_killed_mid_download_resumes_on_the_next_run(tmp_path: Path):
     out = tmp_path / "data"
     async with FakeBinanceFutures(start=T0) as fake:
-        # BTCUSDT completes (2 pages), then the first ETHUSDT page hangs and the process is killed (-9)
-        fake.faults.next("/fapi/v1/klines", "timeout", accept=False, delay=30, skip=2)
+        # BTCUSDT completes (3 pages), then the first ETHUSDT page hangs and the process is killed (-9)
+        fake.faults.next("/fapi/v1/klines", "timeout", accept=False, delay=30, skip=3)
         proc = await run_cli(fake.base_url, out, tmp_path)
         await wait_for(lambda: bool(fake.held) or proc.returncode is not None)
         proc.send_signal(signal.SIGKILL)
@@ -295,7 +296,7 @@ async def test_cli_killed_mid_download_resumes_on_the_next_run(tmp_path: Path):
         stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
         assert proc.returncode == 0, stderr.decode()
         again = [r.params.get("symbol") for r in fake.requests[before:] if r.path == "/fapi/v1/klines"]
-        assert again == ["ETHUSDT", "ETHUSDT"]  # BTCUSDT was complete: not fetched again
+        assert again == ["ETHUSDT"] * 3  # BTCUSDT was complete: not fetched again
     assert lines_of(out / "ETHUSDT-5m.csv.gz") == sample_window("5m", "ETHUSDT", MARCH_1, MARCH_8)
     assert "ETHUSDT: 2016 candles added, 2016 in the window" in stdout.decode()
     assert "Traceback" not in stderr.decode() and stderr.decode() == ""  # no progress bar off a terminal
@@ -306,7 +307,7 @@ async def test_cli_killed_mid_download_resumes_on_the_next_run(tmp_path: Path):
 async def test_ctrl_c_saves_the_pages_already_fetched(tmp_path: Path):
     out = tmp_path / "data"
     async with FakeBinanceFutures(start=T0) as fake:
-        fake.faults.next("/fapi/v1/klines", "timeout", accept=False, delay=30, skip=3)  # ETHUSDT's 2nd page hangs
+        fake.faults.next("/fapi/v1/klines", "timeout", accept=False, delay=30, skip=4)  # ETHUSDT's 2nd page hangs
         proc = await run_cli(fake.base_url, out, tmp_path)
         await wait_for(lambda: bool(fake.held) or proc.returncode is not None)
         proc.send_signal(signal.SIGINT)
@@ -314,8 +315,8 @@ async def test_ctrl_c_saves_the_pages_already_fetched(tmp_path: Path):
     assert proc.returncode == 1
     assert stderr.decode() == ("vigil: download interrupted. What was fetched is saved; run the same command "
                                "again to resume.\n")
-    # the first 1,500 ETHUSDT candles were not at a checkpoint yet: the interruption saved them
-    assert lines_of(out / "ETHUSDT-5m.csv.gz") == sample_window("5m", "ETHUSDT", MARCH_1, MARCH_8)[:1501]
+    # the first 1,000 ETHUSDT candles were not at a checkpoint yet: the interruption saved them
+    assert lines_of(out / "ETHUSDT-5m.csv.gz") == sample_window("5m", "ETHUSDT", MARCH_1, MARCH_8)[:1001]
     assert not leftovers(out)
 
 

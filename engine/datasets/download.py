@@ -1,11 +1,12 @@
 """Download 5m klines and funding-rate history from Binance USDⓈ-M futures into the market-data folder.
 
-Market data comes from public endpoints (no keys): ``/fapi/v1/exchangeInfo``, ``/fapi/v1/klines`` (pages of 1,500
-candles) and ``/fapi/v1/fundingRate`` (one page per 999 hours), through ``BinanceFutures`` and so through
-its request-weight budget (it pauses for the next minute rather than pass ``BINANCE_WEIGHT_BUDGET_PCT`` of
-the limit), its retries of transient failures and its error translation. fundingRate has a request limit
-of its own (500 per 5 minutes per IP); the same share of it is kept with a sliding window. With API keys,
-``/fapi/v1/leverageBracket`` (signed, read-only) is saved too as ``leverage_brackets.json``.
+Market data comes from public endpoints (no keys): ``/fapi/v1/exchangeInfo``, ``/fapi/v1/klines`` (pages
+of 1,000 candles, see ``KLINES_PAGE``) and ``/fapi/v1/fundingRate`` (one page per 999 hours), through
+``BinanceFutures`` and so through its request-weight budget (it pauses for the next minute rather than pass
+``BINANCE_WEIGHT_BUDGET_PCT`` of the limit), its retries of transient failures and its error translation.
+fundingRate has a request limit of its own (500 per 5 minutes per IP); the same share of it is kept with a
+sliding window. With API keys, ``/fapi/v1/leverageBracket`` (signed, read-only) is saved too as
+``leverage_brackets.json``.
 
 Resumable: for each symbol only what lies before the first and after the last row already in the file is
 fetched (a gap inside a file is Binance's own: it has no candles for its outages). Fetched rows are
@@ -47,7 +48,7 @@ from engine.datasets.store import (
     read_klines,
     remove_stale_parts,
 )
-from engine.exchange.binance import KLINES_MAX, BinanceFutures
+from engine.exchange.binance import BinanceFutures
 from engine.exchange.errors import AuthenticationError, OrderRejected
 from engine.exchange.historical import BUNDLED_SAMPLE
 from engine.exchange.weight import RequestWindow, Sleep
@@ -55,6 +56,9 @@ from engine.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
+#: Candles per klines request. Weight is 5 for 500..1000 candles and 10 above: pages of 1,000 fetch 200 candles
+#: per weight unit against 150 for Binance's maximum of 1,500, a third more history per minute of budget.
+KLINES_PAGE = 1000
 #: Funding is settled at most hourly; nothing can be missing within an hour after the last stored event.
 MIN_FUNDING_INTERVAL_MS = 3_600_000
 #: One fundingRate request per window of 999 h holds at most 999 events: always a single page of 1,000.
@@ -192,7 +196,7 @@ class Downloader:
             for lo, hi in ranges:
                 cursor = lo
                 while cursor < hi:
-                    limit = min(KLINES_MAX, (hi - cursor) // KLINE_MS)
+                    limit = min(KLINES_PAGE, (hi - cursor) // KLINE_MS)
                     batch = await self.exchange.klines(symbol, KLINE_INTERVAL, start_ms=cursor, limit=limit)
                     keep = batch.open_time < hi
                     if not keep.any():
