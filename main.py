@@ -3,7 +3,7 @@
     python main.py run            trade (paper by default) until Ctrl-C / SIGTERM
     python main.py demo           replay bundled real Binance data through the trader, offline, and summarise
     python main.py download       fetch 5m klines and funding history from Binance into the data folder
-    python main.py import-dumps   merge Binance's monthly 5m kline ZIP dumps into the data folder
+    python main.py import-dumps   merge Binance's monthly 5m kline and funding ZIP dumps into the data folder
     python main.py health         exit 0 if the last monitor tick is recent (Docker HEALTHCHECK)
 """
 
@@ -63,13 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--data-dir", type=Path, default=None,
                           help=f"folder to fill (default: DATA_DIR/{DATA_SUBDIR}, i.e. data/{DATA_SUBDIR})")
 
-    dumps = sub.add_parser("import-dumps", help="merge Binance's monthly 5m kline ZIP dumps into the data folder",
-                           description=(
-                               "Read Binance's public futures kline dumps (data.binance.vision files such as "
-                               "BTCUSDT-5m-2024-01.zip, with or without a header row; a folder means every "
-                               ".zip in it) and merge them into DIR/SYMBOL-5m.csv.gz: sorted, one row per "
-                               "candle, rows already in the file kept. Every file is checked before "
-                               "anything is written."))
+    dumps = sub.add_parser("import-dumps", help="merge Binance's monthly 5m kline (and funding) ZIP dumps into the "
+                                                "data folder", description=(
+        "Read Binance's public futures dumps (data.binance.vision files; a folder means every .zip in it) and "
+        "merge them into the data folder: 5m klines such as BTCUSDT-5m-2024-01.zip, with or without a header "
+        "row, into DIR/SYMBOL-5m.csv.gz, and funding such as BTCUSDT-fundingRate-2024-01.zip into "
+        "DIR/SYMBOL-funding.csv.gz. Sorted, one row per time, rows already in a file kept. Every file is "
+        "checked before anything is written."))
     dumps.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="ZIP files or folders of them")
     dumps.add_argument("--data-dir", type=Path, default=None,
                        help=f"folder to merge into (default: DATA_DIR/{DATA_SUBDIR}, i.e. data/{DATA_SUBDIR})")
@@ -188,7 +188,7 @@ def _import_dumps(settings: Settings, args: argparse.Namespace) -> int:
         print(f"vigil: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     for s in summaries:
-        print(f"{s.symbol}: {s.files} files, {s.rows_read} rows read, {s.merge.added} added, "
+        print(f"{s.symbol} {s.kind}: {s.files} files, {s.rows_read} rows read, {s.merge.added} added, "
               f"{s.merge.rows} in {s.merge.path}")
     return 0
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from engine.clock import ManualClock, to_ms
-from engine.datasets.dumps import DumpError, import_dumps
+from engine.datasets.dumps import DumpError, DumpKind, import_dumps
 from engine.exchange.historical import HistoricalMarket
 from main import main
 
@@ -26,8 +26,8 @@ HEADER = ("open_time,open,high,low,close,volume,close_time,quote_volume,count,ta
 
 
 @functools.cache
-def sample_lines(symbol: str = "BTCUSDT") -> list[str]:
-    with gzip.open(SAMPLE / f"{symbol}-5m.csv.gz", "rt") as fh:
+def sample_lines(symbol: str = "BTCUSDT", kind: str = "5m") -> list[str]:
+    with gzip.open(SAMPLE / f"{symbol}-{kind}.csv.gz", "rt") as fh:
         return fh.read().splitlines()
 
 
@@ -77,9 +77,30 @@ def test_dumps_with_and_without_header_give_the_bundled_file_row_for_row(tmp_pat
     folder, expected = dumps
     out = tmp_path / "data"
     summaries = import_dumps([folder], out)
-    assert [(s.symbol, s.files, s.rows_read, s.merge.added) for s in summaries] == [
-        ("BTCUSDT", 3, 25_920, 25_920)]
+    assert [(s.symbol, s.kind, s.files, s.rows_read, s.merge.added) for s in summaries] == [
+        ("BTCUSDT", DumpKind.KLINES, 3, 25_920, 25_920)]
     assert written_lines(out / "BTCUSDT-5m.csv.gz") == expected  # same header, same numbers, same text
+
+
+def make_funding_zip(folder: Path, symbol: str, year: int, month: int) -> Path:
+    """A monthly funding dump of the real bundled rates, calc_time stamped a few ms late as Binance does."""
+    lines = month_lines(sample_lines(symbol, "funding"), year, month)
+    rows = [f"{int(t) + i % 7},8,{float(r):.8f}" for i, (t, r) in enumerate(x.split(",") for x in lines)]
+    name = f"{symbol}-fundingRate-{year}-{month:02d}"
+    with zipfile.ZipFile(folder / f"{name}.zip", "w") as archive:
+        archive.writestr(f"{name}.csv", "\n".join(["calc_time,funding_interval_hours,last_funding_rate", *rows]))
+    return folder / f"{name}.zip"
+
+
+def test_funding_dumps_go_to_the_funding_file(tmp_path: Path, dumps):
+    for month in (1, 2):
+        make_funding_zip(tmp_path, "BTCUSDT", 2025, month)
+    summaries = import_dumps([tmp_path, dumps[0] / "BTCUSDT-5m-2025-01.zip"], tmp_path / "out")
+    assert [(s.kind, s.files, s.merge.added) for s in summaries] == [(DumpKind.KLINES, 1, 8928),
+                                                                      (DumpKind.FUNDING, 2, 177)]
+    funding = sample_lines("BTCUSDT", "funding")
+    expected = [funding[0], *month_lines(funding, 2025, 1), *month_lines(funding, 2025, 2)]
+    assert written_lines(tmp_path / "out" / "BTCUSDT-funding.csv.gz") == expected
 
 
 def test_the_result_is_what_the_historical_market_reads(tmp_path: Path, dumps):
@@ -135,7 +156,7 @@ def test_a_bad_file_stops_the_import_before_anything_is_written(tmp_path: Path, 
 
 @pytest.mark.parametrize(("name", "message"), [
     ("BTCUSDT-1h-2025-01.zip", "1h klines; only 5m dumps are imported"),
-    ("btc.zip", "not a Binance kline dump name"),
+    ("btc.zip", "not a Binance dump name"),
     ("missing/BTCUSDT-5m-2025-01.zip", "no such file or folder"),
 ])
 def test_cli_rejects_bad_paths_in_one_line(tmp_path: Path, capsys, name: str, message: str):
@@ -153,13 +174,13 @@ def test_cli_imports_and_reports(tmp_path: Path, capsys, dumps):
     code = main(["--env-file", str(tmp_path / "none"), "import-dumps", str(folder / "BTCUSDT-5m-2025-01.zip"),
                  str(folder / "BTCUSDT-5m-2025-02.zip"), "--data-dir", str(tmp_path / "o")])
     assert code == 0
-    assert "BTCUSDT: 2 files, 16992 rows read, 16992 added" in capsys.readouterr().out
+    assert "BTCUSDT 5m klines: 2 files, 16992 rows read, 16992 added" in capsys.readouterr().out
     assert written_lines(tmp_path / "o" / "BTCUSDT-5m.csv.gz") == expected[: 1 + 16992]
 
 
 @pytest.mark.parametrize(("command", "words"), [
     ("download", ["--symbols", "--start", "--end", "exclusive", "Resumable", "BINANCE_WEIGHT_BUDGET_PCT"]),
-    ("import-dumps", ["PATH", "with or without a header row", "--data-dir"]),
+    ("import-dumps", ["PATH", "with or without a header row", "fundingRate", "--data-dir"]),
 ])
 def test_help_describes_the_data_commands(capsys, command: str, words: list[str]):
     with pytest.raises(SystemExit) as info:
