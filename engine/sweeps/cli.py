@@ -24,7 +24,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, *, default_metric: str)
     group.add_argument("--sweep", action="append", default=[], metavar="KEY=v1,v2",
                        help="sweep KEY over the values (repeat for a grid; lo:hi:step is an inclusive range)")
     group.add_argument("--jobs", type=int, default=1, metavar="N",
-                       help="local worker processes for a sweep (default 1; -1 = every core)")
+                       help="local worker processes for a sweep (default 1; -1 = every core; not used with "
+                            "--dask-scheduler)")
     group.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
                        help="run the sweep on an existing Dask cluster, e.g. tcp://host:8786 (needs dask[distributed])")
     group.add_argument("--sort-by", default=default_metric, metavar="METRIC",

@@ -145,7 +145,9 @@ def _run_dask(task: Task[D], points: Sequence[Params], data: D, address: str | N
         workers = len(client.scheduler_info().get("workers", {}))
         if workers == 0:
             raise SweepError("the Dask cluster has no workers; start some (dask worker ADDRESS) and try again")
-        shared = client.scatter(data, broadcast=True, hash=False)  # one copy per worker, not per task
+        # One copy per worker, not per task. Scattered inside a list so that a dict or list ``data`` travels as
+        # one object (scatter would otherwise split a collection into one future per item).
+        [shared] = client.scatter([data], broadcast=True, hash=False)
         futures = [client.submit(_guarded, task, p, shared, pure=False) for p in points]
         try:
             return list(client.gather(futures)), workers
