@@ -38,7 +38,7 @@ async def bench_download(folder: Path) -> None:
         for label in ("download", "re-run"):
             before, weight = len(fake.requests), fake.weight_charged
             started = time.perf_counter()
-            reports = await download(request, base_url=fake.base_url)
+            reports = (await download(request, base_url=fake.base_url)).reports
             wall = time.perf_counter() - started
             added = sum(r.klines_added for r in reports)
             print(f"{label:10s} {added:>9,} candles added in {wall:6.2f} s ({added / wall:,.0f}/s); "
