@@ -126,7 +126,7 @@ def missing_ranges(times: np.ndarray, start_ms: int, end_ms: int, step_ms: int) 
 
 
 class Downloader:
-    """Fills a data folder from an opened ``BinanceFutures`` (public data: no keys needed)."""
+    """Fills a data folder through a ``BinanceFutures`` adapter (public calls; the brackets need its keys)."""
 
     def __init__(self, exchange: BinanceFutures, *, funding_window: RequestWindow, progress_stream: Any = None,
                  checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES) -> None:
