@@ -1,9 +1,11 @@
-"""Vigil command line: ``run`` (default) | ``demo`` | ``backtest`` | ``health`` | ``backup`` | ``restore`` |
-``reset-overrides``.
+"""Vigil command line: ``run`` (default) | ``demo`` | ``backtest`` | ``download`` | ``import-dumps`` | ``health`` |
+``backup`` | ``restore`` | ``reset-overrides``.
 
     python main.py run              trade (paper by default) until Ctrl-C / SIGTERM
     python main.py demo             replay bundled real Binance data through the trader, offline, and summarise
     python main.py backtest         backtest a strategy on recorded data: summary, JSON, PNG
+    python main.py download         fetch 5m klines and funding history from Binance into the data folder
+    python main.py import-dumps     merge Binance's monthly 5m kline and funding ZIP dumps into the data folder
     python main.py health           exit 0 if the last monitor tick is recent (Docker HEALTHCHECK)
     python main.py backup           online backup of the database into DATA_DIR/backups
     python main.py restore [FILE]   replace the database by a backup (the bot stopped)
@@ -22,6 +24,8 @@ from pathlib import Path
 from settings import Settings, SettingsError, load_settings, unknown_keys, unknown_keys_line
 
 EXIT_CONFIG = 2
+EXIT_FAILED = 1
+DATA_SUBDIR = "binance-futures"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Configuration comes from the environment and .env; see .env.example for every key.")
     parser.add_argument("--env-file", default=".env", help="settings file to read besides the environment "
                         "(default: .env; missing is fine)")
-    sub = parser.add_subparsers(dest="command", metavar="{run,demo,backtest,health,backup,restore,reset-overrides}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,demo,backtest,download,import-dumps,health,backup,"
+                                "restore,reset-overrides}")
 
     sub.add_parser("run", help="run the trader (default command)", description=(
         "Run the scanner every SCAN_INTERVAL_SECONDS and the position monitor every MONITOR_INTERVAL_SECONDS. "
@@ -58,6 +63,30 @@ def _parser() -> argparse.ArgumentParser:
     from app.backtest_args import add_arguments
 
     add_arguments(backtest)
+    download = sub.add_parser("download", help="fetch 5m klines and funding history from Binance", description=(
+        "Fetch 5m klines and funding-rate history of USD-M perpetuals from Binance's public API (no keys) into "
+        "DIR/SYMBOL-5m.csv.gz and DIR/SYMBOL-funding.csv.gz, plus DIR/exchange_info.json (the layout "
+        "`backtest` and `demo` read). Resumable: a second run fetches only what is missing before the first "
+        "or after the last stored row, and files are replaced atomically, so an interrupted run is simply "
+        "run again. Stays within BINANCE_WEIGHT_BUDGET_PCT of the request-weight limit; BINANCE_BASE_URL, "
+        "if set, replaces Binance's address. Needs no keys; with BINANCE_API_KEY and BINANCE_API_SECRET set, "
+        "the leverage brackets (a signed, read-only request) are saved too as DIR/leverage_brackets.json."))
+    download.add_argument("--symbols", required=True, help="comma-separated symbols, e.g. BTCUSDT,ETHUSDT")
+    download.add_argument("--start", required=True, help="first day, UTC (YYYY-MM-DD)")
+    download.add_argument("--end", required=True, help="day after the last one, UTC (YYYY-MM-DD, exclusive)")
+    download.add_argument("--data-dir", type=Path, default=None,
+                          help=f"folder to fill (default: DATA_DIR/{DATA_SUBDIR}, i.e. data/{DATA_SUBDIR})")
+
+    dumps = sub.add_parser("import-dumps", help="merge Binance's monthly 5m kline (and funding) ZIP dumps into the "
+                                                "data folder", description=(
+        "Read Binance's public futures dumps (data.binance.vision files; a folder means every .zip in it) and "
+        "merge them into the data folder: 5m klines such as BTCUSDT-5m-2024-01.zip, with or without a header "
+        "row, into DIR/SYMBOL-5m.csv.gz, and funding such as BTCUSDT-fundingRate-2024-01.zip into "
+        "DIR/SYMBOL-funding.csv.gz. Sorted, one row per time, rows already in a file kept. Every file is "
+        "checked before anything is written."))
+    dumps.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="ZIP files or folders of them")
+    dumps.add_argument("--data-dir", type=Path, default=None,
+                       help=f"folder to merge into (default: DATA_DIR/{DATA_SUBDIR}, i.e. data/{DATA_SUBDIR})")
 
     sub.add_parser("health", help="exit 0 if the last monitor tick is recent", description=(
         "Exit 0 if the running bot's last monitor tick (stored in DB_PATH) is younger than "
@@ -114,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         if command == "restore":
             return commands.restore(settings, args.file)
         return commands.reset_overrides(settings, args.clear_all or args.clear or [])
+    if command == "download":
+        return _download(settings, args)
+    if command == "import-dumps":
+        return _import_dumps(settings, args)
     return _health(settings)
 
 
@@ -134,7 +167,7 @@ def _run(settings: Settings, warning: str) -> int:
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from app.backtest import run_demo
-    from app.run import configure_logging
+    from app.logs import configure_logging
     from engine.backtest.replay import DemoOptions
 
     configure_logging("WARNING")
@@ -161,6 +194,69 @@ def _backtest(settings: Settings, args: argparse.Namespace) -> int:
     # not app.run.configure_logging: importing the live runtime would cost seconds the backtest does not need
     logging.basicConfig(level=logging.WARNING, format="vigil: %(levelname)s %(name)s: %(message)s", force=True)
     return backtest_main(settings, args)
+
+
+def _data_dir(settings: Settings, args: argparse.Namespace) -> Path:
+    return args.data_dir if args.data_dir is not None else settings.data_dir / DATA_SUBDIR
+
+
+def _day(text: str, flag: str) -> datetime:
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"{flag} must be a day like 2024-01-31, got {text!r}") from None
+
+
+def _download(settings: Settings, args: argparse.Namespace) -> int:
+    from app.logs import configure_logging
+    from engine.datasets.download import DownloadError, DownloadRequest, download
+    from engine.exchange.errors import ExchangeError
+
+    configure_logging("ERROR")  # retries and throttle pauses are routine here; the outcome is printed
+    try:
+        symbols = tuple(dict.fromkeys(s.strip().upper() for s in args.symbols.split(",") if s.strip()))
+        request = DownloadRequest(symbols, _day(args.start, "--start"), _day(args.end, "--end"),
+                                  _data_dir(settings, args))
+    except (ValueError, DownloadError) as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        result = asyncio.run(download(request, base_url=settings.binance_base_url,
+                                      weight_budget_pct=settings.binance_weight_budget_pct,
+                                      api_key=settings.binance_api_key, api_secret=settings.binance_api_secret,
+                                      progress_stream=sys.stderr))
+    except DownloadError as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (ExchangeError, OSError, ValueError) as exc:
+        print(f"vigil: download stopped: {exc}. What was fetched is saved; run the same command again to "
+              f"resume.", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("vigil: download interrupted. What was fetched is saved; run the same command again to resume.",
+              file=sys.stderr)
+        return EXIT_FAILED
+    for line in [*(r.render() for r in result.reports), *result.notes]:
+        print(line)
+    print(f"data folder: {request.data_dir}")
+    return 0
+
+
+def _import_dumps(settings: Settings, args: argparse.Namespace) -> int:
+    from app.logs import configure_logging
+    from engine.datasets.dumps import DumpError, import_dumps
+
+    configure_logging("WARNING")
+    data_dir = _data_dir(settings, args)
+    try:
+        summaries = import_dumps(args.paths, data_dir)
+    except (DumpError, ValueError, OSError) as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    for s in summaries:
+        print(f"{s.symbol} {s.kind}: {s.files} files, {s.rows_read} rows read, {s.merge.added} added, "
+              f"{s.merge.rows} in {s.merge.path}")
+    return 0
 
 
 def _health(settings: Settings) -> int:

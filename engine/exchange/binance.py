@@ -503,11 +503,16 @@ class BinanceFutures:
                                 private=False, idempotent=True, symbol=symbol, interval=interval, limit=limit,
                                 startTime=start_ms, endTime=end_ms)
 
-    async def _load_rules(self) -> None:
+    async def raw_exchange_info(self) -> dict[str, Any]:
+        """``GET /fapi/v1/exchangeInfo`` as Binance answered it; adopts its request-weight limit."""
         client = self._require_client()
         info = await self._call("exchange info", client.futures_exchange_info, ("GET", "exchangeInfo"),
                                 private=False, idempotent=True)
         self._apply_rate_limits(info.get("rateLimits", []))
+        return info
+
+    async def _load_rules(self) -> None:
+        info = await self.raw_exchange_info()
         brackets = await self._load_brackets() if self.has_keys else {}
         rules: dict[str, SymbolRules] = {}
         for entry in info.get("symbols", []):
@@ -518,11 +523,15 @@ class BinanceFutures:
         self._rules = rules
         self._rules_at = self._clock.now()
 
-    async def _load_brackets(self) -> dict[str, tuple[LeverageBracket, ...]]:
+    async def raw_leverage_brackets(self) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/leverageBracket`` as Binance answered it (signed: needs the keys)."""
         client = self._require_client()
         raw = await self._call("leverage brackets", client.futures_leverage_bracket, ("GET", "leverageBracket"),
                                private=True, idempotent=True)
-        entries = [raw] if isinstance(raw, Mapping) else raw
+        return [raw] if isinstance(raw, Mapping) else list(raw)
+
+    async def _load_brackets(self) -> dict[str, tuple[LeverageBracket, ...]]:
+        entries = await self.raw_leverage_brackets()
         return {e["symbol"]: parse_brackets(e.get("brackets", [])) for e in entries if "symbol" in e}
 
     def _apply_rate_limits(self, limits: Iterable[Mapping[str, Any]]) -> None:

@@ -10,6 +10,7 @@ the minute to roll over instead of sending. Time and sleeping are injected so te
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
@@ -149,6 +150,38 @@ class WeightTracker:
     @staticmethod
     def _minute_of(when: datetime) -> int:
         return int(when.timestamp() // 60)
+
+
+class RequestWindow:
+    """At most ``budget_pct`` of ``limit`` requests in any ``window_seconds`` (a sliding window).
+
+    For endpoints with a request count limit of their own besides weight, e.g. ``GET /fapi/v1/fundingRate``,
+    which shares 500 requests per 5 minutes per IP with ``fundingInfo``. A sliding window keeps under the
+    exchange's fixed windows wherever their boundaries fall.
+    """
+
+    def __init__(self, clock: Clock, sleep: Sleep, *, limit: int, window_seconds: float,
+                 budget_pct: float = 40.0) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self.budget = max(1, int(limit * budget_pct / 100))
+        self.window_seconds = window_seconds
+        self._sent: deque[float] = deque()
+        self.waits = 0
+
+    async def acquire(self) -> None:
+        while True:
+            now = self._clock.now().timestamp()
+            while self._sent and self._sent[0] <= now - self.window_seconds:
+                self._sent.popleft()
+            if len(self._sent) < self.budget:
+                self._sent.append(now)
+                return
+            delay = max(0.05, self._sent[0] + self.window_seconds - now)
+            self.waits += 1
+            log.info("%d requests in the last %.0fs (budget %d); pausing %.1fs", len(self._sent),
+                     self.window_seconds, self.budget, delay)
+            await self._sleep(delay)
 
 
 def _header_int(headers: Mapping[str, str] | None) -> int | None:

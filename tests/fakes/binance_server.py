@@ -27,6 +27,11 @@ funding, leverage brackets and exchangeInfo filters (entry copied with ``symbol`
 renamed), so a test or benchmark can have a universe of 100 symbols from the 3 bundled series. A clone
 is a full symbol of its own (own positions, orders, leverage); its 24 h ticker equals its source's, so in a
 volume ranking it ties with its source (``MarketDataService`` breaks ties by symbol name: deterministic).
+
+Market-data history: ``/fapi/v1/klines`` honours ``startTime``/``endTime``/``limit`` (1..1500) as Binance does
+and ``/fapi/v1/fundingRate`` answers ascending pages with ``markPrice`` and ``rateType``, with its own limit
+of ``funding_request_limit`` (500) requests per 5 minutes (429 past it); a start after the end is refused
+with -1023. ``funding_time_jitter_ms`` stamps funding events a few ms late, as Binance does.
 """
 
 from __future__ import annotations
@@ -237,8 +242,12 @@ class FakeBinanceFutures:
                  api_secret: str = TEST_API_SECRET, symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT"),
                  wallet: Decimal = Decimal(1000), taker_fee: Decimal = Decimal("0.0005"),
                  weight_limit: int = 2400, default_leverage: int = 20, data_dir: Path = DATA_DIR,
-                 clones: Mapping[str, str] | None = None) -> None:
+                 clones: Mapping[str, str] | None = None, funding_time_jitter_ms: int = 0,
+                 funding_request_limit: int = 500) -> None:
         self.api_key, self.api_secret = api_key, api_secret
+        self.funding_time_jitter_ms = funding_time_jitter_ms
+        self.funding_request_limit = funding_request_limit
+        self._funding_requests: dict[int, int] = {}  # 5-minute window -> fundingRate requests
         self.data_dir = data_dir
         clones = dict(clones or {})
         self._source: dict[str, str] = {s: s for s in symbols} | self._check_clones(clones, symbols)
@@ -648,8 +657,7 @@ class FakeBinanceFutures:
         limit = int(params.get("limit", 500))
         if not 1 <= limit <= 1500:
             raise FakeApiError(400, -1130, "Data sent for parameter 'limit' is not valid.")
-        start = int(params["startTime"]) if "startTime" in params else None
-        end = int(params["endTime"]) if "endTime" in params else None
+        start, end = _time_params(params)
         return self._candle_rows(symbol, INTERVALS_MS[interval], limit, start, end)
 
     def _candle_rows(self, symbol: str, ims: int, limit: int, start: int | None,
@@ -725,19 +733,34 @@ class FakeBinanceFutures:
                 "lastFundingRate": rate, "interestRate": "0.00010000", "nextFundingTime": next_time, "time": now}
 
     def _funding_rate(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        """Binance's answer: ascending; from startTime when sent (the first ``limit``), else the latest.
+
+        Binance stamps ``fundingTime`` a few milliseconds after the settlement instant (1791273600001,
+        1735776000015 in real answers); ``funding_time_jitter_ms`` reproduces that."""
+        window = self.now_ms() // 300_000
+        self._funding_requests[window] = self._funding_requests.get(window, 0) + 1
+        if self._funding_requests[window] > self.funding_request_limit:
+            retry = 300 - (self.now_ms() // 1000) % 300
+            raise FakeApiError(429, -1003, _PRESETS["429"][2], {"Retry-After": str(retry)})
         symbol = self._symbol(params, required=False)
         limit = min(int(params.get("limit", 100)), 1000)
-        start, end = params.get("startTime"), params.get("endTime")
+        start, end = _time_params(params)
         out: list[dict[str, Any]] = []
         for s in [symbol] if symbol else self.symbols:
             times, rates = load_funding(self.source_of(s), self.data_dir)
             for t, r in zip(times.tolist(), rates, strict=True):
-                if t > self.now_ms() or (start and t < int(start)) or (end and t > int(end)):
+                stamped = t + self._funding_jitter(t)
+                if t > self.now_ms() or (start is not None and stamped < start) or (end is not None and stamped > end):
                     continue
-                out.append({"symbol": s, "fundingTime": t, "fundingRate": r,
-                            "markPrice": str(self._price_at(s, t))})
+                out.append({"symbol": s, "fundingTime": stamped, "fundingRate": r,
+                            "markPrice": f"{self._price_at(s, t):.8f}", "rateType": "Regular"})
         out.sort(key=lambda r: r["fundingTime"])
-        return out[:limit] if start else out[-limit:]
+        return out[:limit] if start is not None else out[-limit:]
+
+    def _funding_jitter(self, t: int) -> int:
+        if not self.funding_time_jitter_ms:
+            return 0
+        return (t // 3_600_000 * 2_654_435_761) % (self.funding_time_jitter_ms + 1)
 
     # ------------------------------------------------------------------ account handlers
     def _leverage_bracket(self, params: dict[str, str]) -> list[dict[str, Any]]:
@@ -1260,6 +1283,15 @@ def _kline_row(open_time: int, o: float, h: float, low: float, c: float, v: floa
 def _klines_weight(params: dict[str, str]) -> int:
     limit = int(params.get("limit", 500))
     return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
+
+
+def _time_params(params: dict[str, str]) -> tuple[int | None, int | None]:
+    """startTime/endTime of a market-data request; Binance refuses a start after the end (-1023)."""
+    start = int(params["startTime"]) if "startTime" in params else None
+    end = int(params["endTime"]) if "endTime" in params else None
+    if start is not None and end is not None and start > end:
+        raise FakeApiError(400, -1023, "Start time is greater than end time.")
+    return start, end
 
 
 def _time_range(params: dict[str, str], now: int) -> tuple[int, int]:

@@ -1,0 +1,1 @@
+"""Market-data files: the folder layout the backtests read, ``download`` from Binance and ``import-dumps``."""
