@@ -1,9 +1,10 @@
-"""Vigil command line: ``run`` (default) | ``demo`` | ``backtest`` | ``download`` | ``import-dumps`` | ``health`` |
-``backup`` | ``restore`` | ``reset-overrides``.
+"""Vigil command line: ``run`` (default) | ``demo`` | ``backtest`` | ``train`` | ``download`` | ``import-dumps`` |
+``health`` | ``backup`` | ``restore`` | ``reset-overrides``.
 
     python main.py run              trade (paper by default) until Ctrl-C / SIGTERM
     python main.py demo             replay bundled real Binance data through the trader, offline, and summarise
     python main.py backtest         backtest a strategy on recorded data: summary, JSON, PNG
+    python main.py train            walk-forward evaluation of the ML model, then the model file
     python main.py download         fetch 5m klines and funding history from Binance into the data folder
     python main.py import-dumps     merge Binance's monthly 5m kline and funding ZIP dumps into the data folder
     python main.py health           exit 0 if the last monitor tick is recent (Docker HEALTHCHECK)
@@ -34,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Configuration comes from the environment and .env; see .env.example for every key.")
     parser.add_argument("--env-file", default=".env", help="settings file to read besides the environment "
                         "(default: .env; missing is fine)")
-    sub = parser.add_subparsers(dest="command", metavar="{run,demo,backtest,download,import-dumps,health,backup,"
+    sub = parser.add_subparsers(dest="command", metavar="{run,demo,backtest,train,download,import-dumps,health,backup,"
                                 "restore,reset-overrides}")
 
     sub.add_parser("run", help="run the trader (default command)", description=(
@@ -63,6 +64,16 @@ def _parser() -> argparse.ArgumentParser:
     from app.backtest_args import add_arguments
 
     add_arguments(backtest)
+    train = sub.add_parser("train", help="walk-forward evaluation of the ML model, then train and save it",
+                           description=(
+        "Build features and triple-barrier labels (from the stop and take-profit settings) on recorded 5m data, "
+        "evaluate the ML ensemble walk-forward (each test window predicted by a model trained only on the past, "
+        "purged and embargoed), print the out-of-sample figures, then train the model on the newest window and "
+        "save it with its metadata. CPU-heavy: on a small VPS, train elsewhere and copy the .joblib and .json."))
+    from app.train import add_arguments as add_train_arguments
+
+    add_train_arguments(train)
+
     download = sub.add_parser("download", help="fetch 5m klines and funding history from Binance", description=(
         "Fetch 5m klines and funding-rate history of USD-M perpetuals from Binance's public API (no keys) into "
         "DIR/SYMBOL-5m.csv.gz and DIR/SYMBOL-funding.csv.gz, plus DIR/exchange_info.json (the layout "
@@ -119,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command or "run"
     env_file = args.env_file if Path(args.env_file).exists() else None
     try:
-        settings = load_settings(env_file) if command not in ("demo", "backtest") else load_settings(
+        settings = load_settings(env_file) if command not in ("demo", "backtest", "train") else load_settings(
             env_file, trading_mode="paper", telegram_bot_token=None)
     except SettingsError as exc:
         print("vigil: invalid configuration:", file=sys.stderr)
@@ -143,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         if command == "restore":
             return commands.restore(settings, args.file)
         return commands.reset_overrides(settings, args.clear_all or args.clear or [])
+    if command == "train":
+        from app.logs import configure_logging
+        from app.train import main as train_main
+
+        configure_logging("WARNING")
+        return train_main(settings, args)
     if command == "download":
         return _download(settings, args)
     if command == "import-dumps":
