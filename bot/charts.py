@@ -20,7 +20,7 @@ def drawdown_pct(equity: Sequence[float]) -> list[float]:
     return out
 
 
-def render_equity_chart(points: Sequence[EquityPoint], *, title: str) -> bytes:
+def render_equity_chart(points: Sequence[EquityPoint], title: str) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

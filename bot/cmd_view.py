@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from bot import views
-from bot.charts import max_drawdown_pct, render_equity_chart
+from bot.charts import max_drawdown_pct
 from bot.context import BotContext
 from bot.format import money, pct
 from bot.reply import Call, Reply, int_arg, no_more_args
@@ -61,7 +63,8 @@ async def chart(ctx: BotContext, call: Call) -> Reply:
         return Reply(f"Not enough equity snapshots in the last {days} day{'s' if days != 1 else ''} for a chart "
                      "yet (one is taken every few minutes while the bot runs).")
     mode = ctx.service.mode
-    png = render_equity_chart(points, title=f"Vigil equity ({mode}), last {days} d")
+    # CPU-bound (1–3 s on a small VPS): a worker thread, so the loop keeps trading and answering meanwhile
+    png = await asyncio.to_thread(ctx.render_chart, points, f"Vigil equity ({mode}), last {days} d")
     first, last = points[0].equity, points[-1].equity
     caption = (f"Equity {money(last, signed=False)} ({money(last - first)} over {days} d), "
                f"max drawdown {pct(max_drawdown_pct(points))} · {views.mode_badge(mode)}")

@@ -9,7 +9,7 @@ from functools import partial
 from telegram import BotCommand
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
-from bot import cmd_control, cmd_view
+from bot import cmd_control, cmd_info, cmd_view
 from bot.auth import AUTH_GROUP, AuthGate
 from bot.confirm import CALLBACK_PATTERN
 from bot.context import BotContext
@@ -32,6 +32,7 @@ async def help_command(ctx: BotContext, call: Call) -> Reply:
 
 
 COMMANDS: tuple[Command, ...] = (
+    Command("start", "", "greeting, state and where to begin", cmd_info.start),
     Command("status", "", "mode, state, equity, P&L today, positions, scans", cmd_view.status),
     Command("positions", "", "open positions with SL, TP and liquidation", cmd_view.positions),
     Command("balance", "", "wallet, equity and available margin", cmd_view.balance),
@@ -49,6 +50,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("set", "KEY VALUE", "change a risk setting or a notification level", cmd_control.set_value),
     Command("scan", "", "run a market scan now", cmd_control.scan),
     Command("chart", "[days]", "equity and drawdown chart (default 7 days)", cmd_view.chart),
+    Command("logs", "[n]", "recent warnings and errors from the log (default 10)", cmd_info.logs),
+    Command("version", "", "version and uptime", cmd_info.version),
+    Command("health", "", "last scan and monitor runs, notification queue", cmd_info.health),
     Command("help", "", "this list", help_command),
 )
 

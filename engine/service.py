@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from engine.events import StateChanged
 from engine.exchange.errors import ExchangeError
@@ -268,6 +268,26 @@ class EngineService:
         since = self.runtime.clock.now() - timedelta(days=days)
         return await self._repos.equity.series(self.mode, since=since)
 
+    async def health(self) -> HealthReport:
+        """When the scan and the monitor last ran, against their intervals (a job is late after 2 intervals
+        plus a minute: one missed run is tolerated, a stuck job is not)."""
+        now = self.runtime.clock.now()
+        settings = self.runtime.settings
+        last_scan = await self.last_scan()
+        heartbeat = await self._repos.state.get(HEARTBEAT_KEY)
+        jobs = (JobHealth.of("scan", _parse_time((last_scan or {}).get("time")), settings.scan_interval_seconds, now),
+                JobHealth.of("monitor", _parse_time(heartbeat), settings.monitor_interval_seconds, now))
+        return HealthReport(now, jobs, self.runtime.next_scan())
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret setting's value masked (for texts read back from files, e.g. /logs)."""
+        settings = self.runtime.settings
+        for name in type(settings).model_fields:
+            value = getattr(settings, name)
+            if isinstance(value, SecretStr) and len(secret := value.get_secret_value()) >= 6:
+                text = text.replace(secret, "[REDACTED]")
+        return text
+
     def config(self) -> dict[str, str]:
         """Every setting as text with secrets redacted (invariant 8)."""
         return self.runtime.settings.redacted()
@@ -340,6 +360,35 @@ class EngineService:
         trader = self.runtime.trader
         trader.reconfigure(trader_config(new, trader.mode))
         trader.consensus.threshold = new.entry_threshold
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class JobHealth:
+    name: str
+    last: datetime | None
+    interval_seconds: int
+    healthy: bool
+
+    @classmethod
+    def of(cls, name: str, last: datetime | None, interval_seconds: int, now: datetime) -> JobHealth:
+        limit = timedelta(seconds=2 * interval_seconds + 60)
+        return cls(name, last, interval_seconds, last is not None and now - last <= limit)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    now: datetime
+    jobs: tuple[JobHealth, ...]
+    next_scan: datetime | None
 
 
 SETTING_OVERRIDES_KEY = "setting_overrides"

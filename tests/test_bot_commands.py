@@ -87,7 +87,7 @@ async def test_config_hides_secrets(cockpit: Cockpit):
 
 
 async def test_chart_sends_a_png_of_equity_and_drawdown(cockpit: Cockpit):
-    (reply,) = await cockpit.send("/chart 2")
+    (reply,) = await cockpit.send("/chart 2", timeout=30)  # matplotlib's first import is slow
     assert reply.method == "sendPhoto"
     assert reply.files["photo"].startswith(b"\x89PNG\r\n\x1a\n")
     assert "Equity" in reply.params["caption"] and "max drawdown" in reply.params["caption"]
