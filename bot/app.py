@@ -65,7 +65,7 @@ class TelegramBot:
         db = service.database
         self.queue = NotificationQueue(db)
         self.notifier = Notifier(self.queue, NotifierSettingsRepository(db), options.chat_ids, service.now,
-                                 options.delivery, default_levels=options.notify_levels)
+                                 options.delivery, default_levels=options.notify_levels, trade_lookup=service.trade)
         self.gate = AuthGate(allowed_user_ids, on_contact=self.notifier.chat_opened)
         self.ctx = BotContext(service, Confirmations(ConfirmationRepository(db), service.now, options.confirm_ttl),
                               self.notifier, options, self.gate.allowed)

@@ -25,12 +25,14 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, Ne
 
 from bot.format import plain, split_message
 from bot.notices import CATEGORIES, DEFAULT_LEVELS, LEVELS, always_loud, category, render
-from engine.events import Event
+from engine.events import Event, TradeClosed
 from storage.notifications import NotificationQueue, NotifierSettingsRepository, QueuedNotification
+from storage.records import TradeRecord
 
 log = logging.getLogger(__name__)
 
 CANNOT_INITIATE = "can't initiate conversation"
+TradeLookup = Callable[[int], Awaitable[TradeRecord | None]]
 Sender = Callable[[int, str, bool, bool], Awaitable[object]]
 """``send(chat_id, text, silent, html)``; raises ``telegram.error`` exceptions."""
 
@@ -46,13 +48,14 @@ class DeliveryOptions:
 class Notifier:
     def __init__(self, queue: NotificationQueue, levels: NotifierSettingsRepository, chat_ids: Sequence[int],
                  now: Callable[[], datetime], options: DeliveryOptions | None = None,
-                 default_levels: dict[str, str] | None = None) -> None:
+                 default_levels: dict[str, str] | None = None, trade_lookup: TradeLookup | None = None) -> None:
         self.queue = queue
         self.levels_repo = levels
         self.chat_ids = tuple(dict.fromkeys(chat_ids))
         self.now = now
         self.options = options or DeliveryOptions()
         self.levels: dict[str, str] = dict(default_levels or DEFAULT_LEVELS)
+        self.trade_lookup = trade_lookup
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -81,7 +84,17 @@ class Notifier:
         level = self.levels.get(name, "on")
         if level == "off" and not loud:
             return
-        await self.enqueue(name, render(event), silent=level == "silent" and not loud)
+        await self.enqueue(name, render(event, await self._trade_of(event)), silent=level == "silent" and not loud)
+
+    async def _trade_of(self, event: Event) -> TradeRecord | None:
+        """The booked trade behind a TradeClosed (its duration and leverage), if it can be read."""
+        if not isinstance(event, TradeClosed) or self.trade_lookup is None:
+            return None
+        try:
+            return await self.trade_lookup(event.trade_id)
+        except Exception:
+            log.exception("could not read trade %d for its notification", event.trade_id)
+            return None
 
     async def enqueue(self, kind: str, text: str, *, silent: bool = False) -> None:
         """Queue an HTML message for every chat (split under Telegram's limit) and wake the sender."""

@@ -19,6 +19,7 @@ from engine.events import StateChanged
 from engine.exchange.errors import ExchangeError
 from engine.exchange.types import Balance
 from engine.halts import HaltState, load_halts, save_halts
+from engine.results import Period, PeriodResult, TradeStats, period_starts, results_by_period, trade_stats
 from engine.trader import HEARTBEAT_KEY, LAST_SCAN_KEY
 from settings import Settings, format_validation_error
 from storage.db import Database
@@ -261,6 +262,25 @@ class EngineService:
     async def performance(self) -> PerformanceReport:
         """Realised results of every closed trade in the current mode, in total and per symbol."""
         return performance_of(await self._repos.trades.closed(self.mode))
+
+    async def results_by_period(self, period: Period, count: int) -> list[PeriodResult]:
+        """Realised P&L of the last ``count`` days, weeks or months (the current one included), newest first."""
+        if count < 1:
+            raise CommandRefused("the number of periods must be at least 1")
+        now = self.runtime.clock.now()
+        oldest = period_starts(now, period, count)[-1]
+        since = datetime.combine(oldest, datetime.min.time(), tzinfo=now.tzinfo)
+        return results_by_period(await self._repos.trades.closed(self.mode, since=since), now, period, count)
+
+    async def trade_stats(self) -> TradeStats:
+        """Exit reasons, sides and durations of every closed trade in the current mode."""
+        return trade_stats(await self._repos.trades.closed(self.mode))
+
+    async def trade(self, trade_id: int) -> TradeRecord | None:
+        try:
+            return await self._repos.trades.get(trade_id)
+        except KeyError:
+            return None
 
     async def equity_series(self, days: int) -> list[EquityPoint]:
         if days < 1:
