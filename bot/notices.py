@@ -19,6 +19,7 @@ from engine.events import (
     TradeClosed,
     TradeOpened,
 )
+from engine.trader import MANUAL_VOTE
 from storage.records import TradeRecord
 
 CATEGORIES: tuple[str, ...] = ("trade_opened", "trade_closed", "stop_moved", "partial_exit", "breaker", "state",
@@ -88,12 +89,13 @@ def _opened(e: TradeOpened) -> str:
     stop_pct = _distance(e.stop_price, e.entry_price)
     tp_pct = _distance(e.take_profit_price, e.entry_price)
     votes = ", ".join(esc(v) for v in e.votes) or "—"
+    origin = "Opened by hand (/long, /short)" if MANUAL_VOTE in e.votes else f"Consensus {e.score:.2f}: {votes}"
     return "\n".join([
         f"🟢 <b>Opened</b> #{e.trade_id} <b>{esc(e.symbol)}</b> {esc(e.side)} {e.leverage}x · {esc(e.mode)}",
         f"Size {qty(e.quantity)} (≈ {money(notional, signed=False)}) @ {price(e.entry_price)}",
         f"SL {price(e.stop_price)} ({pct(stop_pct)}) · TP {price(e.take_profit_price)} ({pct(tp_pct)})",
         f"Liquidation {price(e.liquidation_price)} · fee {money(-e.fee)}",
-        f"Consensus {e.score:.2f}: {votes}",
+        origin,
     ])
 
 

@@ -11,6 +11,7 @@ from decimal import Decimal
 from bot.format import ago, duration, esc, money, pct, price, qty, table, when
 from engine.exchange.types import Balance
 from engine.results import Period, PeriodResult, TradeStats
+from engine.risk import EntryPlan
 from engine.service import BreakerView, PerformanceReport, PositionView, StatusReport
 from storage.records import TradeRecord
 
@@ -189,6 +190,21 @@ def _switched_off(threshold: str) -> bool:
     """A breaker whose threshold (its first number) is 0 is switched off."""
     match = _NUMBER.search(threshold)
     return match is not None and float(match.group()) == 0
+
+
+def entry_plan(plan: EntryPlan) -> str:
+    """An entry plan for the operator to confirm: size, leverage, levels and what is at risk."""
+    ref = plan.reference_price
+    return "\n".join([
+        f"Size {qty(plan.quantity)} (≈ {money(plan.notional, signed=False)}) at {plan.leverage}x · mark {price(ref)}",
+        f"SL {price(plan.stop_price)} ({pct(_change(plan.stop_price, ref))}) · "
+        f"TP {price(plan.take_profit_price)} ({pct(_change(plan.take_profit_price, ref))})",
+        f"Risk {money(plan.risk_amount, signed=False)} · liquidation ≈ {price(plan.liquidation_price or None)}",
+    ])
+
+
+def _change(target: Decimal, ref: Decimal) -> Decimal:
+    return (target - ref) / ref * 100 if ref else Decimal(0)
 
 
 def closed_list(closed: Sequence[TradeRecord]) -> str:

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import SecretStr, ValidationError
 
+from engine.blacklist import load_blacklist, save_blacklist
 from engine.events import StateChanged
 from engine.exchange.errors import ExchangeError
-from engine.exchange.types import Balance
+from engine.exchange.types import Balance, PositionSide
 from engine.halts import HaltState, load_halts, save_halts
 from engine.results import Period, PeriodResult, TradeStats, period_starts, results_by_period, trade_stats
-from engine.trader import HEARTBEAT_KEY, LAST_SCAN_KEY
+from engine.risk import EntryPlan
+from engine.trader import HEARTBEAT_KEY, LAST_SCAN_KEY, EntryRefused
 from settings import Settings, format_validation_error
 from storage.db import Database
 from storage.records import EquityPoint, TradeRecord
@@ -186,6 +188,42 @@ class EngineService:
         if trade is None:
             raise CommandRefused(f"{symbol} could not be closed now; its stop-loss stays in place. Try again.")
         return [trade]
+
+    async def preview_entry(self, symbol: str, side: str) -> EntryPlan:
+        """How a manual entry would be sized and protected now (nothing is sent)."""
+        try:
+            return await self.runtime.trader.plan_manual(symbol.upper(), _side(side))
+        except EntryRefused as exc:
+            raise CommandRefused(f"{symbol.upper()} {side.upper()} refused: {exc}") from None
+
+    async def open_position(self, symbol: str, side: str) -> TradeRecord:
+        """Open a position by hand, with the scan's checks, sizing and protection (after the operator confirmed)."""
+        try:
+            return await self.runtime.trader.open_manual(symbol.upper(), _side(side))
+        except EntryRefused as exc:
+            raise CommandRefused(f"{symbol.upper()} {side.upper()} not opened: {exc}") from None
+
+    async def blacklist(self) -> list[str]:
+        return sorted(await load_blacklist(self._repos.state))
+
+    async def blacklist_add(self, symbol: str) -> list[str]:
+        """Never trade ``symbol`` again (until removed); an open position on it stays managed."""
+        symbol = symbol.upper()
+        if not self.runtime.trader.knows_symbol(symbol):
+            raise CommandRefused(f"{symbol} is not a symbol of this exchange")
+        current = await load_blacklist(self._repos.state)
+        await save_blacklist(self._repos.state, current | {symbol}, self.runtime.clock.now())
+        log.info("symbol %s blacklisted by the operator", symbol)
+        return sorted(current | {symbol})
+
+    async def blacklist_remove(self, symbol: str) -> list[str]:
+        symbol = symbol.upper()
+        current = await load_blacklist(self._repos.state)
+        if symbol not in current:
+            raise CommandRefused(f"{symbol} is not blacklisted; blacklisted: {', '.join(sorted(current)) or 'none'}")
+        await save_blacklist(self._repos.state, current - {symbol}, self.runtime.clock.now())
+        log.info("symbol %s removed from the blacklist", symbol)
+        return sorted(current - {symbol})
 
     async def scan_now(self) -> None:
         await self.runtime.run_job_now("scan")
@@ -380,6 +418,13 @@ class EngineService:
         trader = self.runtime.trader
         trader.reconfigure(trader_config(new, trader.mode))
         trader.consensus.threshold = new.entry_threshold
+
+
+def _side(side: str) -> PositionSide:
+    try:
+        return PositionSide(side.upper())
+    except ValueError:
+        raise CommandRefused("side must be LONG or SHORT") from None
 
 
 def _parse_time(value: object) -> datetime | None:
