@@ -18,7 +18,7 @@ from bot.reply import Call, Reply, UsageError, no_more_args
 from engine.service import SETTABLE, CommandRefused
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}USDT$")
-CLOSE_USAGE = "Usage: /close SYMBOL or /close all — e.g. /close BTCUSDT"
+CLOSE_USAGE = "Usage: /close (pick with buttons), /close SYMBOL or /close all — e.g. /close BTCUSDT"
 SET_USAGE = ("Usage: /set KEY VALUE — e.g. /set RISK_PER_TRADE_PCT 0.5\nKeys: "
              + ", ".join(s.key for s in SETTABLE) + ", notify.CATEGORY (on|silent|off)")
 
@@ -56,10 +56,12 @@ async def scan(ctx: BotContext, call: Call) -> Reply:
 
 
 async def close(ctx: BotContext, call: Call) -> Reply:
-    if len(call.args) != 1:
+    if len(call.args) > 1:
         raise UsageError(CLOSE_USAGE)
-    target = call.args[0].upper()
     open_symbols = await ctx.service.open_symbols()
+    if not call.args:
+        return _close_picker(open_symbols)
+    target = call.args[0].upper()
     shown = ", ".join(open_symbols) or "none"
     if target == "ALL":
         if not open_symbols:
@@ -72,6 +74,17 @@ async def close(ctx: BotContext, call: Call) -> Reply:
         action, question = Action("close", {"symbol": target}), f"⚠️ Close <b>{esc(target)}</b> at market?"
     return await ctx.confirmations.ask(user_id=call.user_id, chat_id=call.chat_id, action=action,
                                        question=question)
+
+
+def _close_picker(open_symbols: list[str]) -> Reply:
+    """Bare /close: one button per position (and one for all); a press asks to confirm, like /close SYMBOL."""
+    if not open_symbols:
+        return Reply("No open positions to close.")
+    buttons = tuple((f"Close {s}", f"k:close {s}") for s in open_symbols)
+    if len(open_symbols) > 1:
+        buttons += ((f"Close all {len(open_symbols)}", "k:close all"),)
+    return Reply("Which position should be closed at market? (You will be asked to confirm.)", buttons=buttons,
+                 per_row=1)
 
 
 async def kill(ctx: BotContext, call: Call) -> Reply:

@@ -18,7 +18,8 @@ MAX_TRADES = 50
 async def status(ctx: BotContext, call: Call) -> Reply:
     no_more_args(call.args, 0, "Usage: /status")
     tripped = [b.name for b in await ctx.service.breakers() if b.tripped]
-    return Reply(views.status(await ctx.service.status(), ctx.service.now(), tripped))
+    return Reply(views.status(await ctx.service.status(), ctx.service.now(), tripped),
+                 buttons=(("🔄 Refresh", "k:status"),))
 
 
 async def positions(ctx: BotContext, call: Call) -> Reply:

@@ -13,7 +13,7 @@ from bot import cmd_control, cmd_info, cmd_view
 from bot.auth import AUTH_GROUP, AuthGate
 from bot.confirm import CALLBACK_PATTERN
 from bot.context import BotContext
-from bot.dispatch import Handler, on_button, on_error, on_other, run_command
+from bot.dispatch import COMMAND_BUTTON_PATTERN, Handler, on_button, on_command_button, on_error, on_other, run_command
 from bot.format import esc
 from bot.reply import Call, Reply, no_more_args
 
@@ -46,7 +46,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("pause", "", "stop opening positions; open ones stay managed", cmd_control.pause),
     Command("resume", "", "trade again after pause, stop or kill", cmd_control.resume),
     Command("stop", "", "stop the trader; exchange stops stay in place", cmd_control.stop),
-    Command("close", "SYMBOL|all", "close at market (asks to confirm)", cmd_control.close),
+    Command("close", "[SYMBOL|all]", "close at market (asks to confirm); bare /close lists buttons",
+            cmd_control.close),
     Command("long", "SYMBOL", "open a long by hand, sized by the risk rules (asks to confirm)", cmd_control.long),
     Command("short", "SYMBOL", "open a short by hand, sized by the risk rules (asks to confirm)", cmd_control.short),
     Command("kill", "", "close everything, cancel orders, halt (asks to confirm)", cmd_control.kill),
@@ -62,6 +63,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("health", "", "last scan and monitor runs, notification queue", cmd_info.health),
     Command("help", "", "this list", help_command),
 )
+
+
+# commands a button may run again (k:NAME [ARG]): only ones that read, or that merely ask for a confirmation
+BUTTON_COMMANDS: dict[str, Handler] = {"status": cmd_view.status, "close": cmd_control.close}
 
 
 def help_text() -> str:
@@ -84,5 +89,7 @@ def register(app: Application, ctx: BotContext, gate: AuthGate) -> None:
         callback = partial(run_command, ctx, command.name, command.handler)
         app.add_handler(CommandHandler(command.name, callback, filters=filters.UpdateType.MESSAGE))
     app.add_handler(CallbackQueryHandler(partial(on_button, ctx), pattern=CALLBACK_PATTERN))
+    app.add_handler(CallbackQueryHandler(partial(on_command_button, ctx, BUTTON_COMMANDS),
+                                         pattern=COMMAND_BUTTON_PATTERN))
     app.add_handler(MessageHandler(filters.UpdateType.MESSAGE, on_other))
     app.add_error_handler(on_error)

@@ -114,7 +114,7 @@ async def test_pause_resume_stop_change_the_stored_halts(cockpit: Cockpit):
 
 
 BAD_INPUTS = [
-    "/pnl abc", "/pnl 0", "/pnl 1000", "/pnl 1 2", "/trades x", "/trades 999", "/chart -1", "/close",
+    "/pnl abc", "/pnl 0", "/pnl 1000", "/pnl 1 2", "/trades x", "/trades 999", "/chart -1", "/close a b",
     "/close DOGEUSDT", "/close BTC", "/close ETHUSDT", "/close BTCUSDT now", "/set", "/set LEVERAGE",
     "/set FOO 1", "/set LEVERAGE 500", "/set LEVERAGE abc", "/set MIN_STOP_PCT 9", "/set notify.trade_opened loud",
     "/set notify.nothing on", "/paper maybe", "/breakers fix", "/status now", "/kill everything",
