@@ -21,6 +21,7 @@ from telegram.ext import ApplicationHandlerStop, ContextTypes, TypeHandler
 log = logging.getLogger(__name__)
 
 AUTH_GROUP = -1
+MAX_LOGGED_STRANGERS = 1000
 
 
 class AuthGate:
@@ -28,6 +29,7 @@ class AuthGate:
         self.allowed = frozenset(allowed_user_ids)
         self.on_contact = on_contact
         self.rejected = 0
+        self._greeted_strangers: set[int] = set()  # whose /start was logged (once each: a spammer floods nothing)
 
     def allows(self, update: Update) -> bool:
         user = update.effective_user
@@ -43,6 +45,9 @@ class AuthGate:
         user = update.effective_user
         message = update.effective_message
         if user is not None and message is not None and _command(message.text) == "/start":
+            if user.id in self._greeted_strangers or len(self._greeted_strangers) >= MAX_LOGGED_STRANGERS:
+                raise ApplicationHandlerStop
+            self._greeted_strangers.add(user.id)
             log.warning("Telegram user id %d sent /start but is not allowed: to let this user command the bot, add %d "
                         "to TELEGRAM_ALLOWED_USER_IDS and restart", user.id, user.id,
                         extra={"telegram_user_id": user.id})
