@@ -230,8 +230,10 @@ class Trader:
     async def open_manual(self, symbol: str, side: PositionSide) -> TradeRecord:
         """Open a position by the operator's hand: the same checks (halts, breakers, blacklist, limits),
         sizing and protection as a scan entry, planned again at the price of this moment."""
+        request, result, _ = await self._manual_request(symbol, side)  # market data outside the lock
         async with self._lock:
-            request, result, open_positions = await self._manual_request(symbol, side)
+            # checked again: a /pause, /kill, breaker, scan entry or mode switch may have come meanwhile
+            open_positions = await self._manual_checks(request.symbol)
             outcome = await self._enter(request, result, open_positions)
         if isinstance(outcome, str):
             raise EntryRefused(outcome)
@@ -240,6 +242,16 @@ class Trader:
     async def _manual_request(self, symbol: str, side: PositionSide
                               ) -> tuple[EntryRequest, ScanResult, list[OpenPosition]]:
         symbol = symbol.upper()
+        open_positions = await self._manual_checks(symbol)
+        snapshot = await self.market.snapshot([symbol, *(p.symbol for p in open_positions)])
+        result = evaluate_snapshot(snapshot, self.consensus, stop_timeframe=self.config.stop_timeframe)
+        signal = result.signals.get(symbol)
+        if signal is None or signal.atr <= 0:
+            raise EntryRefused(f"not enough market data on {symbol} to size a stop")
+        return EntryRequest(symbol, side, signal.atr, 0.0, (MANUAL_VOTE,)), result, open_positions
+
+    async def _manual_checks(self, symbol: str) -> list[OpenPosition]:
+        """Raise ``EntryRefused`` unless a manual entry on ``symbol`` is allowed now; the open positions."""
         if self._retired:
             raise EntryRefused("this trader was replaced by a mode switch; try again")
         if not (halts := await self.halts()).entries_allowed:
@@ -254,12 +266,7 @@ class Trader:
         open_positions, busy = await self._book()
         if symbol in busy:
             raise EntryRefused(f"already in a position on {symbol}")
-        snapshot = await self.market.snapshot([symbol, *(p.symbol for p in open_positions)])
-        result = evaluate_snapshot(snapshot, self.consensus, stop_timeframe=self.config.stop_timeframe)
-        signal = result.signals.get(symbol)
-        if signal is None or signal.atr <= 0:
-            raise EntryRefused(f"not enough market data on {symbol} to size a stop")
-        return EntryRequest(symbol, side, signal.atr, 0.0, (MANUAL_VOTE,)), result, open_positions
+        return open_positions
 
     def _brackets(self, symbol: str) -> tuple[LeverageBracket, ...]:
         rules = self.desk.rules.get(symbol)

@@ -3,6 +3,7 @@ Confirm, refused while halted, paused, killed or behind a breaker; blacklisted s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -136,3 +137,26 @@ async def test_blacklisted_symbols_are_never_traded_until_removed(cockpit: Cockp
     assert "may be traded again" in removed.text
     assert len((await cockpit.rig.trader.scan()).opened) == 1
     assert sorted(await cockpit.service.open_symbols()) == ["BTCUSDT", "ETHUSDT"]
+
+
+async def test_a_pause_while_the_manual_entry_reads_the_market_refuses_it(tmp_path: Path):
+    from engine.service import CommandRefused
+    from tests.test_bot_concurrency import GatedMarket
+    from tests.test_bot_harness import service_for
+
+    rig = await build_rig(tmp_path / "race.sqlite3", voted=set())
+    try:
+        service = service_for(rig)
+        gated = GatedMarket(rig.trader.market)
+        rig.trader.market = gated
+        opening = asyncio.create_task(service.open_position("ETHUSDT", "LONG"))
+        await asyncio.wait_for(gated.entered.wait(), 5)
+        await service.pause()  # arrives while the entry is reading klines, before it takes the trader's lock
+        gated.release.set()
+        with pytest.raises(CommandRefused, match="paused"):
+            await opening
+        assert await service.open_symbols() == []
+        row = await rig.repos.db.fetchone("SELECT COUNT(*) FROM orders")
+        assert row[0] == 0
+    finally:
+        await rig.close()
