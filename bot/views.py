@@ -128,7 +128,7 @@ def stats(report: TradeStats, mode: str) -> str:
     if d is not None:
         lines.append(f"Duration: average {duration(d.average)}, median {duration(d.median)}, "
                      f"shortest {duration(d.shortest)}, longest {duration(d.longest)}")
-        lines.append(f"Winners held {duration(d.average_win)} on average · losers {duration(d.average_loss)}")
+        lines.append(f"Average hold: winners {duration(d.average_win)} · losers {duration(d.average_loss)}")
     return "\n".join(lines)
 
 
