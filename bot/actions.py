@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from bot import views
 from bot.context import BotContext
-from bot.format import esc
+from bot.format import esc, price, qty
 
 ActionFn = Callable[[BotContext, dict[str, str]], Awaitable[str]]
 
@@ -39,7 +39,14 @@ async def set_value(ctx: BotContext, args: dict[str, str]) -> str:
     return f"✅ {esc(change.key)}: {esc(change.old)} → <b>{esc(change.new)}</b> (applies to new entries)"
 
 
+async def open_position(ctx: BotContext, args: dict[str, str]) -> str:
+    trade = await ctx.service.open_position(args["symbol"], args["side"])
+    return (f"✅ Opened #{trade.id} <b>{esc(trade.side)} {esc(trade.symbol)}</b> {qty(trade.quantity)} @ "
+            f"{price(trade.entry_price)} · SL {price(trade.stop_price)} · TP {price(trade.take_profit_price)}")
+
+
 ACTIONS: dict[str, ActionFn] = {
+    "open": open_position,
     "close": close,
     "kill": kill,
     "mode": mode,

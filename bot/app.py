@@ -1,10 +1,14 @@
 """Entry point: ``await start_bot(settings, service, bus)`` → ``TelegramBot``; ``await bot.stop()`` at exit.
 
-Everything runs on the caller's asyncio loop (no threads): the PTB ``Application`` is initialised,
-started and polls with ``updater.start_polling``; the notifier's delivery task and the daily-summary task
-are plain asyncio tasks. ``start_bot`` never waits for Telegram: the notifier is subscribed to the bus at
-once (events queue in the database from the first moment) and connecting happens in the background,
-retrying with backoff while Telegram is unreachable. A rejected token leaves the bot off (console only)
+Everything runs on the caller's asyncio loop: the PTB ``Application`` is initialised, started and polls
+with ``updater.start_polling``; the notifier's delivery task and the daily-summary task are plain asyncio
+tasks. Updates are handled concurrently (a slow /scan, /kill or /chart does not hold up /status); for each
+update the auth gate still runs first, and confirmations are claimed atomically, so they stay single-use.
+Only chart rendering (CPU) leaves the loop, for a worker thread.
+
+``start_bot`` never waits for Telegram: the notifier is subscribed to the bus at once (events queue in the
+database from the first moment) and connecting happens in the background, retrying with backoff while
+Telegram is unreachable. A rejected token leaves the bot off (console only)
 with one clear log line; trading carries on either way.
 """
 
@@ -61,11 +65,11 @@ class TelegramBot:
         db = service.database
         self.queue = NotificationQueue(db)
         self.notifier = Notifier(self.queue, NotifierSettingsRepository(db), options.chat_ids, service.now,
-                                 options.delivery, default_levels=options.notify_levels)
-        self.gate = AuthGate(allowed_user_ids)
+                                 options.delivery, default_levels=options.notify_levels, trade_lookup=service.trade)
+        self.gate = AuthGate(allowed_user_ids, on_contact=self.notifier.chat_opened)
         self.ctx = BotContext(service, Confirmations(ConfirmationRepository(db), service.now, options.confirm_ttl),
                               self.notifier, options, self.gate.allowed)
-        builder = (Application.builder().token(token).concurrent_updates(False).job_queue(None)
+        builder = (Application.builder().token(token).concurrent_updates(options.concurrent_updates).job_queue(None)
                    .connect_timeout(options.connect_timeout).read_timeout(options.read_timeout)
                    .write_timeout(options.read_timeout).pool_timeout(options.connect_timeout)
                    .get_updates_connect_timeout(options.connect_timeout)

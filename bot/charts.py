@@ -10,7 +10,7 @@ from engine import charts
 from storage.records import EquityPoint
 
 
-def render_equity_chart(points: Sequence[EquityPoint], *, title: str) -> bytes:
+def render_equity_chart(points: Sequence[EquityPoint], title: str) -> bytes:
     return charts.render_equity_chart([p.time for p in points], [float(p.equity) for p in points],
                                       [float(p.wallet) for p in points], title=title)
 

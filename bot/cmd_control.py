@@ -1,4 +1,5 @@
-"""Commands that change something: /pause /resume /stop /scan /close /kill /paper /breakers /set.
+"""Commands that change something: /pause /resume /stop /scan /close /kill /paper /breakers /set /long /short
+/blacklist.
 
 Dangerous ones (close, kill, going live, breaker reset, risky settings) only ask here; the change runs in
 ``bot.actions`` after the same user presses Confirm.
@@ -17,7 +18,7 @@ from bot.reply import Call, Reply, UsageError, no_more_args
 from engine.service import SETTABLE, CommandRefused
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}USDT$")
-CLOSE_USAGE = "Usage: /close SYMBOL or /close all — e.g. /close BTCUSDT"
+CLOSE_USAGE = "Usage: /close (pick with buttons), /close SYMBOL or /close all — e.g. /close BTCUSDT"
 SET_USAGE = ("Usage: /set KEY VALUE — e.g. /set RISK_PER_TRADE_PCT 0.5\nKeys: "
              + ", ".join(s.key for s in SETTABLE) + ", notify.CATEGORY (on|silent|off)")
 
@@ -55,10 +56,12 @@ async def scan(ctx: BotContext, call: Call) -> Reply:
 
 
 async def close(ctx: BotContext, call: Call) -> Reply:
-    if len(call.args) != 1:
+    if len(call.args) > 1:
         raise UsageError(CLOSE_USAGE)
-    target = call.args[0].upper()
     open_symbols = await ctx.service.open_symbols()
+    if not call.args:
+        return _close_picker(open_symbols)
+    target = call.args[0].upper()
     shown = ", ".join(open_symbols) or "none"
     if target == "ALL":
         if not open_symbols:
@@ -71,6 +74,17 @@ async def close(ctx: BotContext, call: Call) -> Reply:
         action, question = Action("close", {"symbol": target}), f"⚠️ Close <b>{esc(target)}</b> at market?"
     return await ctx.confirmations.ask(user_id=call.user_id, chat_id=call.chat_id, action=action,
                                        question=question)
+
+
+def _close_picker(open_symbols: list[str]) -> Reply:
+    """Bare /close: one button per position (and one for all); a press asks to confirm, like /close SYMBOL."""
+    if not open_symbols:
+        return Reply("No open positions to close.")
+    buttons = tuple((f"Close {s}", f"k:close {s}") for s in open_symbols)
+    if len(open_symbols) > 1:
+        buttons += ((f"Close all {len(open_symbols)}", "k:close all"),)
+    return Reply("Which position should be closed at market? (You will be asked to confirm.)", buttons=buttons,
+                 per_row=1)
 
 
 async def kill(ctx: BotContext, call: Call) -> Reply:
@@ -141,3 +155,53 @@ async def _set_notify(ctx: BotContext, name: str, level: str) -> Reply:
         raise UsageError(f"Usage: /set notify.CATEGORY on|silent|off — categories: {', '.join(CATEGORIES)}")
     await ctx.notifier.set_level(name, level)
     return Reply(f"✅ Notifications for {esc(name)}: <b>{esc(level)}</b>")
+
+
+ENTRY_USAGE = "Usage: /{side} SYMBOL — e.g. /{side} BTCUSDT (opens at market after you confirm)"
+BLACKLIST_USAGE = "Usage: /blacklist (show), /blacklist add SYMBOL or /blacklist remove SYMBOL"
+
+
+def _symbol_arg(args: tuple[str, ...], usage: str) -> str:
+    if len(args) != 1 or not SYMBOL_RE.match(symbol := args[0].upper()):
+        raise UsageError(usage)
+    return symbol
+
+
+async def long(ctx: BotContext, call: Call) -> Reply:
+    return await _entry(ctx, call, "LONG")
+
+
+async def short(ctx: BotContext, call: Call) -> Reply:
+    return await _entry(ctx, call, "SHORT")
+
+
+async def _entry(ctx: BotContext, call: Call, side: str) -> Reply:
+    """Plan the entry now (refusals come back at once), then ask; the Confirm plans it again and opens."""
+    symbol = _symbol_arg(call.args, ENTRY_USAGE.format(side=side.lower()))
+    plan = await ctx.service.preview_entry(symbol, side)
+    question = "\n".join([
+        f"{'🟢' if side == 'LONG' else '🔴'} Open <b>{esc(side)} {esc(symbol)}</b> at market "
+        f"({views.mode_badge(ctx.service.mode)})?",
+        views.entry_plan(plan),
+        "<i>Sized and protected like a scan entry, sized again at the price of the moment you confirm.</i>",
+    ])
+    return await ctx.confirmations.ask(user_id=call.user_id, chat_id=call.chat_id,
+                                       action=Action("open", {"symbol": symbol, "side": side}), question=question)
+
+
+async def blacklist(ctx: BotContext, call: Call) -> Reply:
+    if not call.args:
+        listed = await ctx.service.blacklist()
+        if not listed:
+            return Reply("No symbol is blacklisted. /blacklist add SYMBOL keeps the bot away from one.")
+        return Reply(f"🚫 Never traded: <b>{esc(', '.join(listed))}</b>\n/blacklist remove SYMBOL trades one again.")
+    if len(call.args) != 2 or call.args[0].lower() not in ("add", "remove"):
+        raise UsageError(BLACKLIST_USAGE)
+    symbol = _symbol_arg(call.args[1:], BLACKLIST_USAGE)
+    if call.args[0].lower() == "add":
+        listed = await ctx.service.blacklist_add(symbol)
+        held = " Its open position stays managed; /close it to get out." if symbol in await ctx.service.open_symbols() \
+            else ""
+        return Reply(f"🚫 {esc(symbol)} will not be traded (blacklist: {esc(', '.join(listed))}).{held}")
+    listed = await ctx.service.blacklist_remove(symbol)
+    return Reply(f"✅ {esc(symbol)} may be traded again (blacklist: {esc(', '.join(listed)) or 'empty'}).")

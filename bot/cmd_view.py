@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from bot import views
-from bot.charts import max_drawdown_pct, render_equity_chart
+from bot.charts import max_drawdown_pct
 from bot.context import BotContext
 from bot.format import money, pct
 from bot.reply import Call, Reply, int_arg, no_more_args
+from engine.results import Period
 
 MAX_DAYS = 365
 MAX_TRADES = 50
@@ -15,7 +18,8 @@ MAX_TRADES = 50
 async def status(ctx: BotContext, call: Call) -> Reply:
     no_more_args(call.args, 0, "Usage: /status")
     tripped = [b.name for b in await ctx.service.breakers() if b.tripped]
-    return Reply(views.status(await ctx.service.status(), ctx.service.now(), tripped))
+    return Reply(views.status(await ctx.service.status(), ctx.service.now(), tripped),
+                 buttons=(("🔄 Refresh", "k:status"),))
 
 
 async def positions(ctx: BotContext, call: Call) -> Reply:
@@ -61,8 +65,38 @@ async def chart(ctx: BotContext, call: Call) -> Reply:
         return Reply(f"Not enough equity snapshots in the last {days} day{'s' if days != 1 else ''} for a chart "
                      "yet (one is taken every few minutes while the bot runs).")
     mode = ctx.service.mode
-    png = render_equity_chart(points, title=f"Vigil equity ({mode}), last {days} d")
+    # CPU-bound (1–3 s on a small VPS): a worker thread, so the loop keeps trading and answering meanwhile
+    png = await asyncio.to_thread(ctx.render_chart, points, f"Vigil equity ({mode}), last {days} d")
     first, last = points[0].equity, points[-1].equity
     caption = (f"Equity {money(last, signed=False)} ({money(last - first)} over {days} d), "
                f"max drawdown {pct(max_drawdown_pct(points))} · {views.mode_badge(mode)}")
     return Reply(caption, photo=png)
+
+
+PERIOD_DEFAULTS = {Period.DAY: (7, 90), Period.WEEK: (8, 52), Period.MONTH: (6, 24)}
+
+
+async def _period(ctx: BotContext, call: Call, period: Period, name: str) -> Reply:
+    default, high = PERIOD_DEFAULTS[period]
+    usage = f"Usage: /{name} [n] — n is a whole number from 1 to {high} (default {default})"
+    no_more_args(call.args, 1, usage)
+    count = int_arg(call.args, 0, default=default, low=1, high=high, usage=usage)
+    rows = await ctx.service.results_by_period(period, count)
+    return Reply(views.period_results(rows, period, ctx.service.mode))
+
+
+async def daily(ctx: BotContext, call: Call) -> Reply:
+    return await _period(ctx, call, Period.DAY, "daily")
+
+
+async def weekly(ctx: BotContext, call: Call) -> Reply:
+    return await _period(ctx, call, Period.WEEK, "weekly")
+
+
+async def monthly(ctx: BotContext, call: Call) -> Reply:
+    return await _period(ctx, call, Period.MONTH, "monthly")
+
+
+async def stats(ctx: BotContext, call: Call) -> Reply:
+    no_more_args(call.args, 0, "Usage: /stats")
+    return Reply(views.stats(await ctx.service.trade_stats(), ctx.service.mode))

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import time, timedelta
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
+from bot.charts import render_equity_chart
 from bot.confirm import Confirmations
 from bot.notifier import DeliveryOptions, Notifier, parse_levels
 from bot.summary import parse_utc_time
 from engine.service import EngineService
 from settings import Settings
+from storage.records import EquityPoint
 
 log = logging.getLogger(__name__)
+
+LOG_FILE_NAME = "vigil.log"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +38,8 @@ class BotOptions:
     daily_summary_at: time | None = time(0, 0)      # UTC; None disables the daily summary
     notify_levels: dict[str, str] = field(default_factory=lambda: parse_levels(""))
     delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
+    concurrent_updates: int = 8                    # updates handled at once (a slow command does not block)
+    log_file: Path | None = None                   # what /logs reads (None: /logs says there is no log file)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> BotOptions:
@@ -41,6 +49,7 @@ class BotOptions:
             "base_url": bot_api_base(settings.telegram_api_base_url),
             "daily_summary_at": _summary_time(getattr(settings, "notify_daily_summary_utc", "00:00")),
             "notify_levels": _levels(getattr(settings, "notify_levels", "")),
+            "log_file": Path(getattr(settings, "data_dir", "data")) / "logs" / LOG_FILE_NAME,
         }
         values.update(overrides)
         return cls(**values)
@@ -73,6 +82,9 @@ def bot_api_base(url: str | None) -> str | None:
     return url if url.endswith("/bot") else f"{url}/bot"
 
 
+ChartRenderer = Callable[[Sequence[EquityPoint], str], bytes]
+
+
 @dataclass(slots=True)
 class BotContext:
     service: EngineService
@@ -80,3 +92,5 @@ class BotContext:
     notifier: Notifier
     options: BotOptions
     allowed_user_ids: frozenset[int]
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    render_chart: ChartRenderer = render_equity_chart  # runs in a worker thread, never on the loop

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[BotContext, Call], Awaitable[Reply]]
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+COMMAND_BUTTON_PREFIX = "k:"
+COMMAND_BUTTON_PATTERN = r"^k:[a-z]{2,16}( [A-Za-z0-9]{2,24})?$"
 CAPTION_LIMIT = 1024
 
 
@@ -70,21 +72,58 @@ async def _send(ctx: BotContext, message: Message, reply: Reply) -> None:
         if fits:
             return
     chunks = split_message(reply.text)
-    markup = InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=data)
-                                    for label, data in reply.buttons]]) if reply.buttons else None
+    markup = keyboard(reply)
     sent: Message | None = None
     for i, chunk in enumerate(chunks):
-        keyboard = markup if i == len(chunks) - 1 else None
+        buttons = markup if i == len(chunks) - 1 else None
         try:
             sent = await message.reply_text(chunk, parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEW,
-                                            reply_markup=keyboard, do_quote=True)
+                                            reply_markup=buttons, do_quote=True)
         except BadRequest as exc:
             if "entit" not in exc.message.lower() and "parse" not in exc.message.lower():
                 raise
             log.error("Telegram rejected the markup of a reply; sending it as plain text")
-            sent = await message.reply_text(plain(chunk), reply_markup=keyboard, do_quote=True)
+            sent = await message.reply_text(plain(chunk), reply_markup=buttons, do_quote=True)
     if reply.confirmation and sent is not None:
         await ctx.confirmations.attach(reply.confirmation, sent.message_id)
+
+
+def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
+    if not reply.buttons:
+        return None
+    buttons = [InlineKeyboardButton(label, callback_data=data) for label, data in reply.buttons]
+    size = reply.per_row or len(buttons)
+    return InlineKeyboardMarkup([buttons[i:i + size] for i in range(0, len(buttons), size)])
+
+
+async def on_command_button(ctx: BotContext, buttons: dict[str, Handler], update: Update,
+                            context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A button that runs a harmless command again (``k:status`` refresh, ``k:close SYMBOL`` from the /close
+    picker) and puts its answer in place of the message that carried the button. A dangerous command only
+    asks here, exactly as if it had been typed: its confirmation is bound to this message."""
+    query, user = update.callback_query, update.effective_user
+    if query is None or user is None or query.data is None or query.message is None:
+        return
+    name, _, arg = query.data.removeprefix(COMMAND_BUTTON_PREFIX).partition(" ")
+    handler = buttons.get(name)
+    if handler is None:
+        await query.answer("Unknown button — nothing done.")
+        return
+    message = query.message
+    reply = await _safely(handler(ctx, Call(user.id, message.chat.id, (arg,) if arg else ())), f"button {name}")
+    text = split_message(reply.text)[0]
+    try:
+        await context.bot.edit_message_text(text, chat_id=message.chat.id, message_id=message.message_id,
+                                            parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEW,
+                                            reply_markup=keyboard(reply))
+    except BadRequest as exc:
+        if "not modified" not in exc.message.lower():
+            raise
+        await query.answer("Already up to date.")
+        return
+    if reply.confirmation:
+        await ctx.confirmations.attach(reply.confirmation, message.message_id)
+    await query.answer()
 
 
 async def on_button(ctx: BotContext, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

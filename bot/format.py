@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 MAX_MESSAGE = 4096
@@ -73,6 +73,11 @@ def ago(moment: datetime | None, now: datetime) -> str:
     if seconds < 0:
         return f"in {_duration(-seconds)}"
     return f"{_duration(seconds)} ago"
+
+
+def duration(value: timedelta | None) -> str:
+    """A length of time for reading: ``45 s``, ``12 min``, ``3 h 5 min``, ``4 d``; ``—`` when unknown."""
+    return "—" if value is None else _duration(int(value.total_seconds()))
 
 
 def _duration(seconds: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from bot.format import esc, money, pct, price, qty
+from bot.format import duration, esc, money, pct, price, qty
 from engine.console import describe
 from engine.events import (
     Alert,
@@ -19,6 +19,8 @@ from engine.events import (
     TradeClosed,
     TradeOpened,
 )
+from engine.trading.trader import MANUAL_VOTE
+from storage.records import TradeRecord
 
 CATEGORIES: tuple[str, ...] = ("trade_opened", "trade_closed", "stop_moved", "partial_exit", "breaker", "state",
                                "alert", "scan", "daily_summary", "other")
@@ -53,12 +55,13 @@ def always_loud(event: Event) -> bool:
     return isinstance(event, Alert) and event.level is Level.CRITICAL
 
 
-def render(event: Event) -> str:
+def render(event: Event, trade: TradeRecord | None = None) -> str:
+    """The message for ``event``; a closed trade's record (when known) adds its duration and leverage."""
     match event:
         case TradeOpened():
             return _opened(event)
         case TradeClosed():
-            return _closed(event)
+            return _closed(event, trade)
         case StopMoved():
             return (f"🛡 <b>Stop moved</b> #{event.trade_id} {esc(event.symbol)}: {price(event.old_stop)} → "
                     f"<b>{price(event.new_stop)}</b> ({esc(event.reason)})")
@@ -86,22 +89,29 @@ def _opened(e: TradeOpened) -> str:
     stop_pct = _distance(e.stop_price, e.entry_price)
     tp_pct = _distance(e.take_profit_price, e.entry_price)
     votes = ", ".join(esc(v) for v in e.votes) or "—"
+    origin = "Opened by hand (/long, /short)" if MANUAL_VOTE in e.votes else f"Consensus {e.score:.2f}: {votes}"
     return "\n".join([
         f"🟢 <b>Opened</b> #{e.trade_id} <b>{esc(e.symbol)}</b> {esc(e.side)} {e.leverage}x · {esc(e.mode)}",
         f"Size {qty(e.quantity)} (≈ {money(notional, signed=False)}) @ {price(e.entry_price)}",
         f"SL {price(e.stop_price)} ({pct(stop_pct)}) · TP {price(e.take_profit_price)} ({pct(tp_pct)})",
         f"Liquidation {price(e.liquidation_price)} · fee {money(-e.fee)}",
-        f"Consensus {e.score:.2f}: {votes}",
+        origin,
     ])
 
 
-def _closed(e: TradeClosed) -> str:
+def _closed(e: TradeClosed, trade: TradeRecord | None) -> str:
     icon = "✅" if e.net_pnl > 0 else "🔴"
+    notional = e.quantity * e.entry_price
+    returns = [f"{pct(e.net_pnl / notional * 100)} of the position"] if notional else []
+    if trade is not None and trade.leverage > 0 and notional:
+        returns.append(f"{pct(e.net_pnl / (notional / trade.leverage) * 100)} on margin at {trade.leverage}x")
+    held = e.time - trade.opened_at if trade is not None and trade.opened_at is not None else None
     return "\n".join([
         f"{icon} <b>Closed</b> #{e.trade_id} <b>{esc(e.symbol)}</b> {esc(e.side)} · {esc(e.reason)} · {esc(e.mode)}",
-        f"{qty(e.quantity)} @ {price(e.entry_price)} → {price(e.exit_price)}",
+        f"{qty(e.quantity)} @ {price(e.entry_price)} → {price(e.exit_price)}"
+        + (f" · held {duration(held)}" if held is not None else ""),
         f"P&amp;L {money(e.realized_pnl)} · fees {money(-e.fees)} · funding {money(e.funding)}",
-        f"Net <b>{money(e.net_pnl)}</b>",
+        f"Net <b>{money(e.net_pnl)}</b>" + (f" ({', '.join(returns)})" if returns else ""),
     ])
 
 

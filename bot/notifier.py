@@ -5,6 +5,9 @@ waits for Telegram. A background task delivers the queue oldest-first: at most o
 chat, honouring ``RetryAfter``, retrying network failures with capped backoff, so an outage, a flood limit
 or a restart loses nothing and delivers in order later. A message Telegram refuses for good (blocked bot,
 bad chat) is marked FAILED so it cannot block the ones behind it; rejected markup is resent as plain text.
+Telegram refuses every message (403 "bot can't initiate conversation") to a user who has not opened the
+chat yet: that chat's messages stay queued, the others flow, and ``chat_opened`` (the operator's first
+message) delivers them.
 Delivery is at-least-once: a crash between Telegram's answer and the SENT mark repeats that one message.
 """
 
@@ -22,11 +25,14 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, Ne
 
 from bot.format import plain, split_message
 from bot.notices import CATEGORIES, DEFAULT_LEVELS, LEVELS, always_loud, category, render
-from engine.events import Event
+from engine.events import Event, TradeClosed
 from storage.notifications import NotificationQueue, NotifierSettingsRepository, QueuedNotification
+from storage.records import TradeRecord
 
 log = logging.getLogger(__name__)
 
+CANNOT_INITIATE = "can't initiate conversation"
+TradeLookup = Callable[[int], Awaitable[TradeRecord | None]]
 Sender = Callable[[int, str, bool, bool], Awaitable[object]]
 """``send(chat_id, text, silent, html)``; raises ``telegram.error`` exceptions."""
 
@@ -42,17 +48,20 @@ class DeliveryOptions:
 class Notifier:
     def __init__(self, queue: NotificationQueue, levels: NotifierSettingsRepository, chat_ids: Sequence[int],
                  now: Callable[[], datetime], options: DeliveryOptions | None = None,
-                 default_levels: dict[str, str] | None = None) -> None:
+                 default_levels: dict[str, str] | None = None, trade_lookup: TradeLookup | None = None) -> None:
         self.queue = queue
         self.levels_repo = levels
         self.chat_ids = tuple(dict.fromkeys(chat_ids))
         self.now = now
         self.options = options or DeliveryOptions()
         self.levels: dict[str, str] = dict(default_levels or DEFAULT_LEVELS)
+        self.trade_lookup = trade_lookup
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_sent: dict[int, float] = {}
+        self.waiting_chats: set[int] = set()  # chats Telegram will not let us write to until the user writes
+        self._contact: dict[int, float] = {}   # chat → monotonic time of the user's latest message
         self.delivered = 0
 
     # ------------------------------------------------------------------ settings
@@ -75,7 +84,17 @@ class Notifier:
         level = self.levels.get(name, "on")
         if level == "off" and not loud:
             return
-        await self.enqueue(name, render(event), silent=level == "silent" and not loud)
+        await self.enqueue(name, render(event, await self._trade_of(event)), silent=level == "silent" and not loud)
+
+    async def _trade_of(self, event: Event) -> TradeRecord | None:
+        """The booked trade behind a TradeClosed (its duration and leverage), if it can be read."""
+        if not isinstance(event, TradeClosed) or self.trade_lookup is None:
+            return None
+        try:
+            return await self.trade_lookup(event.trade_id)
+        except Exception:
+            log.exception("could not read trade %d for its notification", event.trade_id)
+            return None
 
     async def enqueue(self, kind: str, text: str, *, silent: bool = False) -> None:
         """Queue an HTML message for every chat (split under Telegram's limit) and wake the sender."""
@@ -131,13 +150,22 @@ class Notifier:
             if delay > 0:
                 await asyncio.sleep(delay)
 
+    def chat_opened(self, chat_id: int) -> None:
+        """The user of ``chat_id`` wrote to the bot: Telegram lets us write there now; deliver what waited."""
+        self._contact[chat_id] = time.monotonic()
+        if chat_id in self.waiting_chats:
+            self.waiting_chats.discard(chat_id)
+            log.info("Telegram chat %d is open now; delivering its queued notifications", chat_id)
+            self._idle.clear()
+            self._wake.set()
+
     async def _next(self) -> QueuedNotification:
         while True:
-            item = await self.queue.next_pending()
+            item = await self.queue.next_pending(self.waiting_chats)
             if item is not None:
                 return item
             self._wake.clear()
-            item = await self.queue.next_pending()  # an enqueue may have slipped in before clear()
+            item = await self.queue.next_pending(self.waiting_chats)  # an enqueue may have slipped in before clear()
             if item is not None:
                 return item
             self._idle.set()
@@ -146,6 +174,7 @@ class Notifier:
     async def _deliver(self, send: Sender, item: QueuedNotification) -> float:
         """Try once. Returns 0 when done with the item, a wait in seconds, or -1 for "back off"."""
         await self._pace(item.chat_id)
+        started = time.monotonic()
         try:
             await self._send_with_fallback(send, item)
         except RetryAfter as exc:
@@ -153,11 +182,19 @@ class Notifier:
             log.warning("Telegram flood control: waiting %.1f s before message %d", wait, item.id)
             await self.queue.record_attempt(item.id, f"RetryAfter {wait}")
             return wait + 0.1
-        except (Forbidden, BadRequest, ChatMigrated) as exc:
-            log.error("Telegram refused notification %d for chat %d (%s); skipping it", item.id, item.chat_id,
-                      type(exc).__name__)
-            await self.queue.mark_failed(item.id, f"{type(exc).__name__}: {exc.message}")
+        except Forbidden as exc:
+            if CANNOT_INITIATE not in exc.message.lower():
+                return await self._give_up(item, exc)
+            if self._contact.get(item.chat_id, float("-inf")) >= started:
+                return 0  # the user wrote while this send was on its way: try again now
+            if item.chat_id not in self.waiting_chats:
+                log.warning("Telegram chat %d has not been opened: the operator must send /start to the bot once; "
+                            "its notifications stay queued until then", item.chat_id)
+            self.waiting_chats.add(item.chat_id)
+            await self.queue.record_attempt(item.id, f"waiting for the first message: {exc.message}")
             return 0
+        except (BadRequest, ChatMigrated) as exc:
+            return await self._give_up(item, exc)
         except InvalidToken:
             log.error("Telegram rejected TELEGRAM_BOT_TOKEN; notifications stay queued")
             await self.queue.record_attempt(item.id, "invalid token")
@@ -169,6 +206,12 @@ class Notifier:
         self._last_sent[item.chat_id] = time.monotonic()
         await self.queue.mark_sent(item.id, self.now())
         self.delivered += 1
+        return 0
+
+    async def _give_up(self, item: QueuedNotification, exc: TelegramError) -> float:
+        log.error("Telegram refused notification %d for chat %d (%s); skipping it", item.id, item.chat_id,
+                  type(exc).__name__)
+        await self.queue.mark_failed(item.id, f"{type(exc).__name__}: {exc.message}")
         return 0
 
     async def _send_with_fallback(self, send: Sender, item: QueuedNotification) -> None:

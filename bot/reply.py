@@ -22,9 +22,10 @@ class Call:
 @dataclass(frozen=True, slots=True)
 class Reply:
     text: str
-    buttons: tuple[tuple[str, str], ...] = ()  # (label, callback_data), one row
+    buttons: tuple[tuple[str, str], ...] = ()  # (label, callback_data)
     photo: bytes | None = None
     confirmation: str | None = None  # token whose message id must be recorded once sent
+    per_row: int = 0                 # buttons per row (0: all in one row)
 
 
 def int_arg(args: Sequence[str], index: int, *, default: int, low: int, high: int, usage: str) -> int:

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from bot.format import esc, money, pct, when
 from bot.views import mode_badge
-from engine.service import EngineService
+from engine.service import EngineService, StatusReport
 
 
 def parse_utc_time(value: str) -> time | None:
@@ -56,9 +56,8 @@ async def daily_summary(service: EngineService) -> str:
     return "\n".join(lines)
 
 
-async def startup_message(service: EngineService, *, pending: int) -> str:
-    status = await service.status()
-    lines = [f"🚀 <b>Vigil started</b> · {mode_badge(status.mode)} · {esc(status.state)}"
+def _state_lines(title: str, status: StatusReport) -> list[str]:
+    lines = [f"{title} · {mode_badge(status.mode)} · {esc(status.state)}"
              + (f" — {esc(status.halt_reason)}" if status.halt_reason else "")]
     if status.exchange_error:
         lines.append(f"⚠️ exchange unreachable: {esc(status.exchange_error)}")
@@ -66,7 +65,38 @@ async def startup_message(service: EngineService, *, pending: int) -> str:
         lines.append(f"Equity {money(status.equity, signed=False)} · {len(status.positions)} open position"
                      f"{'s' if len(status.positions) != 1 else ''}")
     lines.append(f"Next scan {when(status.next_scan)}")
+    return lines
+
+
+async def startup_message(service: EngineService, *, pending: int) -> str:
+    lines = _state_lines("🚀 <b>Vigil started</b>", await service.status())
     if pending:
         lines.append(f"({pending} notification{'s' if pending != 1 else ''} queued while offline came first.)")
     lines.append("Send /help for the commands.")
+    return "\n".join(lines)
+
+
+async def greeting(service: EngineService, *, queued: int) -> str:
+    """The answer to /start: who is talking, the state, and where to begin."""
+    status = await service.status()
+    lines = _state_lines("👋 <b>Hello, this is Vigil</b>", status)
+    if status.mode == "paper":
+        lines.append("Paper mode: simulated orders on real prices, no money at risk.")
+    else:
+        lines.append("💰 Live mode: orders use real money on Binance.")
+    if status.state != "running":
+        lines.append("Entries are halted; /resume trades again.")
+    lines += [
+        "",
+        "<b>Where to begin</b>",
+        "• /status — the state at a glance, with a refresh button",
+        "• /positions, /pnl, /daily, /trades — what is open and what was made",
+        "• /pause stops new entries; /kill closes everything and halts (asks first)",
+        "• /paper off switches to live trading, once you trust it",
+        "• /help — every command",
+        "",
+        "Trades, stops, breakers and alerts are reported in this chat.",
+    ]
+    if queued:
+        lines.append("Notifications that waited for this chat to open follow now.")
     return "\n".join(lines)

@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from bot.format import ago, esc, money, pct, price, qty, table, when
+from bot.format import ago, duration, esc, money, pct, price, qty, table, when
 from engine.exchange.types import Balance
+from engine.policy.risk import EntryPlan
+from engine.results import Period, PeriodResult, TradeStats
 from engine.service import BreakerView, PerformanceReport, PositionView, StatusReport
 from storage.records import TradeRecord
 
@@ -94,6 +96,42 @@ def pnl(trades: Sequence[TradeRecord], days: int, mode: str) -> str:
                       f"Fees {money(-fees)} · funding {money(funding)}"])
 
 
+PERIOD_TITLE = {Period.DAY: "Daily", Period.WEEK: "Weekly", Period.MONTH: "Monthly"}
+
+
+def period_results(rows: Sequence[PeriodResult], period: Period, mode: str) -> str:
+    head = f"<b>{PERIOD_TITLE[period]} realised P&amp;L</b> · {mode_badge(mode)}"
+    label = {Period.DAY: "day", Period.WEEK: "week of", Period.MONTH: "month"}[period]
+    table_rows = [[label, "n", "win%", "net USDT"]]
+    for r in rows:
+        start = f"{r.start:%Y-%m}" if period is Period.MONTH else f"{r.start:%Y-%m-%d}"
+        rate = f"{r.wins / r.trades * 100:.0f}" if r.trades else "—"
+        table_rows.append([start, str(r.trades), rate, _signed(r.net_pnl)])
+    total = sum((r.net_pnl for r in rows), Decimal(0))
+    count = sum(r.trades for r in rows)
+    return "\n".join([head, table(table_rows, "lrrr"),
+                      f"Total <b>{money(total)}</b> over {count} trade{'s' if count != 1 else ''} "
+                      "(net of fees and funding)"])
+
+
+def stats(report: TradeStats, mode: str) -> str:
+    if not report.trades:
+        return f"No closed trades yet ({mode_badge(mode)})."
+    reasons = [["exit reason", "n", "win%", "net"]]
+    reasons += [[g.name[:16], str(g.trades), f"{g.win_rate * 100:.0f}", _signed(g.net_pnl)] for g in report.reasons]
+    sides = [["side", "n", "win%", "net"]]
+    sides += [[g.name, str(g.trades), f"{g.win_rate * 100:.0f}", _signed(g.net_pnl)] for g in report.sides]
+    plural = "s" if report.trades != 1 else ""
+    lines = [f"<b>Trade statistics</b> · {mode_badge(mode)} · {report.trades} closed trade{plural}",
+             table(reasons, "lrrr"), table(sides, "lrrr")]
+    d = report.durations
+    if d is not None:
+        lines.append(f"Duration: average {duration(d.average)}, median {duration(d.median)}, "
+                     f"shortest {duration(d.shortest)}, longest {duration(d.longest)}")
+        lines.append(f"Average hold: winners {duration(d.average_win)} · losers {duration(d.average_loss)}")
+    return "\n".join(lines)
+
+
 def trades(items: Sequence[TradeRecord], mode: str) -> str:
     if not items:
         return f"No closed trades yet ({mode_badge(mode)})."
@@ -152,6 +190,21 @@ def _switched_off(threshold: str) -> bool:
     """A breaker whose threshold (its first number) is 0 is switched off."""
     match = _NUMBER.search(threshold)
     return match is not None and float(match.group()) == 0
+
+
+def entry_plan(plan: EntryPlan) -> str:
+    """An entry plan for the operator to confirm: size, leverage, levels and what is at risk."""
+    ref = plan.reference_price
+    return "\n".join([
+        f"Size {qty(plan.quantity)} (≈ {money(plan.notional, signed=False)}) at {plan.leverage}x · mark {price(ref)}",
+        f"SL {price(plan.stop_price)} ({pct(_change(plan.stop_price, ref))}) · "
+        f"TP {price(plan.take_profit_price)} ({pct(_change(plan.take_profit_price, ref))})",
+        f"Risk {money(plan.risk_amount, signed=False)} · liquidation ≈ {price(plan.liquidation_price or None)}",
+    ])
+
+
+def _change(target: Decimal, ref: Decimal) -> Decimal:
+    return (target - ref) / ref * 100 if ref else Decimal(0)
 
 
 def closed_list(closed: Sequence[TradeRecord]) -> str:

@@ -13,14 +13,17 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from core.enums import ExitReason
+from engine.blacklist import load_blacklist, save_blacklist
 from engine.events import StateChanged
 from engine.exchange.errors import ExchangeError
-from engine.exchange.types import Balance
+from engine.exchange.types import Balance, PositionSide
+from engine.policy.risk import EntryPlan
+from engine.results import Period, PeriodResult, TradeStats, period_starts, results_by_period, trade_stats
 from engine.trading.halts import HaltState, load_halts, save_halts
-from engine.trading.trader import HEARTBEAT_KEY, LAST_SCAN_KEY
+from engine.trading.trader import HEARTBEAT_KEY, LAST_SCAN_KEY, EntryRefused
 from settings import Settings, format_validation_error
 from storage.db import Database
 from storage.records import EquityPoint, TradeRecord
@@ -189,6 +192,42 @@ class EngineService:
             raise CommandRefused(f"{symbol} could not be closed now; its stop-loss stays in place. Try again.")
         return [trade]
 
+    async def preview_entry(self, symbol: str, side: str) -> EntryPlan:
+        """How a manual entry would be sized and protected now (nothing is sent)."""
+        try:
+            return await self.runtime.trader.plan_manual(symbol.upper(), _side(side))
+        except EntryRefused as exc:
+            raise CommandRefused(f"{symbol.upper()} {side.upper()} refused: {exc}") from None
+
+    async def open_position(self, symbol: str, side: str) -> TradeRecord:
+        """Open a position by hand, with the scan's checks, sizing and protection (after the operator confirmed)."""
+        try:
+            return await self.runtime.trader.open_manual(symbol.upper(), _side(side))
+        except EntryRefused as exc:
+            raise CommandRefused(f"{symbol.upper()} {side.upper()} not opened: {exc}") from None
+
+    async def blacklist(self) -> list[str]:
+        return sorted(await load_blacklist(self._repos.state))
+
+    async def blacklist_add(self, symbol: str) -> list[str]:
+        """Never trade ``symbol`` again (until removed); an open position on it stays managed."""
+        symbol = symbol.upper()
+        if not self.runtime.trader.knows_symbol(symbol):
+            raise CommandRefused(f"{symbol} is not a symbol of this exchange")
+        current = await load_blacklist(self._repos.state)
+        await save_blacklist(self._repos.state, current | {symbol}, self.runtime.clock.now())
+        log.info("symbol %s blacklisted by the operator", symbol)
+        return sorted(current | {symbol})
+
+    async def blacklist_remove(self, symbol: str) -> list[str]:
+        symbol = symbol.upper()
+        current = await load_blacklist(self._repos.state)
+        if symbol not in current:
+            raise CommandRefused(f"{symbol} is not blacklisted; blacklisted: {', '.join(sorted(current)) or 'none'}")
+        await save_blacklist(self._repos.state, current - {symbol}, self.runtime.clock.now())
+        log.info("symbol %s removed from the blacklist", symbol)
+        return sorted(current - {symbol})
+
     async def scan_now(self) -> None:
         await self.runtime.run_job_now("scan")
 
@@ -265,11 +304,50 @@ class EngineService:
         """Realised results of every closed trade in the current mode, in total and per symbol."""
         return performance_of(await self._repos.trades.closed(self.mode))
 
+    async def results_by_period(self, period: Period, count: int) -> list[PeriodResult]:
+        """Realised P&L of the last ``count`` days, weeks or months (the current one included), newest first."""
+        if count < 1:
+            raise CommandRefused("the number of periods must be at least 1")
+        now = self.runtime.clock.now()
+        oldest = period_starts(now, period, count)[-1]
+        since = datetime.combine(oldest, datetime.min.time(), tzinfo=now.tzinfo)
+        return results_by_period(await self._repos.trades.closed(self.mode, since=since), now, period, count)
+
+    async def trade_stats(self) -> TradeStats:
+        """Exit reasons, sides and durations of every closed trade in the current mode."""
+        return trade_stats(await self._repos.trades.closed(self.mode))
+
+    async def trade(self, trade_id: int) -> TradeRecord | None:
+        try:
+            return await self._repos.trades.get(trade_id)
+        except KeyError:
+            return None
+
     async def equity_series(self, days: int) -> list[EquityPoint]:
         if days < 1:
             raise CommandRefused("the number of days must be at least 1")
         since = self.runtime.clock.now() - timedelta(days=days)
         return await self._repos.equity.series(self.mode, since=since)
+
+    async def health(self) -> HealthReport:
+        """When the scan and the monitor last ran, against their intervals (a job is late after 2 intervals
+        plus a minute: one missed run is tolerated, a stuck job is not)."""
+        now = self.runtime.clock.now()
+        settings = self.runtime.settings
+        last_scan = await self.last_scan()
+        heartbeat = await self._repos.state.get(HEARTBEAT_KEY)
+        jobs = (JobHealth.of("scan", _parse_time((last_scan or {}).get("time")), settings.scan_interval_seconds, now),
+                JobHealth.of("monitor", _parse_time(heartbeat), settings.monitor_interval_seconds, now))
+        return HealthReport(now, jobs, self.runtime.next_scan())
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret setting's value masked (for texts read back from files, e.g. /logs)."""
+        settings = self.runtime.settings
+        for name in type(settings).model_fields:
+            value = getattr(settings, name)
+            if isinstance(value, SecretStr) and len(secret := value.get_secret_value()) >= 6:
+                text = text.replace(secret, "[REDACTED]")
+        return text
 
     def config(self) -> dict[str, str]:
         """Every setting as text with secrets redacted (invariant 8)."""
@@ -338,6 +416,42 @@ class EngineService:
 
     def _apply_settings(self, new: Settings) -> None:
         self.runtime.apply_settings(new)
+
+
+def _side(side: str) -> PositionSide:
+    try:
+        return PositionSide(side.upper())
+    except ValueError:
+        raise CommandRefused("side must be LONG or SHORT") from None
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class JobHealth:
+    name: str
+    last: datetime | None
+    interval_seconds: int
+    healthy: bool
+
+    @classmethod
+    def of(cls, name: str, last: datetime | None, interval_seconds: int, now: datetime) -> JobHealth:
+        limit = timedelta(seconds=2 * interval_seconds + 60)
+        return cls(name, last, interval_seconds, last is not None and now - last <= limit)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    now: datetime
+    jobs: tuple[JobHealth, ...]
+    next_scan: datetime | None
 
 
 SETTING_OVERRIDES_KEY = "setting_overrides"

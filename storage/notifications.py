@@ -8,6 +8,7 @@ at-least-once; a crash between the send and the mark can repeat one message).
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,10 +40,13 @@ class NotificationQueue:
                 "INSERT INTO notification_queue(chat_id, kind, text, silent, created_at) VALUES (?,?,?,?,?)",
                 [(chat, kind, text, int(silent), now.isoformat()) for chat, kind, text, silent in rows])
 
-    async def next_pending(self) -> QueuedNotification | None:
+    async def next_pending(self, skip_chats: Collection[int] = ()) -> QueuedNotification | None:
+        """The oldest pending message, leaving out the chats in ``skip_chats`` (not reachable yet)."""
+        skip = sorted({int(c) for c in skip_chats})
+        where = f" AND chat_id NOT IN ({','.join('?' * len(skip))})" if skip else ""
         row = await self.db.fetchone(
             "SELECT id, chat_id, kind, text, silent, attempts, created_at FROM notification_queue"
-            " WHERE status = 'PENDING' ORDER BY id LIMIT 1")
+            f" WHERE status = 'PENDING'{where} ORDER BY id LIMIT 1", skip)
         if row is None:
             return None
         return QueuedNotification(row[0], row[1], row[2], row[3], bool(row[4]), row[5],
@@ -61,8 +65,9 @@ class NotificationQueue:
         await self.db.execute("UPDATE notification_queue SET attempts=attempts+1, last_error=? WHERE id=?",
                               (error[:500], item_id))
 
-    async def pending_count(self) -> int:
-        row = await self.db.fetchone("SELECT COUNT(*) FROM notification_queue WHERE status='PENDING'")
+    async def pending_count(self, chat_id: int | None = None) -> int:
+        where, params = (" AND chat_id = ?", (chat_id,)) if chat_id is not None else ("", ())
+        row = await self.db.fetchone(f"SELECT COUNT(*) FROM notification_queue WHERE status='PENDING'{where}", params)
         return int(row[0]) if row else 0
 
     async def prune(self, older_than: datetime) -> None:

@@ -19,6 +19,7 @@ async def test_run_bot_starts_the_bot_answers_and_says_goodbye(tmp_path: Path):
             db_path=tmp_path / "vigil.sqlite3", binance_base_url=binance.base_url, telegram_bot_token=TOKEN,
             telegram_allowed_user_ids=[OPERATOR], telegram_api_base_url=f"http://127.0.0.1:{telegram.port}",
             scan_interval_seconds=3600, monitor_interval_seconds=3600)
+        telegram.opened_chats.add(OPERATOR)  # the operator started the bot before
         stop = asyncio.Event()
         run = asyncio.create_task(run_bot(settings, stop_event=stop))
         try:

@@ -87,7 +87,7 @@ async def test_config_hides_secrets(cockpit: Cockpit):
 
 
 async def test_chart_sends_a_png_of_equity_and_drawdown(cockpit: Cockpit):
-    (reply,) = await cockpit.send("/chart 2")
+    (reply,) = await cockpit.send("/chart 2", timeout=30)  # matplotlib's first import is slow
     assert reply.method == "sendPhoto"
     assert reply.files["photo"].startswith(b"\x89PNG\r\n\x1a\n")
     assert "Equity" in reply.params["caption"] and "max drawdown" in reply.params["caption"]
@@ -114,7 +114,7 @@ async def test_pause_resume_stop_change_the_stored_halts(cockpit: Cockpit):
 
 
 BAD_INPUTS = [
-    "/pnl abc", "/pnl 0", "/pnl 1000", "/pnl 1 2", "/trades x", "/trades 999", "/chart -1", "/close",
+    "/pnl abc", "/pnl 0", "/pnl 1000", "/pnl 1 2", "/trades x", "/trades 999", "/chart -1", "/close a b",
     "/close DOGEUSDT", "/close BTC", "/close ETHUSDT", "/close BTCUSDT now", "/set", "/set LEVERAGE",
     "/set FOO 1", "/set LEVERAGE 500", "/set LEVERAGE abc", "/set MIN_STOP_PCT 9", "/set notify.trade_opened loud",
     "/set notify.nothing on", "/paper maybe", "/breakers fix", "/status now", "/kill everything",

@@ -27,13 +27,13 @@ STRANGER = 6666
 ALL_OFF = {c: "off" for c in CATEGORIES}
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+async def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.01)
 
 
-async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
     async with asyncio.timeout(timeout):
         while not await predicate():
             await asyncio.sleep(0.01)
@@ -65,11 +65,11 @@ class Cockpit:
     bots: list[TelegramBot] = field(default_factory=list)
 
     async def send(self, text: str, *, user: int = OPERATOR, chat: int | None = None, replies: int = 1,
-                   date: int | None = None) -> list[Call]:
+                   date: int | None = None, timeout: float = 15.0) -> list[Call]:
         """Send a message as ``user`` (in ``chat``, default their private chat); return the bot's replies to
         that chat once ``replies`` arrived."""
         message_id = self.fake.push_text(user, text, chat_id=chat, date=date)
-        return await self.replies_to(message_id, user if chat is None else chat, replies)
+        return await self.replies_to(message_id, user if chat is None else chat, replies, timeout)
 
     async def press(self, data: str, *, user: int = OPERATOR, chat: int = OPERATOR) -> list[Call]:
         """Press the button with callback ``data`` on the message that carried it (or, for made-up data, on the
@@ -81,17 +81,20 @@ class Cockpit:
         await self.settle()
         return [c for c in self.fake.calls[start:] if c.ok]
 
-    async def replies_to(self, message_id: int, chat: int, count: int = 1) -> list[Call]:
+    async def replies_to(self, message_id: int, chat: int, count: int = 1, timeout: float = 15.0) -> list[Call]:
         """The bot's replies (they quote the command) to one message, once ``count`` of them arrived."""
         def replies() -> list[Call]:
             return [c for c in self.fake.calls if c.ok and c.chat_id == chat and c.quoted == message_id
                     and c.method in ("sendMessage", "sendPhoto")]
-        await wait_for(lambda: len(replies()) >= count)
+        await wait_for(lambda: len(replies()) >= count, timeout)
         return replies()
 
     async def settle(self) -> None:
-        """Wait until every queued update was handled: a /help round trip goes through the same queue."""
+        """Wait until every update sent so far was handled: once a /help sent last is answered, every earlier
+        update has been fetched; updates run concurrently, so then wait for those still in flight."""
         await self.send("/help")
+        async with asyncio.timeout(30):
+            await self.bot.app.update_queue.join()
 
     def buttons(self, chat: int = OPERATOR) -> list[tuple[str, str]]:
         message = self.fake.last_message_with_buttons(chat)
@@ -130,6 +133,7 @@ async def close_cockpit(cockpit: Cockpit) -> None:
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeTelegram]:
     async with FakeTelegram() as server:
+        server.opened_chats.update({OPERATOR, SECOND_OPERATOR})  # the operators started the bot before
         yield server
 
 

@@ -23,14 +23,15 @@ from decimal import Decimal
 
 from core.clock import Clock
 from core.enums import ExitReason
+from engine.blacklist import load_blacklist
 from engine.events import EventBus, Level, ScanCompleted, TradeClosed
 from engine.exchange.errors import ExchangeError
 from engine.exchange.protocol import Exchange
-from engine.exchange.types import Balance, LeverageBracket, MarginType, Position, PositionSide
+from engine.exchange.types import Balance, LeverageBracket, MarginType, Position, PositionSide, SymbolRules
 from engine.market import MarketDataService
 from engine.policy.adaptive import AdaptiveConfig, TradeOutcome, adaptive_levels, regime_of
 from engine.policy.exits import ExitConfig
-from engine.policy.risk import LimitsConfig, OpenPosition, RiskConfig, entry_limits_block, plan_entry
+from engine.policy.risk import EntryPlan, LimitsConfig, OpenPosition, RiskConfig, entry_limits_block, plan_entry
 from engine.retrying import Sleep
 from engine.trading.breakers import AccountSnapshot, BreakerConfig, Breakers
 from engine.trading.exit_manager import ExitManager
@@ -70,6 +71,24 @@ class TraderConfig:
     @property
     def position_limits(self) -> LimitsConfig:
         return self.limits or LimitsConfig(max_open_positions=self.max_open_positions)
+
+
+MANUAL_VOTE = "operator:manual"
+
+
+class EntryRefused(Exception):
+    """A manual entry was not opened; ``str(exc)`` says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRequest:
+    """One entry to plan: from a scan signal, or from the operator (/long, /short)."""
+
+    symbol: str
+    side: PositionSide
+    atr: float            # on the stop timeframe
+    score: float
+    votes: tuple[str, ...]
 
 
 @dataclass(slots=True)
@@ -140,6 +159,9 @@ class Trader:
     def client_id(self, trade_id: int, purpose: OrderPurpose, attempt: int) -> str:
         return self.desk.client_id(trade_id, purpose, attempt)
 
+    def knows_symbol(self, symbol: str) -> bool:
+        return symbol in self.desk.rules
+
     async def halts(self) -> HaltState:
         return await load_halts(self.repos.state)
 
@@ -171,9 +193,8 @@ class Trader:
                 report.halted = "retired" if self._retired else halts.describe()
                 await self._finish_scan(report, started_cpu)
                 return report
-            positions = await self.exchange.positions()
-            open_positions = [OpenPosition.of(p, self._brackets(p.symbol)) for p in positions]
-            busy = {t.symbol for t in await self.repos.trades.active(self.mode)} | {p.symbol for p in positions}
+            open_positions, busy = await self._book()
+            blacklist = await load_blacklist(self.repos.state)
             for signal in report.signals:
                 if not (await self.halts()).entries_allowed:
                     report.skipped[signal.symbol] = "halted during the scan"
@@ -181,19 +202,85 @@ class Trader:
                 if signal.symbol in busy:
                     report.skipped[signal.symbol] = "already in a position"
                     continue
+                if signal.symbol in blacklist:
+                    report.skipped[signal.symbol] = "blacklisted by the operator"
+                    continue
                 reason = await self.breakers.entries_blocked(signal.symbol, self.clock.now())
                 if reason:
                     report.skipped[signal.symbol] = f"breaker: {reason}"
                     continue
-                trade = await self._open_trade(signal, result, open_positions, report)
-                if trade is not None:
-                    report.opened.append(trade.id)
-                    busy.add(signal.symbol)
-                    open_positions.append(OpenPosition(
-                        trade.symbol, PositionSide(trade.side), trade.quantity * (trade.entry_price or Decimal(0)),
-                        brackets=self._brackets(trade.symbol)))
+                side = PositionSide.LONG if signal.direction is Direction.LONG else PositionSide.SHORT
+                votes = tuple(f"{v.voter}:{v.direction.name}:{v.confidence:.2f}" for v in signal.votes)
+                outcome = await self._enter(EntryRequest(signal.symbol, side, signal.atr, signal.score, votes),
+                                            result, open_positions)
+                if isinstance(outcome, str):
+                    report.skipped[signal.symbol] = outcome
+                    continue
+                report.opened.append(outcome.id)
+                busy.add(signal.symbol)
+                open_positions.append(OpenPosition(
+                    outcome.symbol, PositionSide(outcome.side), outcome.quantity * (outcome.entry_price or Decimal(0)),
+                    brackets=self._brackets(outcome.symbol)))
         await self._finish_scan(report, started_cpu)
         return report
+
+    async def _book(self) -> tuple[list[OpenPosition], set[str]]:
+        """Open positions as sizing sees them, and every symbol already in a position (books or exchange)."""
+        positions = await self.exchange.positions()
+        open_positions = [OpenPosition.of(p, self._brackets(p.symbol)) for p in positions]
+        busy = {t.symbol for t in await self.repos.trades.active(self.mode)} | {p.symbol for p in positions}
+        return open_positions, busy
+
+    # ------------------------------------------------------------------ manual entries (/long, /short)
+    async def plan_manual(self, symbol: str, side: PositionSide) -> EntryPlan:
+        """What ``open_manual`` would open now (sizing, stop, take-profit), without sending anything.
+        Raises ``EntryRefused`` with the reason."""
+        request, result, open_positions = await self._manual_request(symbol, side)
+        planned = await self._plan(request, result, open_positions)
+        if isinstance(planned, str):
+            raise EntryRefused(planned)
+        return planned[0]
+
+    async def open_manual(self, symbol: str, side: PositionSide) -> TradeRecord:
+        """Open a position by the operator's hand: the same checks (halts, breakers, blacklist, limits),
+        sizing and protection as a scan entry, planned again at the price of this moment."""
+        request, result, _ = await self._manual_request(symbol, side)  # market data outside the lock
+        async with self._lock:
+            # checked again: a /pause, /kill, breaker, scan entry or mode switch may have come meanwhile
+            open_positions = await self._manual_checks(request.symbol)
+            outcome = await self._enter(request, result, open_positions)
+        if isinstance(outcome, str):
+            raise EntryRefused(outcome)
+        return outcome
+
+    async def _manual_request(self, symbol: str, side: PositionSide
+                              ) -> tuple[EntryRequest, ScanResult, list[OpenPosition]]:
+        symbol = symbol.upper()
+        open_positions = await self._manual_checks(symbol)
+        snapshot = await self.market.snapshot([symbol, *(p.symbol for p in open_positions)])
+        result = evaluate_snapshot(snapshot, self.consensus, stop_timeframe=self.config.stop_timeframe)
+        signal = result.signals.get(symbol)
+        if signal is None or signal.atr <= 0:
+            raise EntryRefused(f"not enough market data on {symbol} to size a stop")
+        return EntryRequest(symbol, side, signal.atr, 0.0, (MANUAL_VOTE,)), result, open_positions
+
+    async def _manual_checks(self, symbol: str) -> list[OpenPosition]:
+        """Raise ``EntryRefused`` unless a manual entry on ``symbol`` is allowed now; the open positions."""
+        if self._retired:
+            raise EntryRefused("this trader was replaced by a mode switch; try again")
+        if not (halts := await self.halts()).entries_allowed:
+            raise EntryRefused(f"trading is {halts.describe()}; /resume first")
+        if (reason := await self.breakers.entries_blocked(symbol, self.clock.now())) is not None:
+            raise EntryRefused(f"breaker: {reason}; /breakers shows when it resets")
+        if symbol in await load_blacklist(self.repos.state):
+            raise EntryRefused(f"{symbol} is blacklisted; /blacklist remove {symbol} first")
+        rules = self.desk.rules.get(symbol)
+        if rules is None or not rules.is_tradable:
+            raise EntryRefused(f"{symbol} is not a tradable USDⓈ-M perpetual on this exchange")
+        open_positions, busy = await self._book()
+        if symbol in busy:
+            raise EntryRefused(f"already in a position on {symbol}")
+        return open_positions
 
     def _brackets(self, symbol: str) -> tuple[LeverageBracket, ...]:
         rules = self.desk.rules.get(symbol)
@@ -213,29 +300,28 @@ class Trader:
             time=now, symbols=report.symbols, signals=len(report.signals), opened=len(report.opened),
             cpu_ms=(time.process_time() - started_cpu) * 1000, skipped_reason=report.halted))
 
-    async def _open_trade(self, signal: Signal, result: ScanResult, open_positions: list[OpenPosition],
-                          report: ScanReport) -> TradeRecord | None:
-        rules = self.desk.rules.get(signal.symbol)
+    async def _plan(self, request: EntryRequest, result: ScanResult, open_positions: list[OpenPosition]
+                    ) -> tuple[EntryPlan, SymbolRules, str] | str:
+        """Limits, then sizing and levels for one entry: ``(plan, rules, regime)`` or the reason to skip it."""
+        symbol, side = request.symbol, request.side
+        rules = self.desk.rules.get(symbol)
         if rules is None or not rules.is_tradable:
-            report.skipped[signal.symbol] = "symbol not tradable"
-            return None
-        side = PositionSide.LONG if signal.direction is Direction.LONG else PositionSide.SHORT
-        mark = await self.exchange.mark_price(signal.symbol)
+            return "symbol not tradable"
+        mark = await self.exchange.mark_price(symbol)
         balance = await self.exchange.balance()
         now = self.clock.now()
         limit = entry_limits_block(
-            symbol=signal.symbol, side=side, equity=balance.equity, open_positions=open_positions,
+            symbol=symbol, side=side, equity=balance.equity, open_positions=open_positions,
             cfg=self.config.position_limits, now=now,
-            returns=result.returns([signal.symbol, *(p.symbol for p in open_positions)]),
+            returns=result.returns([symbol, *(p.symbol for p in open_positions)]),
             funding_rate=mark.funding_rate, next_funding_time=mark.next_funding_time)
         if limit:
-            report.skipped[signal.symbol] = limit
-            return None
-        atr = Decimal(repr(signal.atr))
-        context = result.context(signal.symbol)
+            return limit
+        atr = Decimal(repr(request.atr))
+        context = result.context(symbol)
         regime = regime_of(context.adx, context.atr_ratio) if context else ""
         outcomes = await self.memory.outcomes()
-        levels = adaptive_levels(outcomes, symbol=signal.symbol, regime=regime, hour=now.hour,
+        levels = adaptive_levels(outcomes, symbol=symbol, regime=regime, hour=now.hour,
                                  base_k=self.config.risk.stop_atr_mult, base_m=self.config.risk.take_profit_atr_mult,
                                  cfg=self.config.adaptive)
         plan = plan_entry(
@@ -243,30 +329,39 @@ class Trader:
             available=balance.available_balance, cfg=self.config.risk, open_positions=open_positions,
             margin_type=self.config.margin_type, wallet_balance=balance.wallet_balance,
             atr_pct_history=context.atr_pct_history if context else (),
-            trade_r_multiples=[o.r_multiple for o in outcomes if o.symbol == signal.symbol],
+            trade_r_multiples=[o.r_multiple for o in outcomes if o.symbol == symbol],
             stop_mult=levels.stop_mult, tp_mult=levels.tp_mult, size_mult=levels.size_mult)
         if not plan.ok:
-            report.skipped[signal.symbol] = plan.reason
-            return None
+            return plan.reason
+        return plan, rules, regime
+
+    async def _enter(self, request: EntryRequest, result: ScanResult, open_positions: list[OpenPosition]
+                     ) -> TradeRecord | str:
+        """Plan one entry and make it real (intent first, then protected): the trade, or why it was skipped.
+        The scan and the operator's /long and /short both come through here."""
+        planned = await self._plan(request, result, open_positions)
+        if isinstance(planned, str):
+            return planned
+        plan, rules, regime = planned
         leverage = plan.leverage or self.config.risk.leverage
-        await self._ensure_symbol_setup(signal.symbol, leverage)
+        await self._ensure_symbol_setup(request.symbol, leverage)
         trade = await self.repos.trades.create(
-            mode=self.mode, symbol=signal.symbol, side=side.value, quantity=plan.quantity,
+            mode=self.mode, symbol=request.symbol, side=request.side.value, quantity=plan.quantity,
             stop_price=plan.stop_price, take_profit_price=plan.take_profit_price, leverage=leverage,
-            score=signal.score, votes=[f"{v.voter}:{v.direction.name}:{v.confidence:.2f}" for v in signal.votes],
-            now=now, entry_price=plan.reference_price)
-        order = await self.desk.market_order(trade, OrderPurpose.ENTRY, side.entry_side, plan.quantity,
+            score=request.score, votes=request.votes, now=self.clock.now(), entry_price=plan.reference_price)
+        order = await self.desk.market_order(trade, OrderPurpose.ENTRY, request.side.entry_side, plan.quantity,
                                              reduce_only=False)
         if order is None:
-            report.skipped[signal.symbol] = "entry outcome unknown; will be resolved by reconciliation"
-            return None
+            return "entry outcome unknown; will be resolved by reconciliation"
         if order.filled_quantity <= 0:
             await self.repos.trades.mark_failed(trade.id, f"entry {order.status.value}", self.clock.now())
-            report.skipped[signal.symbol] = f"entry {order.status.value}"
-            return None
+            return f"entry {order.status.value}"
         # a partly filled entry (EXPIRED / PARTIALLY_FILLED with executed quantity) is a real position: protect it
-        await self.memory.save_entry_context(trade.id, atr=atr, regime=regime, now=self.clock.now())
-        return await self.desk.open_protected(trade, order, lambda fill: plan.prices_at(rules, fill), signal.score)
+        await self.memory.save_entry_context(trade.id, atr=Decimal(repr(request.atr)), regime=regime,
+                                             now=self.clock.now())
+        protected = await self.desk.open_protected(trade, order, lambda fill: plan.prices_at(rules, fill),
+                                                   request.score)
+        return protected if protected is not None else "the stop could not be placed; the position was closed"
 
     async def _ensure_symbol_setup(self, symbol: str, leverage: int) -> None:
         if symbol not in self._margin_set:

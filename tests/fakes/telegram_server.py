@@ -8,6 +8,11 @@ answerCallbackQuery, and records every call (parameters arrive as form fields; J
 with HTTP 429 + ``parameters.retry_after``; ``go_down("refuse")`` stops listening and drops requests on
 open connections, ``go_down("502")`` answers 502 Bad Gateway; ``go_up()`` restores service;
 ``reject_html_containing`` answers 400 "can't parse entities" to HTML texts containing a marker.
+
+Like Telegram, a bot cannot write first: a send to a private chat whose user has never written to the bot
+(``push_text``/``press``, or ``opened_chats`` set by the test for "the operator started the bot earlier")
+gets 403 "Forbidden: bot can't initiate conversation with a user". An edit that changes nothing gets 400
+"message is not modified", as Telegram answers a refresh that finds the same text.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ TOKEN = "123456:TEST-token-not-a-secret"
 BOT_USER = {"id": 999000, "is_bot": True, "first_name": "Vigil", "username": "vigil_test_bot",
             "can_join_groups": False, "can_read_all_group_messages": False, "supports_inline_queries": False}
 SEND_METHODS = frozenset({"sendMessage", "sendPhoto", "editMessageText", "answerCallbackQuery"})
+CHAT_METHODS = frozenset({"sendMessage", "sendPhoto"})  # refused until the user has written to the bot
+CANNOT_INITIATE = "Forbidden: bot can't initiate conversation with a user"
+NOT_MODIFIED = ("Bad Request: message is not modified: specified new message content and reply markup are exactly "
+                "the same as a current content and reply markup of the message")
 JSON_FIELDS = frozenset({"reply_markup", "commands", "allowed_updates", "entities", "link_preview_options",
                          "reply_parameters", "scope"})
 
@@ -87,6 +96,7 @@ class FakeTelegram:
         self.down: Literal["", "refuse", "502"] = ""
         self.reject_html_containing: str | None = None  # answer 400 "can't parse entities" to such HTML texts
         self.refused_requests = 0
+        self.opened_chats: set[int] = set()  # private chats whose user has written to the bot
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self.port = 0
@@ -151,6 +161,7 @@ class FakeTelegram:
                    "text": text}
         if entities:
             message["entities"] = entities
+        self.opened_chats.add(user_id)
         self._push({"message": message})
         return int(message["message_id"])
 
@@ -158,6 +169,7 @@ class FakeTelegram:
 
     def press(self, user_id: int, message: SentMessage, data: str) -> int:
         """A button press (callback query) by ``user_id`` on a message the bot sent."""
+        self.opened_chats.add(user_id)
         query_id = str(self._next_query_id)
         self._next_query_id += 1
         body = {"message_id": message.message_id, "date": int(time.time()), "chat": _chat(message.chat_id),
@@ -217,6 +229,9 @@ class FakeTelegram:
             call.ok = False
             return _error(429, f"Too Many Requests: retry after {self._flood_retry_after}",
                           {"retry_after": self._flood_retry_after})
+        if method in CHAT_METHODS and not self._may_write(params.get("chat_id")):
+            call.ok = False
+            return _error(403, CANNOT_INITIATE)
         handler = getattr(self, f"_m_{method}", None)
         if handler is None:
             call.ok = False
@@ -226,6 +241,10 @@ class FakeTelegram:
             call.ok = False
             return result
         return web.json_response({"ok": True, "result": result})
+
+    def _may_write(self, chat_id: Any) -> bool:
+        """Groups (negative ids) are open to the bot once it is a member; private chats once the user wrote."""
+        return chat_id is None or int(chat_id) < 0 or int(chat_id) in self.opened_chats
 
     async def _m_getMe(self, params: dict[str, Any]) -> Any:
         return BOT_USER
@@ -273,6 +292,8 @@ class FakeTelegram:
         if key not in self.messages:
             return _error(400, "Bad Request: message to edit not found")
         message = self.messages[key]
+        if message.text == str(params.get("text", "")) and message.reply_markup == params.get("reply_markup"):
+            return _error(400, NOT_MODIFIED)
         message.text, message.reply_markup = str(params.get("text", "")), params.get("reply_markup")
         return self._message_json(message)
 
