@@ -19,7 +19,6 @@ from storage.records import EquityPoint
 
 log = logging.getLogger(__name__)
 
-LOG_FILE_NAME = "vigil.log"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +48,7 @@ class BotOptions:
             "base_url": bot_api_base(settings.telegram_api_base_url),
             "daily_summary_at": _summary_time(getattr(settings, "notify_daily_summary_utc", "00:00")),
             "notify_levels": _levels(getattr(settings, "notify_levels", "")),
-            "log_file": Path(getattr(settings, "data_dir", "data")) / "logs" / LOG_FILE_NAME,
+            "log_file": settings.log_file,
         }
         values.update(overrides)
         return cls(**values)
