@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.runtime import MODE_KEY
+from engine.blacklist import BLACKLIST_KEY
 from engine.service import SETTING_OVERRIDES_KEY
 from engine.trading.halts import HALTS_KEY
 from storage.repositories import StateRepository
-
-BLACKLIST_KEY = "blacklist"
 
 
 @dataclass(frozen=True, slots=True)
