@@ -1,0 +1,73 @@
+"""Market regime of one symbol on one timeframe: trending up or down, ranging, or volatile.
+
+From three readings of the same candles:
+- **ADX** says whether there is a trend at all (``adx_trend``, 25 by default) and ``di_diff`` (+DI − −DI) its side;
+- the **ATR percentile** (where today's ATR % sits in its own recent history) says whether volatility is unusual;
+- the **Bollinger width percentile** confirms it (a squeeze is not volatile, an expansion is).
+
+Volatile wins over everything (the stop distances the risk model uses are least reliable there), then a trend, and
+the rest is ranging. Vectorised over arrays (the backtest and the models) and scalar (the live scan) by the same
+function. The regime is a model feature and the key under which each voter's accuracy is learned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+
+
+class Regime(StrEnum):
+    TRENDING_UP = "trending_up"
+    TRENDING_DOWN = "trending_down"
+    RANGING = "ranging"
+    VOLATILE = "volatile"
+
+
+REGIMES: tuple[Regime, ...] = tuple(Regime)
+
+
+@dataclass(frozen=True, slots=True)
+class RegimeParams:
+    adx_trend: float = 25.0
+    volatile_atr_pct: float = 90.0      # ATR % above this percentile of its history …
+    volatile_bb_pct: float = 80.0       # … with the Bollinger width above this one: volatile
+    lookback: int = 500                 # candles of history for the percentiles
+
+
+def percentile_rank(values: np.ndarray, lookback: int) -> np.ndarray:
+    """Where each value sits among the ``lookback`` values up to it (itself included), 0–100; NaN before enough
+    history. Causal."""
+    series = pd.Series(np.asarray(values, dtype=np.float64))
+    min_periods = max(20, lookback // 5)
+    return series.rolling(lookback, min_periods=min_periods).rank(pct=True).to_numpy() * 100.0
+
+
+def classify(adx: np.ndarray, di_diff: np.ndarray, atr_pctile: np.ndarray, bb_pctile: np.ndarray,
+             p: RegimeParams = RegimeParams()) -> np.ndarray:
+    """Regime codes (index into ``REGIMES``) per row; −1 where an input is unknown."""
+    adx, di_diff, atr_pctile, bb_pctile = (np.asarray(a, dtype=np.float64) for a in (adx, di_diff, atr_pctile,
+                                                                                        bb_pctile))
+    known = np.isfinite(adx) & np.isfinite(di_diff) & np.isfinite(atr_pctile) & np.isfinite(bb_pctile)
+    volatile = (atr_pctile >= p.volatile_atr_pct) & (bb_pctile >= p.volatile_bb_pct)
+    trending = adx >= p.adx_trend
+    codes = np.where(volatile, REGIMES.index(Regime.VOLATILE),
+                     np.where(trending & (di_diff > 0), REGIMES.index(Regime.TRENDING_UP),
+                              np.where(trending & (di_diff <= 0), REGIMES.index(Regime.TRENDING_DOWN),
+                                       REGIMES.index(Regime.RANGING))))
+    return np.where(known, codes, -1).astype(np.int8)
+
+
+def regime_of(adx: float, di_diff: float, atr_pctile: float, bb_pctile: float,
+              p: RegimeParams = RegimeParams()) -> Regime | None:
+    """The scalar form, for one symbol at one scan (``None`` when an input is unknown)."""
+    code = int(classify(np.array([adx]), np.array([di_diff]), np.array([atr_pctile]), np.array([bb_pctile]), p)[0])
+    return REGIMES[code] if code >= 0 else None
+
+
+def regime_series(adx: np.ndarray, di_diff: np.ndarray, atr_pct: np.ndarray, bb_width: np.ndarray,
+                  p: RegimeParams = RegimeParams()) -> np.ndarray:
+    """Regime codes of a whole series from the raw ATR % and Bollinger width (percentiles computed here)."""
+    return classify(adx, di_diff, percentile_rank(atr_pct, p.lookback), percentile_rank(bb_width, p.lookback), p)
