@@ -112,7 +112,7 @@ class ProgressBar:
 def load_window(req: Request) -> dict[str, Candles]:
     """Each symbol's candles in the window (ema-cross: with its startup candles and the candle at the end); one line
     if a symbol has none."""
-    from engine.backtest.replay import ema_cross
+    from engine.backtest import ema_cross
 
     out: dict[str, Candles] = {}
     for symbol in req.symbols:
@@ -139,7 +139,7 @@ def closes_in_window(candles: dict[str, Candles], start: datetime, end: datetime
 
 
 def run_ema_cross(req: Request, candles: dict[str, Candles]) -> BacktestResult:
-    from engine.backtest.replay import ema_cross
+    from engine.backtest import ema_cross
 
     return ema_cross.run_ema_cross(req.data_dir, req.symbols, req.start, req.end, exchange_info=req.exchange_info,
                                    progress=ProgressBar("ema-cross"), candles=candles)
