@@ -1,0 +1,364 @@
+"""The live scan's signals for every closed 5m candle of a history, computed once, vectorised and causal.
+
+Row ``i`` of a ``SymbolSignals`` is what ``Trader.scan`` (``MarketDataService.snapshot`` →
+``evaluate_snapshot``) produces for the symbol at the scan right after 5m candle ``i`` closed:
+
+- per timeframe the scan sees the closed candles up to the close of candle ``i`` (a 1h candle only once its
+  hour has closed), higher timeframes built from complete groups of 5m candles as ``HistoricalMarket`` and
+  the service's cache build them;
+- that window is validated as ``validate_klines`` does: it is the contiguous valid tail (a gap or a bad
+  candle is never bridged), capped at ``history`` candles; the symbol is left out of the scan (``valid``
+  False, FLAT, no signal, no context) when a timeframe's tail is shorter than ``min_candles``, ends in
+  ``max_zero_volume_run`` zero-volume candles, is more than ``max_lag_candles`` behind, or is shorter than
+  the features need;
+- features on each window (``strategies.windowed``: the window-start-dependent EMAs and Wilder smoothings
+  computed exactly, see there), every voter's ``vote_arrays`` and the consensus (``Consensus.combine_arrays``);
+- the signal's ATR is the stop timeframe's, its price the entry timeframe's close, as ``evaluate_snapshot``.
+
+Arrays (one value per row): ``open_ms``, ``valid``, ``direction`` (int8), ``score``, ``atr``, ``price``, and for
+the risk/breaker context ``adx`` and ``atr_ratio`` (``SymbolContext.adx`` / ``.atr_ratio``, NaN for None).
+Objects are built only on demand: ``features_at(i)``, ``signal_at(i)`` (the live ``Consensus.decide`` on the
+row's features, so votes and reasons are the live ones) and ``context_at(i)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from core.intervals import interval_ms
+from engine.exchange.types import KlineBatch
+from engine.market import DEFAULT_MAX_ZERO_VOLUME_RUN, DEFAULT_MIN_CANDLES, MAX_KLINES_LIMIT, resample_klines
+from strategies.consensus import Consensus
+from strategies.features import Features, FeatureParams, TimeframeFeatures
+from strategies.scanner import HISTORY_POINTS, SymbolContext
+from strategies.types import Signal
+from strategies.voters import VectorVoter
+from strategies.windowed import FLOAT_FEATURES, Run, run_features, wilder_state
+
+if TYPE_CHECKING:
+    from settings import Settings
+
+log = logging.getLogger(__name__)
+
+BASE_INTERVAL = "5m"
+BASE_MS = interval_ms(BASE_INTERVAL)
+
+#: ``progress(symbol, rows_done, rows_total)`` after each symbol.
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SignalConfig:
+    """What the live scan is configured with (``SignalConfig.from_settings`` reads the same settings)."""
+
+    timeframes: tuple[str, ...] = ("5m", "15m", "1h", "4h")
+    history: int = 300
+    stop_timeframe: str | None = "1h"
+    feature_params: FeatureParams = field(default_factory=FeatureParams)
+    min_candles: int = DEFAULT_MIN_CANDLES
+    max_zero_volume_run: int = DEFAULT_MAX_ZERO_VOLUME_RUN
+    max_lag_candles: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.timeframes:
+            raise ValueError("at least one timeframe is needed")
+        for tf in self.timeframes:
+            if interval_ms(tf) % BASE_MS:
+                raise ValueError(f"timeframe {tf} is not built from 5m candles; use multiples of 5m")
+        ordered = tuple(sorted(dict.fromkeys(self.timeframes), key=interval_ms))
+        object.__setattr__(self, "timeframes", ordered)
+        if not self.min_candles <= self.history <= MAX_KLINES_LIMIT:
+            raise ValueError(f"history must be in [{self.min_candles}, {MAX_KLINES_LIMIT}], got {self.history}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SignalConfig:
+        return cls(timeframes=tuple(settings.timeframes), history=settings.kline_history,
+                   stop_timeframe=settings.stop_atr_timeframe)
+
+    @property
+    def stop(self) -> str:
+        """The timeframe whose ATR sizes stops and feeds the context (the entry timeframe if absent)."""
+        return self.stop_timeframe if self.stop_timeframe in self.timeframes else self.timeframes[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# one timeframe
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class TimeframeTable:
+    """Features of every candle of one timeframe on its live window, and what validation says of it."""
+
+    interval: str
+    batch: KlineBatch
+    features: dict[str, np.ndarray]  # FLOAT_FEATURES, NaN where the window is unusable
+    starts: np.ndarray               # window start (candle index) of each candle
+    usable: np.ndarray               # the window passes validation and is long enough for the features
+    atr_raw: np.ndarray              # full-run Wilder recursion of the true range at each candle (context)
+    atr_correction: np.ndarray       # per candle: that recursion minus the live seed at its window start
+
+
+def _bad_rows(b: KlineBatch, iv: int) -> np.ndarray:
+    o, h, lo, c, v = b.open, b.high, b.low, b.close, b.volume
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v)
+        bad = ~finite | (o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0) | (v < 0)
+        bad |= (h < np.maximum(o, c)) | (lo > np.minimum(o, c)) | (h < lo)
+    return bad | (b.open_time % iv != 0)
+
+
+def _runs(b: KlineBatch, iv: int) -> list[tuple[int, int]]:
+    """Maximal ``[a, b)`` stretches with no gap and no bad candle (``validate_klines`` never bridges them)."""
+    n = len(b)
+    bad = _bad_rows(b, iv)
+    cut = np.zeros(n + 1, dtype=bool)
+    cut[0] = cut[n] = True
+    cut[1:n] |= np.diff(b.open_time) != iv
+    cut[:n] |= bad
+    cut[1:] |= bad
+    edges = np.flatnonzero(cut)
+    return [(int(a), int(z)) for a, z in zip(edges[:-1], edges[1:], strict=True) if z > a and not bad[a]]
+
+
+def timeframe_table(base: KlineBatch, interval: str, cfg: SignalConfig) -> TimeframeTable:
+    batch = base if interval == base.interval else resample_klines(base, interval)
+    iv = interval_ms(interval)
+    n = len(batch)
+    p = cfg.feature_params
+    required = p.required_candles
+    feats = {name: np.full(n, np.nan) for name in FLOAT_FEATURES}
+    starts = np.zeros(n, dtype=np.int64)
+    usable = np.zeros(n, dtype=bool)
+    atr_raw = np.full(n, np.nan)
+    atr_corr = np.full(n, np.nan)
+    for a, z in _runs(batch, iv):
+        if z - a < max(cfg.min_candles, required):
+            continue
+        run = Run.of(batch.slice(a, z), cfg.history, required)
+        state = wilder_state(run, p.rsi)
+        values = run_features(run, p, state)
+        at = a + run.rows
+        for name in FLOAT_FEATURES:
+            feats[name][at] = values[name]
+        starts[at] = a + run.starts
+        zero = run.volume == 0
+        last_nonzero = np.maximum.accumulate(np.where(zero, -1, np.arange(z - a)))
+        zero_run = np.arange(z - a) - last_nonzero
+        usable[at] = (run.rows + 1 >= cfg.min_candles) & (zero_run[run.rows] < cfg.max_zero_volume_run)
+        atr_raw[a + 1:z] = state.full[2]
+        atr_corr[at] = state.correction[2]
+    return TimeframeTable(interval, batch, feats, starts, usable, atr_raw, atr_corr)
+
+
+def _normalise(batch: KlineBatch) -> KlineBatch:
+    """Sorted, unique (the last row wins), on the 5m grid: as ``HistoricalMarket`` serves a kline file."""
+    if batch.interval != BASE_INTERVAL:
+        raise ValueError(f"{batch.symbol}: the signal table is built from 5m candles, got {batch.interval}")
+    t = np.asarray(batch.open_time, dtype=np.int64)
+    if len(t) > 1 and np.all(t[1:] > t[:-1]) and not np.any(t % BASE_MS):
+        return batch
+    order = np.argsort(t, kind="stable")
+    t = t[order]
+    keep = np.append(t[1:] != t[:-1], True) & (t % BASE_MS == 0)
+    idx = order[keep]
+    return KlineBatch(batch.symbol, BASE_INTERVAL, t[keep], *(np.asarray(getattr(batch, c))[idx]
+                                                          for c in ("open", "high", "low", "close", "volume")))
+
+
+# --------------------------------------------------------------------------------------------------
+# one symbol
+# --------------------------------------------------------------------------------------------------
+
+class _Columns:
+    """``FeatureColumns`` over the rows of a ``SymbolSignals`` (gathered from the timeframe tables)."""
+
+    def __init__(self, tables: Mapping[str, TimeframeTable], index: Mapping[str, np.ndarray],
+                 timeframes: tuple[str, ...]) -> None:
+        self._tables = tables
+        self._index = index
+        self.timeframes = timeframes
+
+    def column(self, timeframe: str, name: str) -> np.ndarray:
+        values = self._tables[timeframe].features[name]
+        idx = self._index[timeframe]
+        out = values[np.maximum(idx, 0)]
+        out[idx < 0] = np.nan
+        return out
+
+
+class SymbolSignals:
+    """Row ``i``: the live scan right after 5m candle ``i`` closed (see the module docstring)."""
+
+    def __init__(self, symbol: str, base: KlineBatch, cfg: SignalConfig, consensus: Consensus,
+                 tables: dict[str, TimeframeTable], index: dict[str, np.ndarray], valid: np.ndarray) -> None:
+        self.symbol = symbol
+        self.config = cfg
+        self.consensus = consensus
+        self.open_ms = base.open_time
+        self.close = base.close
+        self.valid = valid
+        self._tables = tables
+        self._index = index
+        columns = _Columns(tables, index, cfg.timeframes)
+        votes = []
+        for voter in consensus.voters:
+            direction, confidence = voter.vote_arrays(columns)  # type: ignore[attr-defined]
+            votes.append((voter.name, direction, confidence))
+        direction, score = consensus.combine_arrays(votes)
+        self.direction = np.where(valid, direction, 0).astype(np.int8)
+        self.score = np.where(valid, score, 0.0)
+        entry = cfg.timeframes[0]
+        entry_atr = columns.column(entry, "atr")
+        stop_atr = columns.column(cfg.stop, "atr")
+        with np.errstate(invalid="ignore"):
+            self.atr = np.where(valid, np.where(stop_atr > 0, stop_atr, entry_atr), np.nan)
+        self.price = np.where(valid, columns.column(entry, "close"), base.close)
+        adx = columns.column(cfg.stop, "adx")
+        self.adx = np.where(valid, np.where(np.isfinite(adx), adx, 0.0), np.nan)
+        self.atr_ratio = np.where(valid, _atr_ratio(tables[cfg.stop], cfg.feature_params.rsi)[
+            np.maximum(index[cfg.stop], 0)], np.nan)
+
+    def __len__(self) -> int:
+        return len(self.open_ms)
+
+    def index_of(self, open_ms: int) -> int:
+        """Row of the 5m candle that opened at ``open_ms``; ``KeyError`` if there is none."""
+        i = int(np.searchsorted(self.open_ms, open_ms))
+        if i >= len(self.open_ms) or int(self.open_ms[i]) != open_ms:
+            raise KeyError(f"{self.symbol}: no 5m candle opened at {open_ms}")
+        return i
+
+    def column(self, timeframe: str, name: str) -> np.ndarray:
+        """Feature ``name`` of ``timeframe`` at every row (NaN where the symbol is left out of the scan)."""
+        out = _Columns(self._tables, self._index, self.config.timeframes).column(timeframe, name)
+        out[~self.valid] = np.nan
+        return out
+
+    def features_at(self, i: int) -> Features | None:
+        """The ``Features`` the live scan computes at row ``i`` (None when it leaves the symbol out)."""
+        if not self.valid[i]:
+            return None
+        frames = {}
+        for tf in self.config.timeframes:
+            table = self._tables[tf]
+            e = int(self._index[tf][i])
+            values = {name: float(table.features[name][e]) for name in FLOAT_FEATURES}
+            frames[tf] = TimeframeFeatures(interval=tf, open_time=int(table.batch.open_time[e]),
+                                           candles=e - int(table.starts[e]) + 1, **values)
+        return Features(symbol=self.symbol, frames=frames, timeframes=self.config.timeframes)
+
+    def signal_at(self, i: int) -> Signal | None:
+        """The live ``Signal`` at row ``i``: ``Consensus.decide`` on ``features_at(i)`` with the stop
+        timeframe's ATR, as ``evaluate_snapshot`` (None when the scan leaves the symbol out)."""
+        features = self.features_at(i)
+        if features is None:
+            return None
+        signal = self.consensus.decide(self.symbol, features)
+        stop = features[self.config.stop]
+        return replace(signal, atr=stop.atr) if stop.atr > 0 else signal
+
+    def context_at(self, i: int) -> SymbolContext | None:
+        """The live ``ScanResult.context`` at row ``i`` (None when the scan leaves the symbol out)."""
+        if not self.valid[i]:
+            return None
+        table = self._tables[self.config.stop]
+        e = int(self._index[self.config.stop][i])
+        s = int(table.starts[e])
+        p = self.config.feature_params.rsi
+        close = table.batch.close
+        u = np.arange(max(s + p, e - HISTORY_POINTS + 1), e + 1)
+        atr = table.atr_raw[u] - np.power(1.0 - 1.0 / p, (u - s - p).astype(np.float64)) * table.atr_correction[e]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pct = atr / close[u] * 100.0
+            rets = np.diff(np.log(close[max(s, e - HISTORY_POINTS):e + 1]))
+        pct = pct[np.isfinite(pct)]
+        rets = rets[np.isfinite(rets)]
+        return SymbolContext(float(self.adx[i]), tuple(float(x) for x in pct), tuple(float(x) for x in rets))
+
+
+def _atr_ratio(table: TimeframeTable, p: int) -> np.ndarray:
+    """``SymbolContext.atr_ratio`` at every candle of the stop timeframe (NaN for None)."""
+    n = len(table.batch)
+    out = np.full(n, np.nan)
+    e = np.flatnonzero(table.usable)
+    if len(e) == 0:
+        return out
+    b = 1.0 - 1.0 / p
+    width = HISTORY_POINTS - 1
+    close = table.batch.close
+    with np.errstate(divide="ignore", invalid="ignore"):
+        current = table.features["atr"][e] / close[e] * 100.0
+        for lo in range(0, len(e), 4096):
+            rows = e[lo:lo + 4096]
+            s = table.starts[rows]
+            u = rows[:, None] - width + np.arange(width)
+            inside = u >= (s + p)[:, None]
+            uu = np.where(inside, u, rows[:, None])
+            expo = np.where(inside, uu - (s + p)[:, None], 0).astype(np.float64)
+            hist = (table.atr_raw[uu] - np.power(b, expo) * table.atr_correction[rows][:, None]) / close[uu] * 100.0
+            hist[~inside | ~(hist > 0) | ~np.isfinite(hist)] = np.nan
+            complete = ~np.isnan(hist).any(axis=1)
+            med = np.empty(len(rows))
+            if complete.any():
+                med[complete] = np.median(hist[complete], axis=1)
+            if (~complete).any():
+                part = hist[~complete]
+                has = ~np.isnan(part).all(axis=1)
+                med_part = np.full(len(part), np.nan)
+                if has.any():
+                    med_part[has] = np.nanmedian(part[has], axis=1)
+                med[~complete] = med_part
+            out[rows] = current[lo:lo + 4096] / med
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def build_symbol_signals(history: KlineBatch, consensus: Consensus, cfg: SignalConfig = SignalConfig()
+                         ) -> SymbolSignals:
+    """The signal table of one symbol from its full 5m history (sorted/deduplicated as needed)."""
+    missing = [v.name for v in consensus.voters if not isinstance(v, VectorVoter)]
+    if missing:
+        raise ValueError(f"voter(s) {', '.join(missing)} have no vectorised form (vote_arrays); the fast "
+                         f"backtest cannot run them")
+    base = _normalise(history)
+    tables = {tf: timeframe_table(base, tf, cfg) for tf in cfg.timeframes}
+    row_close = base.open_time + BASE_MS
+    valid = np.ones(len(base), dtype=bool)
+    index: dict[str, np.ndarray] = {}
+    for tf, table in tables.items():
+        iv = interval_ms(tf)
+        opens = table.batch.open_time
+        e = np.searchsorted(opens + iv, row_close, side="right") - 1
+        expected_last = (row_close // iv) * iv - iv
+        if len(opens) == 0:
+            valid[:] = False
+            index[tf] = np.full(len(base), -1, dtype=np.int64)
+            continue
+        found = e >= 0
+        ec = np.maximum(e, 0)
+        valid &= found & ((expected_last - opens[ec]) // iv <= cfg.max_lag_candles) & table.usable[ec]
+        index[tf] = np.where(found, e, -1)
+    return SymbolSignals(base.symbol, base, cfg, consensus, tables, index, valid)
+
+
+def build_signal_tables(histories: Mapping[str, KlineBatch], consensus: Consensus,
+                        cfg: SignalConfig = SignalConfig(), *, progress: Progress | None = None
+                        ) -> dict[str, SymbolSignals]:
+    """``build_symbol_signals`` for several symbols; ``progress(symbol, rows_done, rows_total)`` after each."""
+    total = sum(len(b) for b in histories.values())
+    done = 0
+    out: dict[str, SymbolSignals] = {}
+    for symbol, batch in histories.items():
+        out[symbol] = build_symbol_signals(batch, consensus, cfg)
+        done += len(batch)
+        if progress is not None:
+            progress(symbol, done, total)
+        log.debug("signal table %s: %d rows, %d valid, %d non-FLAT", symbol, len(batch),
+                  int(out[symbol].valid.sum()), int(np.count_nonzero(out[symbol].direction)))
+    return out
+
