@@ -23,6 +23,7 @@ row's features, so votes and reasons are the live ones) and ``context_at(i)``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -34,7 +35,7 @@ from core.intervals import interval_ms
 from engine.exchange.types import KlineBatch
 from engine.market import DEFAULT_MAX_ZERO_VOLUME_RUN, DEFAULT_MIN_CANDLES, MAX_KLINES_LIMIT, resample_klines
 from strategies.consensus import Consensus
-from strategies.features import Features, FeatureParams, TimeframeFeatures
+from strategies.features import FeatureParams, Features, TimeframeFeatures
 from strategies.scanner import HISTORY_POINTS, SymbolContext
 from strategies.types import Signal
 from strategies.voters import VectorVoter
@@ -122,7 +123,7 @@ def _runs(b: KlineBatch, iv: int) -> list[tuple[int, int]]:
     cut[:n] |= bad
     cut[1:] |= bad
     edges = np.flatnonzero(cut)
-    return [(int(a), int(z)) for a, z in zip(edges[:-1], edges[1:], strict=True) if z > a and not bad[a]]
+    return [(int(a), int(z)) for a, z in itertools.pairwise(edges) if z > a and not bad[a]]
 
 
 def timeframe_table(base: KlineBatch, interval: str, cfg: SignalConfig) -> TimeframeTable:
@@ -232,6 +233,36 @@ class SymbolSignals:
         if i >= len(self.open_ms) or int(self.open_ms[i]) != open_ms:
             raise KeyError(f"{self.symbol}: no 5m candle opened at {open_ms}")
         return i
+
+    def rows_at(self, open_ms: np.ndarray) -> np.ndarray:
+        """For scans right after the 5m candles opening at ``open_ms`` closed (any times on the 5m grid, e.g. the
+        union of several symbols' candles): the row whose signal and context that scan has, or -1 when the scan
+        leaves the symbol out. A candle of this symbol → its row if valid. A missing candle (a data gap) → the
+        previous row while validation still tolerates the lag (``max_lag_candles``: the live scan then reuses
+        the same windows), else -1."""
+        t = np.asarray(open_ms, dtype=np.int64)
+        k = np.searchsorted(self.open_ms, t, side="right") - 1
+        kc = np.maximum(k, 0)
+        out = np.where((k >= 0) & self.valid[kc], kc, -1)
+        missing = (k >= 0) & (self.open_ms[kc] != t)
+        if missing.any():
+            close = t + BASE_MS
+            ok = np.ones(len(t), dtype=bool)
+            for tf in self.config.timeframes:
+                iv = interval_ms(tf)
+                e = self._index[tf][kc]
+                expected = (close // iv) * iv - iv
+                ok &= (e >= 0) & ((expected - self._tables[tf].batch.open_time[np.maximum(e, 0)]) // iv
+                                  <= self.config.max_lag_candles)
+            base_lag = (t - self.open_ms[kc]) // BASE_MS
+            ok &= base_lag <= self.config.max_lag_candles
+            out = np.where(missing & ~ok, -1, out)
+        return out
+
+    def row_at(self, open_ms: int) -> int | None:
+        """``rows_at`` for one scan time (None when the scan leaves the symbol out)."""
+        row = int(self.rows_at(np.array([open_ms]))[0])
+        return None if row < 0 else row
 
     def column(self, timeframe: str, name: str) -> np.ndarray:
         """Feature ``name`` of ``timeframe`` at every row (NaN where the symbol is left out of the scan)."""

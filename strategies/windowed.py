@@ -17,9 +17,10 @@ exact correction (the recursions are linear):
   product over their DX windows; windows shorter than ``history`` (the first candles of a run) all start at
   the run start and reduce to one plain recursion.
 
-Windows whose Wilder seeds are all zero (no gain, loss, range or directional move over ``p`` candles) or
-whose volume reference is constant would make the corrections differ from the live zero-tests
-(``loss == 0``, ``sd == 0``); those rare candles are computed by the live ``compute_features`` itself.
+Exact zeros are kept exact: a Wilder smoothing whose window has had only zero changes so far is 0 in the live
+code (``loss == 0`` makes RSI 100), and is set to 0 here rather than left as rounding noise. The rare windows
+whose DX is 0/0 somewhere (no directional move at all over the ``p`` seed candles) or whose volume reference
+is constant (``sd == 0``) are computed by the live ``compute_features`` itself.
 
 Feature families (``ema_family``, ``macd_family``, ``wilder_family``, ``return_family``, ``volume_family``)
 each take a ``Run`` and ``FeatureParams`` and return arrays aligned with ``run.rows``; ``run_features``
@@ -175,17 +176,30 @@ def macd_family(run: Run, p: FeatureParams) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True, slots=True)
 class WilderState:
-    """Full-run Wilder recursions of the changes (diff index ``k`` is candle ``k + 1``) and each row's window
-    correction ``full[:, s + p - 1] - seed``; ``degenerate`` marks rows whose seed window is all zero."""
+    """Full-run Wilder recursions of the changes (diff index ``k`` is candle ``k + 1``), each row's window
+    correction ``full[:, s + p - 1] - seed``, and running counts of positive changes (``positive[:, k]`` = how
+    many of the first ``k`` changes are > 0) to tell when the live value is exactly zero."""
 
     full: np.ndarray        # (5, size - 1): gain, loss, true range, +DM, -DM
     correction: np.ndarray  # (5, rows)
-    degenerate: np.ndarray  # (rows,)
+    positive: np.ndarray    # (5, size) int
 
     def at(self, run: Run, p: int, u: np.ndarray) -> np.ndarray:
-        """Windowed smoothed values at candles ``u`` (one per row, ``u >= start + p``), shape (5, rows)."""
+        """Windowed smoothed values at candles ``u`` (one per row, ``u >= start + p``), shape (5, rows).
+
+        A smoothing of non-negative changes is exactly 0 in the live code when every change in its window so
+        far is 0; the correction would leave rounding noise there, so those values are set to 0."""
         b = 1.0 - 1.0 / p
-        return self.full[:, u - 1] - _powers(b, u - run.starts - p) * self.correction
+        out = self.full[:, u - 1] - _powers(b, u - run.starts - p) * self.correction
+        out[self.positive[:, u] == self.positive[:, run.starts]] = 0.0
+        return out
+
+    def no_direction(self, run: Run, p: int) -> np.ndarray:
+        """Rows whose seed window has neither +DM nor -DM: their DX is 0/0 in places (live: 0)."""
+        s = run.starts
+        seed_plus = self.positive[3, s + p] - self.positive[3, s]
+        seed_minus = self.positive[4, s + p] - self.positive[4, s]
+        return (seed_plus == 0) & (seed_minus == 0)
 
 
 def wilder_state(run: Run, p: int) -> WilderState:
@@ -200,7 +214,9 @@ def wilder_state(run: Run, p: int) -> WilderState:
                          np.where((up > down) & (up > 0), up, zero), np.where((down > up) & (down > 0), down, zero)))
     full = _recursions(changes, (1.0 / p,) * 5)
     seeds = _seed_means(changes, run.starts, p)
-    return WilderState(full, full[:, run.starts + p - 1] - seeds, (seeds == 0).any(axis=0))
+    positive = np.zeros((5, run.size), dtype=np.int64)
+    np.cumsum(changes > 0, axis=1, out=positive[:, 1:])
+    return WilderState(full, full[:, run.starts + p - 1] - seeds, positive)
 
 
 def wilder_family(run: Run, p: FeatureParams, state: WilderState | None = None) -> dict[str, np.ndarray]:
@@ -345,7 +361,7 @@ def run_features(run: Run, p: FeatureParams, state: WilderState | None = None) -
             "volatility": _finite(r["volatility"]),
             "volume_z": vol["volume_z"],
         }
-    degenerate = state.degenerate | (vol["volume_sd"] == 0)
+    degenerate = state.no_direction(run, p.rsi) | (vol["volume_sd"] == 0)
     for k in np.flatnonzero(degenerate):
         _live_row(run, p, int(k), out)
     return out
