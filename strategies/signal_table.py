@@ -35,11 +35,11 @@ from core.intervals import interval_ms
 from engine.exchange.types import KlineBatch
 from engine.market import DEFAULT_MAX_ZERO_VOLUME_RUN, DEFAULT_MIN_CANDLES, MAX_KLINES_LIMIT, resample_klines
 from strategies.consensus import Consensus
-from strategies.features import FeatureParams, Features, TimeframeFeatures
-from strategies.scanner import HISTORY_POINTS, SymbolContext
+from strategies.features import FeatureParams, Features, TimeframeFeatures, compute_features
+from strategies.scanner import HISTORY_POINTS, SymbolContext, symbol_context
 from strategies.types import Signal
 from strategies.voters import VectorVoter
-from strategies.windowed import FLOAT_FEATURES, Run, run_features, wilder_state
+from strategies.windowed import FLOAT_FEATURES, Run, WilderState, run_features, wilder_state
 
 if TYPE_CHECKING:
     from settings import Settings
@@ -93,15 +93,21 @@ class SignalConfig:
 
 @dataclass(frozen=True, slots=True)
 class TimeframeTable:
-    """Features of every candle of one timeframe on its live window, and what validation says of it."""
+    """Every candle of one timeframe: its live window, whether validation passes it, its features."""
 
     interval: str
     batch: KlineBatch
-    features: dict[str, np.ndarray]  # FLOAT_FEATURES, NaN where the window is unusable
-    starts: np.ndarray               # window start (candle index) of each candle
+    starts: np.ndarray               # window start (candle index) of each candle, int32
     usable: np.ndarray               # the window passes validation and is long enough for the features
-    atr_raw: np.ndarray              # full-run Wilder recursion of the true range at each candle (context)
-    atr_correction: np.ndarray       # per candle: that recursion minus the live seed at its window start
+    features: dict[str, np.ndarray]  # FLOAT_FEATURES, NaN where not usable; emptied unless kept
+    atr_ratio: np.ndarray | None     # SymbolContext.atr_ratio per candle (the stop timeframe only)
+
+    def window(self, e: int) -> KlineBatch:
+        """The candles the live scan holds for this timeframe when candle ``e`` is the newest."""
+        return self.batch.slice(int(self.starts[e]), e + 1)
+
+    def without_features(self) -> TimeframeTable:
+        return replace(self, features={})
 
 
 def _bad_rows(b: KlineBatch, iv: int) -> np.ndarray:
@@ -126,17 +132,18 @@ def _runs(b: KlineBatch, iv: int) -> list[tuple[int, int]]:
     return [(int(a), int(z)) for a, z in itertools.pairwise(edges) if z > a and not bad[a]]
 
 
-def timeframe_table(base: KlineBatch, interval: str, cfg: SignalConfig) -> TimeframeTable:
+def timeframe_table(base: KlineBatch, interval: str, cfg: SignalConfig, *, context: bool = False) -> TimeframeTable:
+    """Features of every candle of ``interval`` (built from the 5m ``base``) on its live window; with
+    ``context`` also ``SymbolContext.atr_ratio`` per candle."""
     batch = base if interval == base.interval else resample_klines(base, interval)
     iv = interval_ms(interval)
     n = len(batch)
     p = cfg.feature_params
     required = p.required_candles
     feats = {name: np.full(n, np.nan) for name in FLOAT_FEATURES}
-    starts = np.zeros(n, dtype=np.int64)
+    starts = np.zeros(n, dtype=np.int32)
     usable = np.zeros(n, dtype=bool)
-    atr_raw = np.full(n, np.nan)
-    atr_corr = np.full(n, np.nan)
+    ratio = np.full(n, np.nan) if context else None
     for a, z in _runs(batch, iv):
         if z - a < max(cfg.min_candles, required):
             continue
@@ -151,9 +158,9 @@ def timeframe_table(base: KlineBatch, interval: str, cfg: SignalConfig) -> Timef
         last_nonzero = np.maximum.accumulate(np.where(zero, -1, np.arange(z - a)))
         zero_run = np.arange(z - a) - last_nonzero
         usable[at] = (run.rows + 1 >= cfg.min_candles) & (zero_run[run.rows] < cfg.max_zero_volume_run)
-        atr_raw[a + 1:z] = state.full[2]
-        atr_corr[at] = state.correction[2]
-    return TimeframeTable(interval, batch, feats, starts, usable, atr_raw, atr_corr)
+        if ratio is not None:
+            ratio[at] = _atr_ratio(run, state, values["atr"], p.rsi)
+    return TimeframeTable(interval, batch, starts, usable, feats, ratio)
 
 
 def _normalise(batch: KlineBatch) -> KlineBatch:
@@ -196,14 +203,13 @@ class SymbolSignals:
     """Row ``i``: the live scan right after 5m candle ``i`` closed (see the module docstring)."""
 
     def __init__(self, symbol: str, base: KlineBatch, cfg: SignalConfig, consensus: Consensus,
-                 tables: dict[str, TimeframeTable], index: dict[str, np.ndarray], valid: np.ndarray) -> None:
+                 tables: dict[str, TimeframeTable], index: dict[str, np.ndarray], valid: np.ndarray, *,
+                 keep_features: bool = False) -> None:
         self.symbol = symbol
         self.config = cfg
         self.consensus = consensus
         self.open_ms = base.open_time
-        self.close = base.close
         self.valid = valid
-        self._tables = tables
         self._index = index
         columns = _Columns(tables, index, cfg.timeframes)
         votes = []
@@ -221,8 +227,11 @@ class SymbolSignals:
         self.price = np.where(valid, columns.column(entry, "close"), base.close)
         adx = columns.column(cfg.stop, "adx")
         self.adx = np.where(valid, np.where(np.isfinite(adx), adx, 0.0), np.nan)
-        self.atr_ratio = np.where(valid, _atr_ratio(tables[cfg.stop], cfg.feature_params.rsi)[
-            np.maximum(index[cfg.stop], 0)], np.nan)
+        ratio = tables[cfg.stop].atr_ratio
+        assert ratio is not None
+        self.atr_ratio = np.where(valid, ratio[np.maximum(index[cfg.stop], 0)], np.nan)
+        self.features_kept = keep_features
+        self._tables = tables if keep_features else {tf: t.without_features() for tf, t in tables.items()}
 
     def __len__(self) -> int:
         return len(self.open_ms)
@@ -247,15 +256,13 @@ class SymbolSignals:
         missing = (k >= 0) & (self.open_ms[kc] != t)
         if missing.any():
             close = t + BASE_MS
-            ok = np.ones(len(t), dtype=bool)
+            ok = (t - self.open_ms[kc]) // BASE_MS <= self.config.max_lag_candles
             for tf in self.config.timeframes:
                 iv = interval_ms(tf)
                 e = self._index[tf][kc]
                 expected = (close // iv) * iv - iv
                 ok &= (e >= 0) & ((expected - self._tables[tf].batch.open_time[np.maximum(e, 0)]) // iv
                                   <= self.config.max_lag_candles)
-            base_lag = (t - self.open_ms[kc]) // BASE_MS
-            ok &= base_lag <= self.config.max_lag_candles
             out = np.where(missing & ~ok, -1, out)
         return out
 
@@ -265,15 +272,25 @@ class SymbolSignals:
         return None if row < 0 else row
 
     def column(self, timeframe: str, name: str) -> np.ndarray:
-        """Feature ``name`` of ``timeframe`` at every row (NaN where the symbol is left out of the scan)."""
+        """Vectorised feature ``name`` of ``timeframe`` at every row (NaN where the symbol is left out of the
+        scan); needs ``keep_features``."""
+        if not self.features_kept:
+            raise ValueError("feature columns were not kept: build the table with keep_features=True")
         out = _Columns(self._tables, self._index, self.config.timeframes).column(timeframe, name)
         out[~self.valid] = np.nan
         return out
 
+    def windows_at(self, i: int) -> dict[str, KlineBatch]:
+        """The candles per timeframe the live scan holds at row ``i`` (row must be valid)."""
+        return {tf: self._tables[tf].window(int(self._index[tf][i])) for tf in self.config.timeframes}
+
     def features_at(self, i: int) -> Features | None:
-        """The ``Features`` the live scan computes at row ``i`` (None when it leaves the symbol out)."""
+        """The ``Features`` the live scan computes at row ``i`` (None when it leaves the symbol out): the kept
+        vectorised features, or the live ``compute_features`` on the row's windows."""
         if not self.valid[i]:
             return None
+        if not self.features_kept:
+            return compute_features(self.windows_at(i), self.config.feature_params)
         frames = {}
         for tf in self.config.timeframes:
             table = self._tables[tf]
@@ -294,70 +311,59 @@ class SymbolSignals:
         return replace(signal, atr=stop.atr) if stop.atr > 0 else signal
 
     def context_at(self, i: int) -> SymbolContext | None:
-        """The live ``ScanResult.context`` at row ``i`` (None when the scan leaves the symbol out)."""
+        """The live ``ScanResult.context`` at row ``i`` (None when the scan leaves the symbol out): the live
+        ``symbol_context`` on the row's stop-timeframe window."""
         if not self.valid[i]:
             return None
         table = self._tables[self.config.stop]
-        e = int(self._index[self.config.stop][i])
-        s = int(table.starts[e])
-        p = self.config.feature_params.rsi
-        close = table.batch.close
-        u = np.arange(max(s + p, e - HISTORY_POINTS + 1), e + 1)
-        atr = table.atr_raw[u] - np.power(1.0 - 1.0 / p, (u - s - p).astype(np.float64)) * table.atr_correction[e]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pct = atr / close[u] * 100.0
-            rets = np.diff(np.log(close[max(s, e - HISTORY_POINTS):e + 1]))
-        pct = pct[np.isfinite(pct)]
-        rets = rets[np.isfinite(rets)]
-        return SymbolContext(float(self.adx[i]), tuple(float(x) for x in pct), tuple(float(x) for x in rets))
+        window = table.window(int(self._index[self.config.stop][i]))
+        return symbol_context(window.high, window.low, window.close, float(self.adx[i]))
 
 
-def _atr_ratio(table: TimeframeTable, p: int) -> np.ndarray:
-    """``SymbolContext.atr_ratio`` at every candle of the stop timeframe (NaN for None)."""
-    n = len(table.batch)
-    out = np.full(n, np.nan)
-    e = np.flatnonzero(table.usable)
-    if len(e) == 0:
-        return out
+def _atr_ratio(run: Run, state: WilderState, atr: np.ndarray, p: int) -> np.ndarray:
+    """``SymbolContext.atr_ratio`` at each row of a run: the ATR % over the median of the (up to) 99 ATR %
+    before it on the same window (NaN for None)."""
+    out = np.full(len(run.rows), np.nan)
     b = 1.0 - 1.0 / p
     width = HISTORY_POINTS - 1
-    close = table.batch.close
+    close = run.close
+    raw = np.concatenate(([np.nan], state.full[2]))  # the true-range recursion at each candle of the run
     with np.errstate(divide="ignore", invalid="ignore"):
-        current = table.features["atr"][e] / close[e] * 100.0
-        for lo in range(0, len(e), 4096):
-            rows = e[lo:lo + 4096]
-            s = table.starts[rows]
+        current = atr / close[run.rows] * 100.0
+        for lo in range(0, len(run.rows), 4096):
+            rows = run.rows[lo:lo + 4096]
+            first = run.starts[lo:lo + 4096] + p  # the first candle with an ATR on the window
             u = rows[:, None] - width + np.arange(width)
-            inside = u >= (s + p)[:, None]
+            inside = u >= first[:, None]
             uu = np.where(inside, u, rows[:, None])
-            expo = np.where(inside, uu - (s + p)[:, None], 0).astype(np.float64)
-            hist = (table.atr_raw[uu] - np.power(b, expo) * table.atr_correction[rows][:, None]) / close[uu] * 100.0
+            expo = np.where(inside, uu - first[:, None], 0).astype(np.float64)
+            hist = (raw[uu] - np.power(b, expo) * state.correction[2, lo:lo + 4096, None]) / close[uu] * 100.0
             hist[~inside | ~(hist > 0) | ~np.isfinite(hist)] = np.nan
             complete = ~np.isnan(hist).any(axis=1)
-            med = np.empty(len(rows))
+            med = np.full(len(rows), np.nan)
             if complete.any():
                 med[complete] = np.median(hist[complete], axis=1)
-            if (~complete).any():
-                part = hist[~complete]
-                has = ~np.isnan(part).all(axis=1)
-                med_part = np.full(len(part), np.nan)
-                if has.any():
-                    med_part[has] = np.nanmedian(part[has], axis=1)
-                med[~complete] = med_part
-            out[rows] = current[lo:lo + 4096] / med
+            some = ~complete & ~np.isnan(hist).all(axis=1)
+            if some.any():
+                med[some] = np.nanmedian(hist[some], axis=1)
+            out[lo:lo + 4096] = current[lo:lo + 4096] / med
     out[~np.isfinite(out)] = np.nan
     return out
 
 
-def build_symbol_signals(history: KlineBatch, consensus: Consensus, cfg: SignalConfig = SignalConfig()
-                         ) -> SymbolSignals:
-    """The signal table of one symbol from its full 5m history (sorted/deduplicated as needed)."""
+def build_symbol_signals(history: KlineBatch, consensus: Consensus, cfg: SignalConfig = SignalConfig(), *,
+                         keep_features: bool = False) -> SymbolSignals:
+    """The signal table of one symbol from its full 5m history (sorted/deduplicated as needed).
+
+    ``keep_features`` keeps every timeframe's vectorised features (``column``, and ``features_at`` reads
+    them): ~200 bytes per 5m row more. Without it (the backtest) only the arrays stay and ``features_at``
+    recomputes a row's features with the live ``compute_features`` on the row's windows."""
     missing = [v.name for v in consensus.voters if not isinstance(v, VectorVoter)]
     if missing:
         raise ValueError(f"voter(s) {', '.join(missing)} have no vectorised form (vote_arrays); the fast "
                          f"backtest cannot run them")
     base = _normalise(history)
-    tables = {tf: timeframe_table(base, tf, cfg) for tf in cfg.timeframes}
+    tables = {tf: timeframe_table(base, tf, cfg, context=tf == cfg.stop) for tf in cfg.timeframes}
     row_close = base.open_time + BASE_MS
     valid = np.ones(len(base), dtype=bool)
     index: dict[str, np.ndarray] = {}
@@ -368,24 +374,24 @@ def build_symbol_signals(history: KlineBatch, consensus: Consensus, cfg: SignalC
         expected_last = (row_close // iv) * iv - iv
         if len(opens) == 0:
             valid[:] = False
-            index[tf] = np.full(len(base), -1, dtype=np.int64)
+            index[tf] = np.full(len(base), -1, dtype=np.int32)
             continue
         found = e >= 0
         ec = np.maximum(e, 0)
         valid &= found & ((expected_last - opens[ec]) // iv <= cfg.max_lag_candles) & table.usable[ec]
-        index[tf] = np.where(found, e, -1)
-    return SymbolSignals(base.symbol, base, cfg, consensus, tables, index, valid)
+        index[tf] = np.where(found, e, -1).astype(np.int32)
+    return SymbolSignals(base.symbol, base, cfg, consensus, tables, index, valid, keep_features=keep_features)
 
 
 def build_signal_tables(histories: Mapping[str, KlineBatch], consensus: Consensus,
-                        cfg: SignalConfig = SignalConfig(), *, progress: Progress | None = None
-                        ) -> dict[str, SymbolSignals]:
+                        cfg: SignalConfig = SignalConfig(), *, progress: Progress | None = None,
+                        keep_features: bool = False) -> dict[str, SymbolSignals]:
     """``build_symbol_signals`` for several symbols; ``progress(symbol, rows_done, rows_total)`` after each."""
     total = sum(len(b) for b in histories.values())
     done = 0
     out: dict[str, SymbolSignals] = {}
     for symbol, batch in histories.items():
-        out[symbol] = build_symbol_signals(batch, consensus, cfg)
+        out[symbol] = build_symbol_signals(batch, consensus, cfg, keep_features=keep_features)
         done += len(batch)
         if progress is not None:
             progress(symbol, done, total)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -91,7 +91,7 @@ def read_history(data_dir: Path, symbol: str) -> KlineBatch:
 def table_for(data_dir: Path, symbols: list[str], **overrides: object) -> dict[str, SymbolSignals]:
     settings = make_settings(symbols=symbols, universe_size=len(symbols), **overrides)
     return build_signal_tables({s: read_history(data_dir, s) for s in symbols}, build_consensus(settings),
-                               SignalConfig.from_settings(settings))
+                               SignalConfig.from_settings(settings), keep_features=True)
 
 
 # ---- comparison ------------------------------------------------------------------------------------------
@@ -216,12 +216,35 @@ def test_rows_are_causal(sample_tables):
     settings = make_settings()
     cut = 20_000
     base = read_history(SAMPLE, "ETHUSDT").slice(0, cut)
-    prefix = build_symbol_signals(base, build_consensus(settings), SignalConfig.from_settings(settings))
+    prefix = build_symbol_signals(base, build_consensus(settings), SignalConfig.from_settings(settings),
+                                  keep_features=True)
     for name in ("valid", "direction", "score", "atr", "price", "adx", "atr_ratio"):
         np.testing.assert_array_equal(getattr(prefix, name), getattr(full, name)[:cut], err_msg=name)
     for tf in ("5m", "4h"):
         for name in ("ema_slow", "adx", "macd_hist", "volume_z"):
             np.testing.assert_array_equal(prefix.column(tf, name), full.column(tf, name)[:cut])
+
+
+async def test_the_lean_table_has_the_same_arrays_and_the_live_objects(sample_tables):
+    """Without kept features (the backtest's choice) the arrays are the same, and ``signal_at`` /
+    ``context_at`` are the live code on the row's windows: equal to the live scan to the bit."""
+    kept = sample_tables["SOLUSDT"]
+    settings = make_settings()
+    lean = build_symbol_signals(read_history(SAMPLE, "SOLUSDT"), build_consensus(settings),
+                                SignalConfig.from_settings(settings))
+    for name in ("valid", "direction", "score", "atr", "price", "adx", "atr_ratio"):
+        np.testing.assert_array_equal(getattr(lean, name), getattr(kept, name), err_msg=name)
+    with pytest.raises(ValueError, match="keep_features"):
+        lean.column("5m", "rsi")
+    for scan in await live_scans(SAMPLE, "SOLUSDT", random_bursts(lean, 15, seed=5)):
+        i = lean.row_at(scan.open_ms)
+        assert (i is None) == (scan.signal is None)
+        if i is not None:
+            assert lean.signal_at(i) == replace(scan.signal)
+            assert lean.features_at(i) == scan.features
+            ctx, live = lean.context_at(i), scan.context
+            assert ctx is not None and live is not None
+            assert ctx.atr_pct_history == live.atr_pct_history and ctx.returns == live.returns
 
 
 def test_signal_at_agrees_with_the_arrays_on_every_directional_row(sample_tables):
@@ -294,7 +317,8 @@ def shared_table(symbol: str, start: str | None = None, end: str | None = None) 
     history = read_history(SHARED, symbol)
     lo = 0 if start is None else int(np.searchsorted(history.open_time, _ms(start)))
     hi = len(history) if end is None else int(np.searchsorted(history.open_time, _ms(end)))
-    return build_symbol_signals(history.slice(lo, hi), build_consensus(settings), SignalConfig.from_settings(settings))
+    return build_symbol_signals(history.slice(lo, hi), build_consensus(settings), SignalConfig.from_settings(settings),
+                                keep_features=True)
 
 
 @pytest.fixture(scope="module")
