@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 BASE_INTERVAL = "5m"
 BASE_MS = interval_ms(BASE_INTERVAL)
+#: 5m rows computed together: bounds the temporary memory (features of all timeframes for one block).
+ROW_BLOCK = 32_768
 
 #: ``progress(symbol, rows_done, rows_total)`` after each symbol.
 Progress = Callable[[str, int, int], None]
@@ -93,21 +95,19 @@ class SignalConfig:
 
 @dataclass(frozen=True, slots=True)
 class TimeframeTable:
-    """Every candle of one timeframe: its live window, whether validation passes it, its features."""
+    """Every candle of one timeframe: its live window, whether validation passes it, and (when kept) its
+    features."""
 
     interval: str
     batch: KlineBatch
-    starts: np.ndarray               # window start (candle index) of each candle, int32
-    usable: np.ndarray               # the window passes validation and is long enough for the features
-    features: dict[str, np.ndarray]  # FLOAT_FEATURES, NaN where not usable; emptied unless kept
-    atr_ratio: np.ndarray | None     # SymbolContext.atr_ratio per candle (the stop timeframe only)
+    runs: tuple[tuple[int, int], ...]  # contiguous valid stretches [a, z)
+    starts: np.ndarray                 # window start (candle index) of each candle, int32
+    usable: np.ndarray                 # the window passes validation and is long enough for the features
+    features: dict[str, np.ndarray]    # FLOAT_FEATURES per candle (NaN where not usable), only when kept
 
     def window(self, e: int) -> KlineBatch:
         """The candles the live scan holds for this timeframe when candle ``e`` is the newest."""
         return self.batch.slice(int(self.starts[e]), e + 1)
-
-    def without_features(self) -> TimeframeTable:
-        return replace(self, features={})
 
 
 def _bad_rows(b: KlineBatch, iv: int) -> np.ndarray:
@@ -132,35 +132,48 @@ def _runs(b: KlineBatch, iv: int) -> list[tuple[int, int]]:
     return [(int(a), int(z)) for a, z in itertools.pairwise(edges) if z > a and not bad[a]]
 
 
-def timeframe_table(base: KlineBatch, interval: str, cfg: SignalConfig, *, context: bool = False) -> TimeframeTable:
-    """Features of every candle of ``interval`` (built from the 5m ``base``) on its live window; with
-    ``context`` also ``SymbolContext.atr_ratio`` per candle."""
+def timeframe_table(base: KlineBatch, interval: str, cfg: SignalConfig) -> TimeframeTable:
+    """Candles of ``interval`` built from the 5m ``base``, each one's window and whether it is usable."""
     batch = base if interval == base.interval else resample_klines(base, interval)
-    iv = interval_ms(interval)
     n = len(batch)
-    p = cfg.feature_params
-    required = p.required_candles
-    feats = {name: np.full(n, np.nan) for name in FLOAT_FEATURES}
+    required = cfg.feature_params.required_candles
     starts = np.zeros(n, dtype=np.int32)
     usable = np.zeros(n, dtype=bool)
-    ratio = np.full(n, np.nan) if context else None
-    for a, z in _runs(batch, iv):
-        if z - a < max(cfg.min_candles, required):
+    runs = tuple(_runs(batch, interval_ms(interval)))
+    for a, z in runs:
+        first = a + required - 1
+        if z - a < max(cfg.min_candles, required) or cfg.history < required:
             continue
-        run = Run.of(batch.slice(a, z), cfg.history, required)
+        j = np.arange(first, z)
+        starts[first:z] = np.maximum(j - cfg.history + 1, a)
+        idx = np.arange(a, z)
+        last_nonzero = np.maximum.accumulate(np.where(batch.volume[a:z] == 0, a - 1, idx))
+        zero_run = (idx - last_nonzero)[first - a:]
+        usable[first:z] = (j - a + 1 >= cfg.min_candles) & (zero_run < cfg.max_zero_volume_run)
+    return TimeframeTable(interval, batch, runs, starts, usable, {})
+
+
+def block_features(table: TimeframeTable, lo: int, hi: int, cfg: SignalConfig, *, context: bool = False
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Features of candles ``lo .. hi - 1`` of a timeframe on their live windows (NaN where there is no
+    window), and with ``context`` ``SymbolContext.atr_ratio`` of each."""
+    p = cfg.feature_params
+    required = p.required_candles
+    feats = {name: np.full(hi - lo, np.nan) for name in FLOAT_FEATURES}
+    ratio = np.full(hi - lo, np.nan) if context else None
+    for a, z in table.runs:
+        r_lo, r_hi = max(lo, a + required - 1), min(hi, z)
+        if r_lo >= r_hi or cfg.history < required:
+            continue
+        run = Run.block(table.batch, a, r_lo, r_hi, cfg.history)
         state = wilder_state(run, p.rsi)
         values = run_features(run, p, state)
-        at = a + run.rows
+        at = slice(r_lo - lo, r_hi - lo)
         for name in FLOAT_FEATURES:
             feats[name][at] = values[name]
-        starts[at] = a + run.starts
-        zero = run.volume == 0
-        last_nonzero = np.maximum.accumulate(np.where(zero, -1, np.arange(z - a)))
-        zero_run = np.arange(z - a) - last_nonzero
-        usable[at] = (run.rows + 1 >= cfg.min_candles) & (zero_run[run.rows] < cfg.max_zero_volume_run)
         if ratio is not None:
             ratio[at] = _atr_ratio(run, state, values["atr"], p.rsi)
-    return TimeframeTable(interval, batch, starts, usable, feats, ratio)
+    return feats, ratio
 
 
 def _normalise(batch: KlineBatch) -> KlineBatch:
@@ -183,55 +196,52 @@ def _normalise(batch: KlineBatch) -> KlineBatch:
 # --------------------------------------------------------------------------------------------------
 
 class _Columns:
-    """``FeatureColumns`` over the rows of a ``SymbolSignals`` (gathered from the timeframe tables)."""
+    """``FeatureColumns`` over rows: ``features[tf][name][index[tf][row]]`` (NaN where the index is -1)."""
 
-    def __init__(self, tables: Mapping[str, TimeframeTable], index: Mapping[str, np.ndarray],
+    def __init__(self, features: Mapping[str, Mapping[str, np.ndarray]], index: Mapping[str, np.ndarray],
                  timeframes: tuple[str, ...]) -> None:
-        self._tables = tables
+        self._features = features
         self._index = index
         self.timeframes = timeframes
 
     def column(self, timeframe: str, name: str) -> np.ndarray:
-        values = self._tables[timeframe].features[name]
+        values = self._features[timeframe][name]
         idx = self._index[timeframe]
-        out = values[np.maximum(idx, 0)]
+        out = values[np.maximum(idx, 0)] if len(values) else np.full(len(idx), np.nan)
         out[idx < 0] = np.nan
         return out
+
+
+@dataclass(slots=True)
+class _Arrays:
+    direction: np.ndarray
+    score: np.ndarray
+    atr: np.ndarray
+    price: np.ndarray
+    adx: np.ndarray
+    atr_ratio: np.ndarray
 
 
 class SymbolSignals:
     """Row ``i``: the live scan right after 5m candle ``i`` closed (see the module docstring)."""
 
-    def __init__(self, symbol: str, base: KlineBatch, cfg: SignalConfig, consensus: Consensus,
-                 tables: dict[str, TimeframeTable], index: dict[str, np.ndarray], valid: np.ndarray, *,
-                 keep_features: bool = False) -> None:
+    def __init__(self, symbol: str, open_ms: np.ndarray, cfg: SignalConfig, consensus: Consensus,
+                 tables: dict[str, TimeframeTable], index: dict[str, np.ndarray], valid: np.ndarray,
+                 arrays: _Arrays) -> None:
         self.symbol = symbol
         self.config = cfg
         self.consensus = consensus
-        self.open_ms = base.open_time
+        self.open_ms = open_ms
         self.valid = valid
+        self.direction = arrays.direction
+        self.score = arrays.score
+        self.atr = arrays.atr
+        self.price = arrays.price
+        self.adx = arrays.adx
+        self.atr_ratio = arrays.atr_ratio
+        self._tables = tables
         self._index = index
-        columns = _Columns(tables, index, cfg.timeframes)
-        votes = []
-        for voter in consensus.voters:
-            direction, confidence = voter.vote_arrays(columns)  # type: ignore[attr-defined]
-            votes.append((voter.name, direction, confidence))
-        direction, score = consensus.combine_arrays(votes)
-        self.direction = np.where(valid, direction, 0).astype(np.int8)
-        self.score = np.where(valid, score, 0.0)
-        entry = cfg.timeframes[0]
-        entry_atr = columns.column(entry, "atr")
-        stop_atr = columns.column(cfg.stop, "atr")
-        with np.errstate(invalid="ignore"):
-            self.atr = np.where(valid, np.where(stop_atr > 0, stop_atr, entry_atr), np.nan)
-        self.price = np.where(valid, columns.column(entry, "close"), base.close)
-        adx = columns.column(cfg.stop, "adx")
-        self.adx = np.where(valid, np.where(np.isfinite(adx), adx, 0.0), np.nan)
-        ratio = tables[cfg.stop].atr_ratio
-        assert ratio is not None
-        self.atr_ratio = np.where(valid, ratio[np.maximum(index[cfg.stop], 0)], np.nan)
-        self.features_kept = keep_features
-        self._tables = tables if keep_features else {tf: t.without_features() for tf, t in tables.items()}
+        self.features_kept = all(t.features for t in tables.values())
 
     def __len__(self) -> int:
         return len(self.open_ms)
@@ -276,7 +286,8 @@ class SymbolSignals:
         scan); needs ``keep_features``."""
         if not self.features_kept:
             raise ValueError("feature columns were not kept: build the table with keep_features=True")
-        out = _Columns(self._tables, self._index, self.config.timeframes).column(timeframe, name)
+        features = {tf: t.features for tf, t in self._tables.items()}
+        out = _Columns(features, self._index, self.config.timeframes).column(timeframe, name)
         out[~self.valid] = np.nan
         return out
 
@@ -363,24 +374,80 @@ def build_symbol_signals(history: KlineBatch, consensus: Consensus, cfg: SignalC
         raise ValueError(f"voter(s) {', '.join(missing)} have no vectorised form (vote_arrays); the fast "
                          f"backtest cannot run them")
     base = _normalise(history)
-    tables = {tf: timeframe_table(base, tf, cfg, context=tf == cfg.stop) for tf in cfg.timeframes}
+    tables = {tf: timeframe_table(base, tf, cfg) for tf in cfg.timeframes}
     row_close = base.open_time + BASE_MS
     valid = np.ones(len(base), dtype=bool)
     index: dict[str, np.ndarray] = {}
     for tf, table in tables.items():
         iv = interval_ms(tf)
         opens = table.batch.open_time
-        e = np.searchsorted(opens + iv, row_close, side="right") - 1
-        expected_last = (row_close // iv) * iv - iv
         if len(opens) == 0:
             valid[:] = False
             index[tf] = np.full(len(base), -1, dtype=np.int32)
             continue
+        e = np.searchsorted(opens + iv, row_close, side="right") - 1
+        expected_last = (row_close // iv) * iv - iv
         found = e >= 0
         ec = np.maximum(e, 0)
         valid &= found & ((expected_last - opens[ec]) // iv <= cfg.max_lag_candles) & table.usable[ec]
         index[tf] = np.where(found, e, -1).astype(np.int32)
-    return SymbolSignals(base.symbol, base, cfg, consensus, tables, index, valid, keep_features=keep_features)
+    if keep_features:
+        for table in tables.values():
+            table.features.update({name: np.full(len(table.batch), np.nan) for name in FLOAT_FEATURES})
+    arrays = _compute_rows(base, tables, index, valid, consensus, cfg)
+    return SymbolSignals(base.symbol, base.open_time, cfg, consensus, tables, index, valid, arrays)
+
+
+def _compute_rows(base: KlineBatch, tables: dict[str, TimeframeTable], index: dict[str, np.ndarray],
+                  valid: np.ndarray, consensus: Consensus, cfg: SignalConfig) -> _Arrays:
+    """The row arrays, block by block of ``ROW_BLOCK`` rows (memory stays bounded whatever the history)."""
+    n = len(base)
+    out = _Arrays(np.zeros(n, dtype=np.int8), np.zeros(n), np.full(n, np.nan), base.close.copy(),
+                  np.full(n, np.nan), np.full(n, np.nan))
+    entry = cfg.timeframes[0]
+    # per timeframe, the last block's candles [lo, hi) and their values: a candle is computed once, so a row
+    # and the kept features always see the same value whichever block computed it
+    carry: dict[str, tuple[int, int, dict[str, np.ndarray], np.ndarray]] = {}
+    for start in range(0, n, ROW_BLOCK):
+        rows = slice(start, min(n, start + ROW_BLOCK))
+        ok = valid[rows]
+        if not ok.any():
+            continue
+        features: dict[str, dict[str, np.ndarray]] = {}
+        local: dict[str, np.ndarray] = {}
+        ratio = np.empty(0)
+        for tf, table in tables.items():
+            e = index[tf][rows]
+            lo, hi = int(e[ok].min()), int(e[ok].max()) + 1
+            c_lo, c_hi, c_feats, c_ratio = carry.get(tf, (lo, lo, {}, np.empty(0)))
+            fresh = max(lo, c_hi)
+            new, new_ratio = block_features(table, fresh, hi, cfg, context=tf == cfg.stop)
+            if c_hi > lo:
+                reuse = slice(lo - c_lo, c_hi - c_lo)
+                new = {k: np.concatenate((c_feats[k][reuse], v)) for k, v in new.items()}
+                if new_ratio is not None:
+                    new_ratio = np.concatenate((c_ratio[reuse], new_ratio))
+            if table.features:
+                for name, values in new.items():
+                    table.features[name][fresh:hi] = values[fresh - lo:]
+            features[tf] = new
+            if new_ratio is not None:
+                ratio = new_ratio
+            carry[tf] = (lo, hi, new, new_ratio if new_ratio is not None else np.empty(0))
+            local[tf] = np.where(ok, e - lo, -1)
+        columns = _Columns(features, local, cfg.timeframes)
+        votes = [(v.name, *v.vote_arrays(columns)) for v in consensus.voters]  # type: ignore[attr-defined]
+        direction, score = consensus.combine_arrays(votes)
+        out.direction[rows] = np.where(ok, direction, 0)
+        out.score[rows] = np.where(ok, score, 0.0)
+        entry_atr, stop_atr = columns.column(entry, "atr"), columns.column(cfg.stop, "atr")
+        with np.errstate(invalid="ignore"):
+            out.atr[rows] = np.where(ok, np.where(stop_atr > 0, stop_atr, entry_atr), np.nan)
+        out.price[rows] = np.where(ok, columns.column(entry, "close"), out.price[rows])
+        adx = columns.column(cfg.stop, "adx")
+        out.adx[rows] = np.where(ok, np.where(np.isfinite(adx), adx, 0.0), np.nan)
+        out.atr_ratio[rows] = np.where(ok, ratio[np.maximum(local[cfg.stop], 0)], np.nan)
+    return out
 
 
 def build_signal_tables(histories: Mapping[str, KlineBatch], consensus: Consensus,

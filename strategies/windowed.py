@@ -66,12 +66,21 @@ class Run:
 
     @classmethod
     def of(cls, batch: KlineBatch, history: int, required: int) -> Run:
-        n = len(batch)
-        rows = np.arange(min(required, n + 1) - 1, n, dtype=np.int64) if history >= required else \
-            np.empty(0, dtype=np.int64)
-        starts = np.maximum(rows - history + 1, 0)
-        return cls(batch.interval, batch.open_time, batch.open, batch.high, batch.low, batch.close,
-                   batch.volume, history, rows, starts)
+        """Every candle of ``batch`` (one contiguous run) whose window has ``required`` candles."""
+        if history < required:
+            return cls.block(batch, 0, len(batch), len(batch), history)
+        return cls.block(batch, 0, min(required - 1, len(batch)), len(batch), history)
+
+    @classmethod
+    def block(cls, batch: KlineBatch, run_start: int, lo: int, hi: int, history: int) -> Run:
+        """Candles ``lo .. hi - 1`` of ``batch`` in the run that starts at ``run_start``, with the candles their
+        windows reach back to (indices in the result are local to that slice)."""
+        first = max(run_start, lo - history + 1)
+        sl = slice(first, hi)
+        rows = np.arange(lo, hi, dtype=np.int64)
+        starts = np.maximum(rows - history + 1, run_start) - first
+        return cls(batch.interval, batch.open_time[sl], batch.open[sl], batch.high[sl], batch.low[sl],
+                   batch.close[sl], batch.volume[sl], history, rows - first, starts)
 
     @property
     def size(self) -> int:
