@@ -1,6 +1,6 @@
 """Signal-table benchmark: wall and CPU time, rows/s and peak RSS of building the vectorised signal table
 (every closed 5m candle's features on its live window, votes, consensus, context arrays) for BTC/ETH/SOL,
-2023-01-01 → 2025-06-30 (≈634k 5m candles), from the real data in ``../shared/data/binance-futures``.
+2023-01-01 → 2025-06-30 included (634,077 5m candles), from the real data in ``../shared/data/binance-futures``.
 
 Run from the repository root:  .venv/bin/python bench/signals.py [--data DIR] [--symbols A,B] [--start D] [--end D]
 
@@ -52,7 +52,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "binance-futures")
     parser.add_argument("--symbols", default="BTCUSDT,ETHUSDT,SOLUSDT")
     parser.add_argument("--start", default="2023-01-01")
-    parser.add_argument("--end", default="2025-07-01", help="exclusive: candles before this day (default: through 2025-06-30)")
+    parser.add_argument("--end", default="2025-07-01",
+                        help="exclusive: candles before this day (default: 2025-06-30 included)")
     args = parser.parse_args()
     if not args.data.is_dir():
         raise SystemExit(f"no data folder {args.data}; pass --data DIR")

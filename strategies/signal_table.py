@@ -18,7 +18,13 @@ Row ``i`` of a ``SymbolSignals`` is what ``Trader.scan`` (``MarketDataService.sn
 Arrays (one value per row): ``open_ms``, ``valid``, ``direction`` (int8), ``score``, ``atr``, ``price``, and for
 the risk/breaker context ``adx`` and ``atr_ratio`` (``SymbolContext.adx`` / ``.atr_ratio``, NaN for None).
 Objects are built only on demand: ``features_at(i)``, ``signal_at(i)`` (the live ``Consensus.decide`` on the
-row's features, so votes and reasons are the live ones) and ``context_at(i)``.
+row's features, so votes and reasons are the live ones) and ``context_at(i)`` (the live context code on the
+row's stop-timeframe window). ``rows_at(times)`` maps scan times to rows, including the scan one candle into
+a data gap, which the live validation still accepts with the previous candle.
+
+Memory: rows are computed in blocks of ``ROW_BLOCK`` and only the arrays are kept (~70 bytes per row);
+``keep_features=True`` also keeps every timeframe's feature columns (``column``; the parity tests and model
+research use them), ~250 bytes per 5m row more.
 """
 
 from __future__ import annotations
