@@ -74,10 +74,11 @@ class Consensus:
         return (majority if score >= self.threshold else Direction.FLAT), score
 
 
-    def combine_arrays(self, votes: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-        """``combine`` for every candle at once: ``votes`` is ``(voter, direction int8, confidence)`` per voter,
-        in panel order; returns ``(direction int8, score)`` with the same sums in the same order."""
-        n = len(votes[0][1]) if votes else 0
+    def combine_arrays(self, votes: Sequence[tuple[str, np.ndarray, np.ndarray]], size: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """``combine`` for ``size`` candles at once: ``votes`` is ``(voter, direction int8, confidence)`` per
+        voter, in panel order; returns ``(direction int8, score)`` with the same sums in the same order."""
+        n = size
         total = sum(self.weight(name) for name, _, _ in votes)
         if total <= 0:
             return np.zeros(n, dtype=np.int8), np.zeros(n)

@@ -443,7 +443,7 @@ def _compute_rows(base: KlineBatch, tables: dict[str, TimeframeTable], index: di
             local[tf] = np.where(ok, e - lo, -1)
         columns = _Columns(features, local, cfg.timeframes)
         votes = [(v.name, *v.vote_arrays(columns)) for v in consensus.voters]  # type: ignore[attr-defined]
-        direction, score = consensus.combine_arrays(votes)
+        direction, score = consensus.combine_arrays(votes, len(ok))
         out.direction[rows] = np.where(ok, direction, 0)
         out.score[rows] = np.where(ok, score, 0.0)
         entry_atr, stop_atr = columns.column(entry, "atr"), columns.column(cfg.stop, "atr")

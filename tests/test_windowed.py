@@ -145,12 +145,14 @@ def test_combine_arrays_equals_combine():
     n = 400
     dirs = [rng.integers(-1, 2, n).astype(np.int8) for _ in names]
     confs = [np.where(d != 0, rng.choice([0.3, 0.5, 0.8, 1.0], n), 0.0) for d in dirs]
-    direction, score = consensus.combine_arrays(list(zip(names, dirs, confs, strict=True)))
+    direction, score = consensus.combine_arrays(list(zip(names, dirs, confs, strict=True)), n)
     for k in range(n):
         votes = [Vote(name, Direction(int(d[k])), float(c[k])) for name, d, c in zip(names, dirs, confs, strict=True)]
         want_dir, want_score = consensus.combine(votes)
         assert (int(want_dir), want_score) == (direction[k], score[k])
     assert {int(x) for x in direction} == {-1, 0, 1}
     zero = Consensus([TrendMomentumVoter()], weights={"trend_momentum": 0.0})
-    d0, s0 = zero.combine_arrays([("trend_momentum", dirs[0], confs[0])])
-    assert not d0.any() and not s0.any()
+    d0, s0 = zero.combine_arrays([("trend_momentum", dirs[0], confs[0])], n)
+    assert not d0.any() and not s0.any() and len(d0) == n
+    empty_d, empty_s = Consensus([]).combine_arrays([], 3)
+    assert empty_d.tolist() == [0, 0, 0] and empty_s.tolist() == [0.0, 0.0, 0.0]
