@@ -159,10 +159,10 @@ def timeframe_table(base: KlineBatch, interval: str, cfg: SignalConfig) -> Timef
     return TimeframeTable(interval, batch, runs, starts, usable, {})
 
 
-def block_features(table: TimeframeTable, lo: int, hi: int, cfg: SignalConfig, *, context: bool = False
-                   ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+def block_features(table: TimeframeTable, lo: int, hi: int, cfg: SignalConfig, *, context: bool = False,
+                   names: frozenset[str] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Features of candles ``lo .. hi - 1`` of a timeframe on their live windows (NaN where there is no
-    window), and with ``context`` ``SymbolContext.atr_ratio`` of each."""
+    window; all features, or at least ``names``), and with ``context`` ``SymbolContext.atr_ratio`` of each."""
     p = cfg.feature_params
     required = p.required_candles
     feats = {name: np.full(hi - lo, np.nan) for name in FLOAT_FEATURES}
@@ -173,10 +173,10 @@ def block_features(table: TimeframeTable, lo: int, hi: int, cfg: SignalConfig, *
             continue
         run = Run.block(table.batch, a, r_lo, r_hi, cfg.history)
         state = wilder_state(run, p.rsi)
-        values = run_features(run, p, state)
+        values = run_features(run, p, state, names)
         at = slice(r_lo - lo, r_hi - lo)
-        for name in FLOAT_FEATURES:
-            feats[name][at] = values[name]
+        for name, column in values.items():
+            feats[name][at] = column
         if ratio is not None:
             ratio[at] = _atr_ratio(run, state, values["atr"], p.rsi)
     return feats, ratio
@@ -216,6 +216,29 @@ class _Columns:
         out = values[np.maximum(idx, 0)] if len(values) else np.full(len(idx), np.nan)
         out[idx < 0] = np.nan
         return out
+
+
+class _Recorder:
+    """``FeatureColumns`` that only notes which columns a voter reads."""
+
+    def __init__(self, timeframes: tuple[str, ...]) -> None:
+        self.timeframes = timeframes
+        self.read: set[tuple[str, str]] = set()
+
+    def column(self, timeframe: str, name: str) -> np.ndarray:
+        self.read.add((timeframe, name))
+        return np.full(1, np.nan)
+
+
+def needed_features(consensus: Consensus, cfg: SignalConfig) -> dict[str, frozenset[str]]:
+    """Per timeframe, the features the row arrays need: what the voters read, the entry close and ATR, the
+    stop timeframe's ATR and ADX."""
+    recorder = _Recorder(cfg.timeframes)
+    for voter in consensus.voters:
+        voter.vote_arrays(recorder)  # type: ignore[attr-defined]
+    read = recorder.read | {(cfg.timeframes[0], "close"), (cfg.timeframes[0], "atr"), (cfg.stop, "atr"),
+                            (cfg.stop, "adx")}
+    return {tf: frozenset(name for t, name in read if t == tf) for tf in cfg.timeframes}
 
 
 @dataclass(slots=True)
@@ -411,6 +434,8 @@ def _compute_rows(base: KlineBatch, tables: dict[str, TimeframeTable], index: di
     out = _Arrays(np.zeros(n, dtype=np.int8), np.zeros(n), np.full(n, np.nan), base.close.copy(),
                   np.full(n, np.nan), np.full(n, np.nan))
     entry = cfg.timeframes[0]
+    kept = all(t.features for t in tables.values())
+    needed = {tf: None for tf in cfg.timeframes} if kept else needed_features(consensus, cfg)
     # per timeframe, the last block's candles [lo, hi) and their values: a candle is computed once, so a row
     # and the kept features always see the same value whichever block computed it
     carry: dict[str, tuple[int, int, dict[str, np.ndarray], np.ndarray]] = {}
@@ -427,7 +452,7 @@ def _compute_rows(base: KlineBatch, tables: dict[str, TimeframeTable], index: di
             lo, hi = int(e[ok].min()), int(e[ok].max()) + 1
             c_lo, c_hi, c_feats, c_ratio = carry.get(tf, (lo, lo, {}, np.empty(0)))
             fresh = max(lo, c_hi)
-            new, new_ratio = block_features(table, fresh, hi, cfg, context=tf == cfg.stop)
+            new, new_ratio = block_features(table, fresh, hi, cfg, context=tf == cfg.stop, names=needed[tf])
             if c_hi > lo:
                 reuse = slice(lo - c_lo, c_hi - c_lo)
                 new = {k: np.concatenate((c_feats[k][reuse], v)) for k, v in new.items()}

@@ -334,16 +334,20 @@ def _rolling_std(x: np.ndarray, first: np.ndarray, width: int) -> tuple[np.ndarr
 # all features of a run
 # --------------------------------------------------------------------------------------------------
 
-def run_features(run: Run, p: FeatureParams, state: WilderState | None = None) -> dict[str, np.ndarray]:
-    """Every float field of ``TimeframeFeatures`` at each of ``run.rows`` (arrays aligned with the rows)."""
+RETURN_FEATURES = frozenset({"ret_1", "ret_12", "volatility"})
+VOLUME_FEATURES = frozenset({"volume_z"})
+
+
+def run_features(run: Run, p: FeatureParams, state: WilderState | None = None,
+                 names: frozenset[str] | None = None) -> dict[str, np.ndarray]:
+    """The float fields of ``TimeframeFeatures`` at each of ``run.rows`` (arrays aligned with the rows): all of
+    them, or at least ``names`` (families nobody reads are skipped)."""
     if len(run.rows) == 0:
         return {name: np.empty(0) for name in FLOAT_FEATURES}
     state = state or wilder_state(run, p.rsi)
     e = ema_family(run, p)
     m = macd_family(run, p)
     w = wilder_family(run, p, state)
-    r = return_family(run, p)
-    vol = volume_family(run, p)
     close = run.close[run.rows]
     atr_ = w["atr"]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -365,12 +369,15 @@ def run_features(run: Run, p: FeatureParams, state: WilderState | None = None) -
             "adx": w["adx"],
             "plus_di": w["plus_di"],
             "minus_di": w["minus_di"],
-            "ret_1": _finite(r["ret_1"]),
-            "ret_12": _finite(r["ret_12"]),
-            "volatility": _finite(r["volatility"]),
-            "volume_z": vol["volume_z"],
         }
-    degenerate = state.no_direction(run, p.rsi) | (vol["volume_sd"] == 0)
+        if names is None or names & RETURN_FEATURES:
+            r = return_family(run, p)
+            out.update(ret_1=_finite(r["ret_1"]), ret_12=_finite(r["ret_12"]), volatility=_finite(r["volatility"]))
+    degenerate = state.no_direction(run, p.rsi)
+    if names is None or names & VOLUME_FEATURES:
+        vol = volume_family(run, p)
+        out["volume_z"] = vol["volume_z"]
+        degenerate = degenerate | (vol["volume_sd"] == 0)
     for k in np.flatnonzero(degenerate):
         _live_row(run, p, int(k), out)
     return out
@@ -383,8 +390,8 @@ def _live_row(run: Run, p: FeatureParams, k: int, out: dict[str, np.ndarray]) ->
     batch = KlineBatch("RUN", run.interval, run.open_time[sl], run.open[sl], run.high[sl], run.low[sl],
                        run.close[sl], run.volume[sl])
     feats = compute_features({run.interval: batch}, p)[run.interval]
-    for name in FLOAT_FEATURES:
-        out[name][k] = getattr(feats, name)
+    for name, values in out.items():
+        values[k] = getattr(feats, name)
 
 
 def _finite(x: np.ndarray) -> np.ndarray:

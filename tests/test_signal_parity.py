@@ -192,9 +192,9 @@ async def test_sample_rows_equal_the_live_scan(sample_tables, symbol):
     table = sample_tables[symbol]
     start_ok = first_valid_after(table, 0)
     assert start_ok == 60 * 48 - 1  # 60 closed 4h candles are needed: 10 days of 5m rows, less one
-    bursts = random_bursts(table, 40, seed=len(symbol), lo=start_ok) + around(table, [start_ok])
+    bursts = random_bursts(table, 30, seed=len(symbol), lo=start_ok) + around(table, [start_ok])
     present, directional = await check(SAMPLE, table, sorted(bursts))
-    assert present >= 100 and directional >= 1  # the sample has real LONG/SHORT rows among the checked ones
+    assert present >= 80 and directional >= 1  # the sample has real LONG/SHORT rows among the checked ones
 
 
 async def test_the_history_start_is_rejected_as_live(sample_tables):
