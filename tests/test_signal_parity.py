@@ -356,3 +356,24 @@ async def test_many_rows_of_the_shared_history(symbol):
     table = shared_table(symbol)  # the whole history
     present, directional = await check(SHARED, table, sorted(random_bursts(table, 150, seed=11)))
     assert present > 300 and directional > 5
+
+
+@pytest.mark.slow
+def test_every_row_of_a_month_equals_the_live_code_on_its_windows():
+    """Every scanned row of February 2025 (the 2025-02-03 crash included): the vectorised direction, score,
+    ATR and price equal ``Consensus.decide`` + ``evaluate_snapshot``'s ATR choice run on the row's windows
+    (the windows themselves are the live ones: see the tests above)."""
+    settings = make_settings()
+    consensus = build_consensus(settings)
+    table = build_symbol_signals(read_history(SAMPLE, "BTCUSDT"), consensus, SignalConfig.from_settings(settings))
+    rows = np.flatnonzero(table.valid & (table.open_ms >= _ms("2025-02-01T00:00"))
+                          & (table.open_ms < _ms("2025-03-01T00:00")))
+    assert len(rows) == 28 * DAY
+    for i in rows:
+        features = compute_features(table.windows_at(int(i)))
+        live = consensus.decide("BTCUSDT", features)
+        stop = features[settings.stop_atr_timeframe]
+        assert int(live.direction) == table.direction[i], i
+        assert _close(live.score, float(table.score[i]), 1e-12) and _close(stop.atr, float(table.atr[i]), 1e-12)
+        assert live.price == table.price[i]
+    assert np.count_nonzero(table.direction[rows]) > 100
