@@ -13,8 +13,8 @@ exact correction (the recursions are linear):
 - MACD signal: the EMA of the corrected MACD line, whose correction is a sum of geometric sequences with a
   closed-form response (``_geo``);
 - ADX smooths DX values that themselves depend on the window start, so it has no such form: for a full
-  window the smoothing weights are one fixed vector, and the ADX of a chunk of candles is one matrix-vector
-  product over their DX windows; windows shorter than ``history`` (the first candles of a run) all start at
+  window the smoothing weights are one fixed vector, and the ADX of a chunk of candles is one weighted sum
+  over their (candles x window) DX matrix; windows shorter than ``history`` (the first candles of a run) all start at
   the run start and reduce to one plain recursion.
 
 Exact zeros are kept exact: a Wilder smoothing whose window has had only zero changes so far is 0 in the live
@@ -30,7 +30,6 @@ combines them into the ``TimeframeFeatures`` fields. New families (issue 9) foll
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -396,14 +395,3 @@ def _live_row(run: Run, p: FeatureParams, k: int, out: dict[str, np.ndarray]) ->
 
 def _finite(x: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(x), x, 0.0)
-
-
-def powers_check() -> float:
-    """Largest relative error of ``_geo`` against its sum on a few values (a self-check for the tests)."""
-    worst = 0.0
-    for g, b in ((11 / 13, 0.8), (25 / 27, 0.8), (0.8, 0.8)):
-        for n in (0, 1, 5, 50, 299):
-            ref = math.fsum(b ** (n - m) * g ** m for m in range(1, n + 1))
-            got = float(_geo(g, b, np.array([n]))[0])
-            worst = max(worst, abs(got - ref) / max(abs(ref), 1e-300))
-    return worst
