@@ -1,5 +1,5 @@
-# Vigil — two stages: the builder installs the wheels into /opt/venv and strips what never runs; the runtime
-# stage copies only that venv and the application. Measure with bench/image_size.sh.
+# Vigil — two stages: the builder installs the wheels into /opt/venv and strips what never runs (tests, byte-code,
+# sources, symbol tables); the runtime stage copies only that venv and the application. Measure with bench/image_size.sh.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS builder
@@ -15,6 +15,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
     PYTHONDONTWRITEBYTECODE=1
+# binutils' strip for the libraries' extension modules (builder only)
+RUN apt-get update && apt-get install -y --no-install-recommends binutils && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 COPY requirements.txt /tmp/requirements.txt
 # wheels only (no compiler in the image), no byte-code: the runtime compiles what it imports into /tmp
@@ -28,20 +30,22 @@ COPY docker/strip-site-packages.sh /tmp/strip-site-packages.sh
 RUN sh /tmp/strip-site-packages.sh /opt/venv
 
 FROM ${PYTHON_IMAGE}
-# Byte-code of the libraries is not shipped (it would be a third of the image); Python compiles what it
-# imports on the first start into PYTHONPYCACHEPREFIX, a writable path that survives container restarts.
+# Byte-code lives apart from the sources, in PYTHONPYCACHEPREFIX: only what the bot loads at start is compiled
+# there at build time (docker/precompile.py); the bot's user cannot write it, so anything else compiles in memory.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONPYCACHEPREFIX=/tmp/pycache \
+    PYTHONPYCACHEPREFIX=/opt/pycache \
     DB_PATH=/data/vigil.sqlite3 \
     DATA_DIR=/data \
     MPLCONFIGDIR=/tmp/matplotlib
-RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /app vigil \
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /app --shell /usr/sbin/nologin vigil \
     && mkdir -p /data && chown vigil:vigil /data
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 # the application (see .dockerignore: no tests, caches, local data or secrets); owned by root, read-only to vigil
 COPY . .
+# (importing matplotlib also builds its font cache in MPLCONFIGDIR, which the bot's user may then update)
+RUN python docker/precompile.py && mkdir -p "$MPLCONFIGDIR" && chown -R vigil:vigil "$MPLCONFIGDIR"
 
 USER vigil
 VOLUME ["/data"]

@@ -4,6 +4,7 @@ and the logs rotate. Parsed from the files, no Docker needed (bench/image_size.s
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path, PurePosixPath
@@ -70,3 +71,15 @@ def test_the_image_runs_as_a_user_with_its_state_in_the_data_volume():
     env = " ".join(value for name, value in stage if name == "ENV")
     assert "DB_PATH=/data/" in env and "DATA_DIR=/data" in env
     assert json.loads(dict(stage)["CMD"])[:2] == ["python", "main.py"]
+
+
+def test_the_build_compiles_every_application_module_and_no_test():
+    spec = importlib.util.spec_from_file_location("precompile", ROOT / "docker" / "precompile.py")
+    precompile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(precompile)
+    modules = set(precompile.application_modules(ROOT))
+    on_disk = {p.relative_to(ROOT).with_suffix("").as_posix().replace("/", ".").removesuffix(".__init__")
+               for p in ROOT.glob("*/**/*.py") if p.parts[len(ROOT.parts)] not in {"tests", "bench", "docker"}}
+    assert {"main", "settings"} <= modules
+    assert on_disk <= modules
+    assert not any(m.startswith(("tests", "bench")) for m in modules)
