@@ -30,11 +30,8 @@ COPY docker/strip-site-packages.sh /tmp/strip-site-packages.sh
 RUN sh /tmp/strip-site-packages.sh /opt/venv
 
 FROM ${PYTHON_IMAGE}
-# Byte-code lives apart from the sources, in PYTHONPYCACHEPREFIX: only what the bot loads at start is compiled
-# there at build time (docker/precompile.py); the bot's user cannot write it, so anything else compiles in memory.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONPYCACHEPREFIX=/opt/pycache \
     DB_PATH=/data/vigil.sqlite3 \
     DATA_DIR=/data \
     MPLCONFIGDIR=/tmp/matplotlib
@@ -44,7 +41,9 @@ COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 # the application (see .dockerignore: no tests, caches, local data or secrets); owned by root, read-only to vigil
 COPY . .
-# (importing matplotlib also builds its font cache in MPLCONFIGDIR, which the bot's user may then update)
+# Byte-code only for what the bot loads at start: importing every application module once writes it next to the
+# sources (the venv came without any). The bot's user cannot write there, so other modules compile in memory.
+# Importing matplotlib also builds its font cache in MPLCONFIGDIR, which the bot's user may then update.
 RUN python docker/precompile.py && mkdir -p "$MPLCONFIGDIR" && chown -R vigil:vigil "$MPLCONFIGDIR"
 
 USER vigil

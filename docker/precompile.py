@@ -1,8 +1,8 @@
 """Build step of the runtime image: import every application module once, so that Python writes the byte-code of
-the application and of every library it imports at module level into PYTHONPYCACHEPREFIX. The venv itself ships
-without byte-code; this keeps only the part the bot loads at start (a fraction of the libraries' total), and a
-module that fails to import fails the build instead of the first start. matplotlib's chart path is imported too
-(the first /chart should not compile it); other lazy imports compile in memory on first use."""
+the application and of every library it imports at module level (into __pycache__ beside the sources). The venv
+itself ships without byte-code; this keeps only the part the bot loads at start (a fraction of the libraries'
+total), and a module that fails to import fails the build instead of the first start. matplotlib's chart path is
+imported too (the first /chart should not compile it); other lazy imports compile in memory on first use."""
 
 from __future__ import annotations
 
