@@ -28,7 +28,6 @@ make_standin() {
     command -v debootstrap >/dev/null || die "STANDIN=1 needs debootstrap (apt-get install -y debootstrap)"
     local rootfs
     rootfs=$(mktemp -d /tmp/vigil-standin-rootfs.XXXXXX)
-    trap 'rm -rf "$rootfs"' RETURN
     debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates,netbase,tzdata \
         bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
     rm -f "$rootfs"/usr/lib/python3.11/EXTERNALLY-MANAGED
@@ -41,6 +40,7 @@ make_standin() {
         --change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV LANG=C.UTF-8' --change 'ENV PYTHON_VERSION=3.11.2' --change 'CMD ["python3"]' \
         --message "stand-in for python:3.11-slim (debootstrap bookworm minbase + Debian python3.11)" - "$BASE" >/dev/null
+    rm -rf "$rootfs"
     echo "built stand-in base $BASE"
 }
 

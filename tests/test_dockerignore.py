@@ -123,7 +123,8 @@ def test_kept_out_of_the_image(patterns, path):
 
 @pytest.mark.parametrize("path", [
     "main.py", "settings.py", "requirements.txt", "pyproject.toml", ".env.example", "README.md",
-    "docker/strip-site-packages.sh", "data/sample/BTCUSDT-5m.csv.gz", "data/sample/exchange_info.json",
+    "docker/strip-site-packages.sh", "docker/precompile.py", "data/sample/BTCUSDT-5m.csv.gz",
+    "data/sample/exchange_info.json",
 ])
 def test_kept_in_the_image(patterns, path):
     assert not ignored(patterns, path), f"{path} is needed in the image but .dockerignore keeps it out"
