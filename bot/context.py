@@ -48,7 +48,7 @@ class BotOptions:
             "base_url": bot_api_base(settings.telegram_api_base_url),
             "daily_summary_at": _summary_time(getattr(settings, "notify_daily_summary_utc", "00:00")),
             "notify_levels": _levels(getattr(settings, "notify_levels", "")),
-            "log_file": settings.log_file,
+            "log_file": getattr(settings, "log_file", None),
         }
         values.update(overrides)
         return cls(**values)
