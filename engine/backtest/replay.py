@@ -17,6 +17,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from core.clock import ManualClock
+from core.enums import PositionSide
+from engine.backtest.results import TradeResult
 from engine.console import ConsoleSink
 from engine.events import EventBus, RecordingSink
 from engine.exchange.historical import HistoricalMarket
@@ -163,6 +165,16 @@ async def _replay(trader: Trader, clock: ManualClock, options: DemoOptions, end:
         step_index += 1
         t += STEP
     return scans
+
+
+def trade_result(trade: TradeRecord) -> TradeResult:
+    """A closed trade of the replay as both engines report it."""
+    entry = trade.entry_price or Decimal(0)
+    return TradeResult(
+        symbol=trade.symbol, side=PositionSide(trade.side), opened_at=trade.opened_at or trade.created_at,
+        closed_at=trade.closed_at or trade.created_at, entry_price=entry, exit_price=trade.exit_price or entry,
+        quantity=trade.initial_quantity, exit_reason=str(trade.exit_reason or ""), net_pnl=trade.net_pnl,
+        fees=trade.fees, funding=trade.funding, risk=abs(entry - trade.initial_stop_price) * trade.initial_quantity)
 
 
 def max_drawdown_pct(curve: list[Decimal]) -> Decimal:

@@ -27,7 +27,8 @@ from engine.events import EventBus, Level, ScanCompleted, TradeClosed
 from engine.exchange.protocol import Exchange
 from engine.exchange.types import Balance, LeverageBracket, MarginType, Position, PositionSide
 from engine.market import MarketDataService
-from engine.policy.adaptive import AdaptiveConfig, TradeOutcome, adaptive_levels, regime_of
+from engine.policy.adaptive import AdaptiveConfig, adaptive_levels, regime_of
+from engine.policy.booking import closed_outcome
 from engine.policy.exits import ExitConfig
 from engine.policy.risk import LimitsConfig, OpenPosition, RiskConfig, entry_limits_block, plan_entry
 from engine.trading.breakers import AccountSnapshot, BreakerConfig, Breakers
@@ -292,11 +293,10 @@ class Trader:
         state = await self.memory.exit_state(trade.id)
         context = await self.memory.entry_context(trade.id)
         if trade.entry_price is not None and trade.opened_at is not None and trade.exit_price is not None:
-            risk = abs(trade.entry_price - trade.initial_stop_price)
-            atr = Decimal(context.get("atr", "0")) or risk / self.config.risk.stop_atr_mult
-            outcome = TradeOutcome.from_prices(
+            outcome = closed_outcome(
                 symbol=trade.symbol, side=PositionSide(trade.side), entry=trade.entry_price,
-                exit_price=trade.exit_price, initial_stop=trade.initial_stop_price, atr=atr,
+                exit_price=trade.exit_price, initial_stop=trade.initial_stop_price,
+                entry_atr=Decimal(context.get("atr", "0")), stop_atr_mult=self.config.risk.stop_atr_mult,
                 best=state.best_price if state else max(trade.entry_price, trade.exit_price),
                 worst=state.worst_price if state else min(trade.entry_price, trade.exit_price),
                 opened_at=trade.opened_at, regime=context.get("regime", ""), net_pnl=trade.net_pnl,

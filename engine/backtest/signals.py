@@ -1,0 +1,88 @@
+"""What the fast engine needs from the signal side: per symbol and per closed 5m candle ``i``, the Signal and the
+SymbolContext the live scan would produce on the window ending at candle ``i``.
+
+``SymbolSignals`` is that interface (the vectorised ``strategies.signal_table`` and the slow reference in
+``engine.backtest.reference`` both provide it); ``ScanView`` is one scan as the trader sees it, built from the
+tables at a scan time: ranked candidates, every evaluated symbol's signal, and the per-symbol context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from strategies.scanner import SymbolContext
+from strategies.types import Direction, Signal
+
+BASE_MS = 300_000
+
+
+class SymbolSignals(Protocol):
+    """One symbol's signals, indexed like its 5m candles. ``direction`` (int8: −1, 0, 1; 0 also when the scan
+    would have left the symbol out) and ``score`` (float64) are for fast ranking."""
+
+    direction: np.ndarray
+    score: np.ndarray
+
+    def signal_at(self, i: int) -> Signal | None:
+        """The Signal of the scan whose newest closed candle is ``i``; ``None`` when the scan left it out."""
+        ...
+
+    def context_at(self, i: int) -> SymbolContext | None:
+        ...
+
+
+class ScanView:
+    """One scan at ``now_ms``: the same ranking as ``strategies.consensus.rank`` (non-FLAT, best score first,
+    ties by symbol), signals and contexts resolved lazily from the tables."""
+
+    __slots__ = ("_contexts", "_index", "_signals", "_tables", "ranked")
+
+    def __init__(self, tables: Mapping[str, SymbolSignals], index: Mapping[str, int]) -> None:
+        self._tables = tables
+        self._index = index  # symbol → candle index of the scan (only symbols whose newest candle just closed)
+        self._signals: dict[str, Signal | None] = {}
+        self._contexts: dict[str, SymbolContext | None] = {}
+        candidates = [(-float(tables[s].score[i]), s) for s, i in index.items() if tables[s].direction[i] != 0]
+        self.ranked: list[Signal] = []
+        for _, symbol in sorted(candidates):
+            signal = self.signal(symbol)
+            if signal is not None and signal.direction is not Direction.FLAT:
+                self.ranked.append(signal)
+
+    def signal(self, symbol: str) -> Signal | None:
+        if symbol not in self._signals:
+            i = self._index.get(symbol)
+            self._signals[symbol] = None if i is None else self._tables[symbol].signal_at(i)
+        return self._signals[symbol]
+
+    def context(self, symbol: str) -> SymbolContext | None:
+        if symbol not in self._contexts:
+            i = self._index.get(symbol)
+            self._contexts[symbol] = None if i is None else self._tables[symbol].context_at(i)
+        return self._contexts[symbol]
+
+    def returns(self, symbols: Iterable[str]) -> dict[str, tuple[float, ...]]:
+        out: dict[str, tuple[float, ...]] = {}
+        for symbol in symbols:
+            if (ctx := self.context(symbol)) is not None:
+                out[symbol] = ctx.returns
+        return out
+
+
+EMPTY_SCAN = ScanView({}, {})
+
+
+def scan_index(open_times: Mapping[str, np.ndarray], universe: Sequence[str], now_ms: int) -> dict[str, int]:
+    """For each symbol, the index of the 5m candle that closed last before ``now_ms`` when it is the one just
+    closed (a symbol whose newest candle is missing is left out of the scan)."""
+    expected = (now_ms // BASE_MS) * BASE_MS - BASE_MS
+    out: dict[str, int] = {}
+    for symbol in universe:
+        times = open_times[symbol]
+        i = int(np.searchsorted(times, expected, side="right")) - 1
+        if i >= 0 and int(times[i]) == expected:
+            out[symbol] = i
+    return out
