@@ -133,6 +133,7 @@ class Account:
     fills: list[FillRecord] = field(default_factory=list)  # new fills since the caller last drained them
     funding: list[FundingRecord] = field(default_factory=list)
     caught_up_ms: int | None = None
+    _marks: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
     next_oid: int = 1
 
     # --- queries ------------------------------------------------------------------------------
@@ -149,7 +150,12 @@ class Account:
         return [o for o in self.algos.values() if o.symbol == symbol]
 
     def mark(self, symbol: str, now_ms: int) -> Decimal:
-        mark = self.data[symbol].mark(now_ms)
+        cached = self._marks.get(symbol)
+        if cached is not None and cached[0] == now_ms:
+            mark = cached[1]
+        else:
+            mark = self.data[symbol].mark(now_ms)
+            self._marks[symbol] = (now_ms, mark)
         self.last_mark[symbol] = mark
         return mark
 

@@ -31,10 +31,10 @@ import numpy as np
 from core.enums import ExitReason, PositionSide
 from engine.backtest.account import Account, Algo, FillRecord, SymbolData
 from engine.backtest.results import BacktestResult, DataGap, HaltNotice, TradeResult
-from engine.backtest.signals import EMPTY_SCAN, ScanView, SymbolSignals, scan_index
+from engine.backtest.signals import EMPTY_SCAN, ScanView, SymbolSignals, scan_indices
 from engine.exchange.errors import ExchangeError, OrderRejected, WouldTrigger
 from engine.exchange.types import MarginType, ProtectiveKind, SymbolRules
-from engine.policy.adaptive import AdaptiveConfig, TradeOutcome, adaptive_levels, regime_of
+from engine.policy.adaptive import AdaptiveConfig, AdaptiveLevels, TradeOutcome, adaptive_levels, regime_of
 from engine.policy.booking import book, closed_outcome, protective_exit_reason
 from engine.policy.breakers import DRAWDOWN, AccountSnapshot, BreakerConfig, BreakerRules, ClosedTrade
 from engine.policy.exits import CloseAll, ClosePartial, ExitConfig, MarketState, MoveStop, PositionState, evaluate_exits
@@ -125,20 +125,27 @@ class FastEngine:
         self._leverage_set: dict[str, int] = {}
         self._margin_set: set[str] = set()
         self._now = 0
+        self._now_dt = datetime.fromtimestamp(0, tz=UTC)
+        self._scan_index: dict[str, np.ndarray] = {}
+        self._step = 0
+        self._levels: dict[tuple[str, str, int], AdaptiveLevels] = {}  # adaptive levels until the next close
 
     # ------------------------------------------------------------------ run
     def run(self, start: datetime, end: datetime) -> tuple[Decimal, Decimal]:
         """Step from ``start`` while ``step + scan_delay <= end``; returns (start equity, end equity)."""
         delay = int(self.config.scan_delay.total_seconds() * 1000)
-        t, stop, step = _ms(start), _ms(end), 0
+        t, stop = _ms(start), _ms(end)
         start_equity = self.account.balance(t)[1]
-        while t + delay <= stop:
-            self._now = t + delay
+        steps = max((stop - delay - t) // STEP_MS + 1, 0)
+        self._scan_index = scan_indices(self.open_times, self.universe,
+                                        t + delay + np.arange(steps, dtype=np.int64) * STEP_MS)
+        for step in range(steps):
+            self._step = step
+            self._now = t + step * STEP_MS + delay
+            self._now_dt = _dt(self._now)
             self.monitor()
             if step % self.config.scan_every == 0:
                 self.scan()
-            step += 1
-            t += STEP_MS
         return start_equity, self.account.balance(self._now)[1] if self._now else start_equity
 
     def close_open_trades(self) -> int:
@@ -154,14 +161,14 @@ class FastEngine:
         self._operator_reset(now)
         _, equity, _ = self.account.balance(now)
         ctx = self.last_scan.context("BTCUSDT")
-        for event in self.breakers.evaluate(AccountSnapshot(equity, ctx.atr_ratio if ctx else None), _dt(now)):
+        for event in self.breakers.evaluate(AccountSnapshot(equity, ctx.atr_ratio if ctx else None), self._now_dt):
             if getattr(event, "breaker", "") == DRAWDOWN and event.kind == "BreakerTripped":
-                self.halts.append(HaltNotice(_dt(now), f"{DRAWDOWN}: {event.reason}"))  # type: ignore[attr-defined]
+                self.halts.append(HaltNotice(self._now_dt, f"{DRAWDOWN}: {event.reason}"))  # type: ignore[attr-defined]
         if self.breakers.close_all_request() is not None:
             for trade in self._active():
                 self._exit(trade, ExitReason.BREAKER_CLOSE_ALL)
             if not self._active():
-                self.breakers.close_all_done(_dt(now))
+                self.breakers.close_all_done(self._now_dt)
         self._reconcile()
         if self.config.exits is not None:
             for trade in self._active():
@@ -176,9 +183,9 @@ class FastEngine:
         if after is None or not self.halts or self.halts[-1].resumed_at is not None:
             return
         halt = self.halts[-1]
-        if _dt(now) - halt.time >= after:
-            self.breakers.reset(DRAWDOWN, by_operator=True, now=_dt(now))
-            self.halts[-1] = replace(halt, resumed_at=_dt(now))
+        if self._now_dt - halt.time >= after:
+            self.breakers.reset(DRAWDOWN, by_operator=True, now=self._now_dt)
+            self.halts[-1] = replace(halt, resumed_at=self._now_dt)
 
     def _active(self) -> list[_Trade]:
         return [t for t in self.trades.values() if not t.closed]
@@ -244,7 +251,7 @@ class FastEngine:
                              consensus=signal.direction if signal else None,
                              consensus_score=signal.score if signal else 0.0)
         assert self.config.exits is not None
-        actions = evaluate_exits(state, market, self.config.exits, _dt(self._now), rules=self.rules[trade.symbol])
+        actions = evaluate_exits(state, market, self.config.exits, self._now_dt, rules=self.rules[trade.symbol])
         before, state = state, observe_market(state, market)
         for action in actions:
             if isinstance(action, CloseAll):
@@ -330,7 +337,7 @@ class FastEngine:
             exit_reason=str(reason), net_pnl=net, fees=fees, funding=funding,
             risk=abs(trade.entry_price - trade.initial_stop) * trade.initial_quantity))
         self._learn(trade, exit_price, net)
-        self.breakers.record_trade_closed(ClosedTrade(trade.symbol, net, str(reason)), _dt(self._now))
+        self.breakers.record_trade_closed(ClosedTrade(trade.symbol, net, str(reason)), self._now_dt)
 
     def _learn(self, trade: _Trade, exit_price: Decimal, net: Decimal) -> None:
         outcome = closed_outcome(
@@ -339,13 +346,15 @@ class FastEngine:
             best=trade.state.best_price, worst=trade.state.worst_price,
             opened_at=_dt(trade.created_ms), regime=trade.regime, net_pnl=net, quantity=trade.initial_quantity)
         self.outcomes = [*self.outcomes, outcome][-MAX_OUTCOMES:]
+        self._levels.clear()
 
     # ------------------------------------------------------------------ scan
     def scan(self) -> None:
         now = self._now
-        view = ScanView(self.signals, scan_index(self.open_times, self.universe, now))
+        index = {s: int(a[self._step]) for s, a in self._scan_index.items() if a[self._step] >= 0}
+        view = ScanView(self.signals, index)
         self.last_scan = view
-        if self.breakers.entries_blocked(None, _dt(now)) or not view.ranked:
+        if self.breakers.entries_blocked(None, self._now_dt) or not view.ranked:
             return
         marks = self.account.marks(now)
         open_positions = []
@@ -361,7 +370,7 @@ class FastEngine:
         for signal in view.ranked:
             if signal.symbol in busy:
                 continue
-            if self.breakers.entries_blocked(signal.symbol, _dt(now)):
+            if self.breakers.entries_blocked(signal.symbol, self._now_dt):
                 continue
             trade = self._open(signal, view, open_positions)
             if trade is not None:
@@ -380,7 +389,7 @@ class FastEngine:
         wallet, equity, available = self.account.balance(now)
         limit = entry_limits_block(
             symbol=signal.symbol, side=side, equity=equity, open_positions=open_positions,
-            cfg=self.config.limits, now=_dt(now),
+            cfg=self.config.limits, now=self._now_dt,
             returns=view.returns([signal.symbol, *(p.symbol for p in open_positions)]),
             funding_rate=funding_rate, next_funding_time=_dt(next_funding))
         if limit:
@@ -388,9 +397,12 @@ class FastEngine:
         atr = Decimal(repr(signal.atr))
         context = view.context(signal.symbol)
         regime = regime_of(context.adx, context.atr_ratio) if context else ""
-        levels = adaptive_levels(self.outcomes, symbol=signal.symbol, regime=regime, hour=_dt(now).hour,
-                                 base_k=self.config.risk.stop_atr_mult, base_m=self.config.risk.take_profit_atr_mult,
-                                 cfg=self.config.adaptive)
+        key = (signal.symbol, regime, self._now_dt.hour)
+        if (levels := self._levels.get(key)) is None:
+            levels = self._levels[key] = adaptive_levels(
+                self.outcomes, symbol=signal.symbol, regime=regime, hour=self._now_dt.hour,
+                base_k=self.config.risk.stop_atr_mult, base_m=self.config.risk.take_profit_atr_mult,
+                cfg=self.config.adaptive)
         plan = plan_entry(
             rules=rules, side=side, price=mark, atr=atr, equity=equity, available=available, cfg=self.config.risk,
             open_positions=open_positions, margin_type=self.config.margin_type, wallet_balance=wallet,
@@ -411,7 +423,7 @@ class FastEngine:
         trade = _Trade(trade_id, signal.symbol, side, fill.quantity, fill.price, stop, stop, take, now,
                        PositionState.opened(trade_id=trade_id, symbol=signal.symbol, side=side,
                                             entry_price=fill.price, quantity=fill.quantity, stop_price=stop,
-                                            opened_at=_dt(now)), atr, regime)
+                                            opened_at=self._now_dt), atr, regime)
         self.trades[trade_id] = trade
         self._collect_fills()
         try:

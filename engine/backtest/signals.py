@@ -75,14 +75,15 @@ class ScanView:
 EMPTY_SCAN = ScanView({}, {})
 
 
-def scan_index(open_times: Mapping[str, np.ndarray], universe: Sequence[str], now_ms: int) -> dict[str, int]:
-    """For each symbol, the index of the 5m candle that closed last before ``now_ms`` when it is the one just
-    closed (a symbol whose newest candle is missing is left out of the scan)."""
+def scan_indices(open_times: Mapping[str, np.ndarray], universe: Sequence[str], now_ms: np.ndarray
+                 ) -> dict[str, np.ndarray]:
+    """For each symbol and each scan time in ``now_ms``, the index of the 5m candle that just closed, or −1 when
+    that candle is missing (the symbol is then left out of that scan)."""
     expected = (now_ms // BASE_MS) * BASE_MS - BASE_MS
-    out: dict[str, int] = {}
+    out: dict[str, np.ndarray] = {}
     for symbol in universe:
         times = open_times[symbol]
-        i = int(np.searchsorted(times, expected, side="right")) - 1
-        if i >= 0 and int(times[i]) == expected:
-            out[symbol] = i
+        i = np.searchsorted(times, expected, side="right") - 1
+        ok = (i >= 0) & (times[np.maximum(i, 0)] == expected) if len(times) else np.zeros(len(expected), bool)
+        out[symbol] = np.where(ok, i, -1)
     return out

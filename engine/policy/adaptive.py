@@ -24,12 +24,15 @@ to [min, max], with at least ``hour_min_samples`` trades in that hour (else 1). 
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
+
+import numpy as np
 
 from engine.exchange.types import PositionSide
 
@@ -139,11 +142,20 @@ def best_multiples(outcomes: Sequence[TradeOutcome], cfg: AdaptiveConfig, base_k
                    base_m: Decimal) -> tuple[Decimal, Decimal, float]:
     """The (k, m) on the grid with the highest simulated expectancy in R; ties → nearest the base."""
     best: tuple[float, Decimal, Decimal, Decimal] | None = None
+    # the same arithmetic as ``expectancy_r`` (fsum of the simulated results / n / k), vectorised per (k, m)
+    mae = np.array([o.mae_atr for o in outcomes], dtype=np.float64)
+    mfe = np.array([o.mfe_atr for o in outcomes], dtype=np.float64)
+    final = np.array([o.exit_atr for o in outcomes], dtype=np.float64)
     for k in _grid(cfg.k_min, cfg.k_max, cfg.grid_step):
+        kf = float(k)
+        stopped = mae >= kf
+        floor = np.maximum(final, -kf)
         for m in _grid(cfg.m_min, cfg.m_max, cfg.grid_step):
             if m < k * cfg.min_reward_risk:
                 continue
-            e = expectancy_r(outcomes, float(k), float(m))
+            mf = float(m)
+            results = np.where(stopped, -kf, np.where(mfe >= mf, mf, np.minimum(floor, mf)))
+            e = math.fsum(results.tolist()) / len(results) / kf if len(results) else expectancy_r(outcomes, kf, mf)
             key = (-round(e, 12), abs(k - base_k) + abs(m - base_m), k, m)
             if best is None or key < best:
                 best = key

@@ -367,6 +367,8 @@ class BreakerRules:
 
         Time-based resets are applied here too, so a breaker whose pause is over never blocks even if
         ``evaluate`` has not run since."""
+        if not self._any_tripped():
+            return None
         for status in self.states(now):
             if not status.tripped:
                 continue
@@ -375,6 +377,12 @@ class BreakerRules:
                 continue
             return f"{status.name}: {status.reason}"
         return None
+
+    def _any_tripped(self) -> bool:
+        """Cheap pre-check for the hot path: could any breaker block anything at all?"""
+        return (any(self._load(name).get("tripped") for name in GLOBAL_BREAKERS)
+                or bool(self._load(SYMBOL_COOLDOWN).get("symbols"))
+                or bool(self._load(SYMBOL_DAILY_LOSS).get("tripped")))
 
     def close_all_request(self) -> str | None:
         """The reason, when the drawdown breaker asks for every position to be closed (until done)."""
