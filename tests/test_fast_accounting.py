@@ -49,26 +49,28 @@ def candles(symbol: str, special: dict[int, tuple[float, float, float, float]], 
 
 
 class OneSignal:
-    """A signal table with one signal, at candle ``index``."""
+    """A signal table with the same signal at the candles ``indices``."""
 
-    def __init__(self, symbol: str, n: int, index: int, direction: Direction, atr: float) -> None:
+    def __init__(self, symbol: str, n: int, indices: tuple[int, ...], direction: Direction, atr: float) -> None:
         self.direction = np.zeros(n, dtype=np.int8)
         self.score = np.zeros(n)
-        self.direction[index] = int(direction)
-        self.score[index] = 0.9
-        self.index = index
+        self.direction[list(indices)] = int(direction)
+        self.score[list(indices)] = 0.9
+        self.indices = indices
         self.signal = Signal(symbol, direction, 0.9, 100.0, atr)
 
     def signal_at(self, i: int) -> Signal | None:
-        return self.signal if i == self.index else None
+        return self.signal if i in self.indices else None
 
     def context_at(self, i: int) -> SymbolContext | None:
         return None
 
 
-def config(leverage: int) -> FastConfig:
-    off = BreakerConfig(daily_loss_pct=D(0), max_drawdown_pct=D(0), max_consecutive_losses=0, volatility_ratio=0.0,
-                        api_errors_max=0, symbol_cooldown=timedelta(0), symbol_daily_loss_pct=D(0))
+def config(leverage: int, *, max_drawdown_pct: Decimal = D(0), operator_reset_after: timedelta | None = None
+           ) -> FastConfig:
+    off = BreakerConfig(daily_loss_pct=D(0), max_drawdown_pct=max_drawdown_pct, max_consecutive_losses=0,
+                        volatility_ratio=0.0, api_errors_max=0, symbol_cooldown=timedelta(0),
+                        symbol_daily_loss_pct=D(0))
     return FastConfig(
         risk=RiskConfig(risk_per_trade_pct=D(1), leverage=leverage, max_position_notional_pct=D(1000),
                         stop_atr_mult=D(2), take_profit_atr_mult=D(4), min_stop_pct=D("0.1"), max_stop_pct=D(10),
@@ -76,12 +78,14 @@ def config(leverage: int) -> FastConfig:
         limits=LimitsConfig(max_open_positions=3, correlation_threshold=1.0, funding_max_pay_rate=D(0)),
         exits=ExitConfig(time_stop=None, stale_after=None, signal_exit_score=0.0),
         adaptive=AdaptiveConfig(enabled=False), breakers=off, margin_type=MarginType.ISOLATED,
-        start_balance=D(1000), taker_fee=D("0.0005"), slippage_pct=D("0.1"), default_leverage=leverage)
+        start_balance=D(1000), taker_fee=D("0.0005"), slippage_pct=D("0.1"), default_leverage=leverage,
+        operator_reset_after=operator_reset_after)
 
 
-def run(symbol: str, data: SymbolData, direction: Direction, atr: float, leverage: int) -> BacktestResult:
-    signals = {symbol: OneSignal(symbol, len(data.open_time), 5, direction, atr)}  # candle 07:25 → entry 07:30:05
-    return run_engine(config(leverage), {symbol: rules(symbol)}, {symbol: data}, signals, [symbol],
+def run(symbol: str, data: SymbolData, direction: Direction, atr: float, leverage: int,
+        indices: tuple[int, ...] = (5,), cfg: FastConfig | None = None) -> BacktestResult:
+    signals = {symbol: OneSignal(symbol, len(data.open_time), indices, direction, atr)}  # 5: 07:25 → entry 07:30:05
+    return run_engine(cfg or config(leverage), {symbol: rules(symbol)}, {symbol: data}, signals, [symbol],
                       T0 + timedelta(minutes=30), T0 + timedelta(hours=3))
 
 
@@ -148,3 +152,19 @@ def test_short_is_liquidated_before_its_stop_and_loses_exactly_its_isolated_marg
     assert t.net_pnl == -(margin + entry_fee) == D("-8.2636281")       # the whole isolated margin, plus the fee
     assert t.closed_at == at(35, int((lp - 100) / 17 * (STEP - 1)))    # path 6 + 6 + 5, up first for a short
     assert result.end_equity == D(1000) + t.net_pnl
+
+
+def test_a_drawdown_halt_stops_entries_for_the_rest_of_the_run_unless_an_operator_resets_it() -> None:
+    # the short of the previous test is liquidated at 07:35 (−8.26 USDT, 0.83 % of the account); a 0.5 % drawdown
+    # limit trips at the 07:40:05 tick; the same signal comes again at 08:25 (entry 08:30:05)
+    data = candles("BBBUSDT", {7: (100, 106, 100, 105), **{i: (105, 105, 105, 105) for i in range(8, 40)}})
+    halted = run("BBBUSDT", data, Direction.SHORT, atr=3.0, leverage=20, indices=(5, 17),
+                 cfg=config(20, max_drawdown_pct=D("0.5")))
+    assert [t.opened_at for t in halted.trades] == [at(30, 5000)]
+    assert [(h.time, h.resumed_at) for h in halted.halts] == [(at(40, 5000), None)]
+    assert halted.halts[0].reason.startswith("drawdown: equity 991.74 is 0.83% below the peak 1000.00")
+
+    reset = run("BBBUSDT", data, Direction.SHORT, atr=3.0, leverage=20, indices=(5, 17),
+                cfg=config(20, max_drawdown_pct=D("0.5"), operator_reset_after=timedelta(minutes=30)))
+    assert [(h.time, h.resumed_at) for h in reset.halts] == [(at(40, 5000), at(70, 5000))]
+    assert [t.opened_at for t in reset.trades][:2] == [at(30, 5000), at(90, 5000)]
