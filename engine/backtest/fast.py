@@ -34,13 +34,14 @@ from engine.backtest.results import BacktestResult, DataGap, HaltNotice, TradeRe
 from engine.backtest.signals import EMPTY_SCAN, ScanView, SymbolSignals, scan_indices
 from engine.exchange.errors import ExchangeError, OrderRejected, WouldTrigger
 from engine.exchange.types import MarginType, ProtectiveKind, SymbolRules
-from engine.policy.adaptive import AdaptiveConfig, AdaptiveLevels, TradeOutcome, adaptive_levels, regime_of
+from engine.policy.adaptive import AdaptiveConfig, AdaptiveLevels, TradeOutcome
 from engine.policy.booking import book, closed_outcome, protective_exit_reason
 from engine.policy.breakers import DRAWDOWN, AccountSnapshot, BreakerConfig, BreakerRules, ClosedTrade
+from engine.policy.entry import MarketContext, decide_entry
 from engine.policy.exits import CloseAll, ClosePartial, ExitConfig, MarketState, MoveStop, PositionState, evaluate_exits
 from engine.policy.exits import observe as observe_market
-from engine.policy.risk import LimitsConfig, OpenPosition, RiskConfig, entry_limits_block, plan_entry
-from strategies.types import Direction, Signal
+from engine.policy.risk import LimitsConfig, OpenPosition, RiskConfig
+from strategies.types import Signal
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,9 @@ class FastEngine:
         self._scan_index = scan_indices(self.open_times, self.universe,
                                         t + delay + np.arange(steps, dtype=np.int64) * STEP_MS)
         for step in range(steps):
+            if self._halted_for_good():
+                self._flat_until(t + step * STEP_MS + delay, steps - step)
+                break
             self._step = step
             self._now = t + step * STEP_MS + delay
             self._now_dt = _dt(self._now)
@@ -147,6 +151,19 @@ class FastEngine:
             if step % self.config.scan_every == 0:
                 self.scan()
         return start_equity, self.account.balance(self._now)[1] if self._now else start_equity
+
+    def _halted_for_good(self) -> bool:
+        """No position, no order, and a drawdown halt nobody will reset: nothing can happen any more."""
+        return (self.config.operator_reset_after is None and not self.trades and not self.account.active_symbols()
+                and bool(self.breakers.states_of(DRAWDOWN).get("tripped")))
+
+    def _flat_until(self, first_ms: int, steps: int) -> None:
+        """The rest of the run, with the account flat and entries halted: a constant equity curve."""
+        equity = float(self.account.wallet)
+        self.equity_ms.extend(first_ms + k * STEP_MS for k in range(steps))
+        self.equity.extend([equity] * steps)
+        self._now = first_ms + (steps - 1) * STEP_MS
+        self._now_dt = _dt(self._now)
 
     def close_open_trades(self) -> int:
         """Close what is still open at the last mark (booked as ``end_of_data``)."""
@@ -383,34 +400,20 @@ class FastEngine:
         rules = self.rules.get(signal.symbol)
         if rules is None or not rules.is_tradable:
             return None
-        side = PositionSide.LONG if signal.direction is Direction.LONG else PositionSide.SHORT
         mark = self.account.mark(signal.symbol, now)
         funding_rate, next_funding = self.account.data[signal.symbol].funding_at(now)
         wallet, equity, available = self.account.balance(now)
-        limit = entry_limits_block(
-            symbol=signal.symbol, side=side, equity=equity, open_positions=open_positions,
-            cfg=self.config.limits, now=self._now_dt,
-            returns=view.returns([signal.symbol, *(p.symbol for p in open_positions)]),
-            funding_rate=funding_rate, next_funding_time=_dt(next_funding))
-        if limit:
-            return None
-        atr = Decimal(repr(signal.atr))
         context = view.context(signal.symbol)
-        regime = regime_of(context.adx, context.atr_ratio) if context else ""
-        key = (signal.symbol, regime, self._now_dt.hour)
-        if (levels := self._levels.get(key)) is None:
-            levels = self._levels[key] = adaptive_levels(
-                self.outcomes, symbol=signal.symbol, regime=regime, hour=self._now_dt.hour,
-                base_k=self.config.risk.stop_atr_mult, base_m=self.config.risk.take_profit_atr_mult,
-                cfg=self.config.adaptive)
-        plan = plan_entry(
-            rules=rules, side=side, price=mark, atr=atr, equity=equity, available=available, cfg=self.config.risk,
-            open_positions=open_positions, margin_type=self.config.margin_type, wallet_balance=wallet,
-            atr_pct_history=context.atr_pct_history if context else (),
-            trade_r_multiples=[o.r_multiple for o in self.outcomes if o.symbol == signal.symbol],
-            stop_mult=levels.stop_mult, tp_mult=levels.tp_mult, size_mult=levels.size_mult)
-        if not plan.ok:
+        decision = decide_entry(
+            signal=signal, rules=rules, mark_price=mark, funding_rate=funding_rate,
+            next_funding_time=_dt(next_funding), equity=equity, available=available, wallet=wallet,
+            open_positions=open_positions, returns=view.returns([signal.symbol, *(p.symbol for p in open_positions)]),
+            context=MarketContext(context.adx, context.atr_ratio, context.atr_pct_history) if context else None,
+            outcomes=self.outcomes, now=self._now_dt, risk=self.config.risk, limits=self.config.limits,
+            adaptive=self.config.adaptive, margin_type=self.config.margin_type, level_cache=self._levels)
+        if decision.plan is None:
             return None
+        plan, side, atr, regime = decision.plan, decision.side, decision.atr, decision.regime
         leverage = plan.leverage or self.config.risk.leverage
         self._setup(signal.symbol, leverage)
         trade_id = self._next_id

@@ -38,19 +38,27 @@ class ScanView:
     """One scan at ``now_ms``: the same ranking as ``strategies.consensus.rank`` (non-FLAT, best score first,
     ties by symbol), signals and contexts resolved lazily from the tables."""
 
-    __slots__ = ("_contexts", "_index", "_signals", "_tables", "ranked")
+    __slots__ = ("_contexts", "_index", "_ranked", "_signals", "_tables")
 
     def __init__(self, tables: Mapping[str, SymbolSignals], index: Mapping[str, int]) -> None:
         self._tables = tables
         self._index = index  # symbol → candle index of the scan (only symbols whose newest candle just closed)
         self._signals: dict[str, Signal | None] = {}
         self._contexts: dict[str, SymbolContext | None] = {}
-        candidates = [(-float(tables[s].score[i]), s) for s, i in index.items() if tables[s].direction[i] != 0]
-        self.ranked: list[Signal] = []
-        for _, symbol in sorted(candidates):
-            signal = self.signal(symbol)
-            if signal is not None and signal.direction is not Direction.FLAT:
-                self.ranked.append(signal)
+        self._ranked: list[Signal] | None = None
+
+    @property
+    def ranked(self) -> list[Signal]:
+        if self._ranked is None:
+            tables = self._tables
+            candidates = [(-float(tables[s].score[i]), s) for s, i in self._index.items()
+                          if tables[s].direction[i] != 0]
+            self._ranked = []
+            for _, symbol in sorted(candidates):
+                signal = self.signal(symbol)
+                if signal is not None and signal.direction is not Direction.FLAT:
+                    self._ranked.append(signal)
+        return self._ranked
 
     def signal(self, symbol: str) -> Signal | None:
         if symbol not in self._signals:

@@ -24,6 +24,7 @@ the caller to publish.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -369,7 +370,7 @@ class BreakerRules:
         ``evaluate`` has not run since."""
         if not self._any_tripped():
             return None
-        for status in self.states(now):
+        for status in self._iter_states(now):
             if not status.tripped:
                 continue
             name, _, sym = status.name.partition(":")
@@ -377,6 +378,10 @@ class BreakerRules:
                 continue
             return f"{status.name}: {status.reason}"
         return None
+
+    def states_of(self, name: str) -> dict[str, Any]:
+        """A copy of one breaker's state values."""
+        return dict(self._load(name))
 
     def _any_tripped(self) -> bool:
         """Cheap pre-check for the hot path: could any breaker block anything at all?"""
@@ -398,9 +403,12 @@ class BreakerRules:
 
     def states(self, now: datetime) -> list[BreakerStatus]:
         """Every breaker with its threshold and reset rule (per-symbol ones: one line per tripped symbol)."""
-        out = [self._global_status(name, now) for name in GLOBAL_BREAKERS]
-        out += self._symbol_statuses(now)
-        return out
+        return list(self._iter_states(now))
+
+    def _iter_states(self, now: datetime) -> Iterator[BreakerStatus]:
+        for name in GLOBAL_BREAKERS:
+            yield self._global_status(name, now)
+        yield from self._symbol_statuses(now)
 
     def _global_status(self, name: str, now: datetime) -> BreakerStatus:
         state = self._load(name)

@@ -27,10 +27,11 @@ from engine.events import EventBus, Level, ScanCompleted, TradeClosed
 from engine.exchange.protocol import Exchange
 from engine.exchange.types import Balance, LeverageBracket, MarginType, Position, PositionSide
 from engine.market import MarketDataService
-from engine.policy.adaptive import AdaptiveConfig, adaptive_levels, regime_of
+from engine.policy.adaptive import AdaptiveConfig
 from engine.policy.booking import closed_outcome
+from engine.policy.entry import MarketContext, decide_entry
 from engine.policy.exits import ExitConfig
-from engine.policy.risk import LimitsConfig, OpenPosition, RiskConfig, entry_limits_block, plan_entry
+from engine.policy.risk import LimitsConfig, OpenPosition, RiskConfig
 from engine.trading.breakers import AccountSnapshot, BreakerConfig, Breakers
 from engine.trading.exit_manager import ExitManager
 from engine.trading.halts import HaltState, load_halts
@@ -41,7 +42,7 @@ from storage.records import OrderPurpose, TradeRecord
 from storage.repositories import Repositories
 from strategies.consensus import Consensus
 from strategies.scanner import ScanResult, evaluate_snapshot
-from strategies.types import Direction, Signal
+from strategies.types import Signal
 
 log = logging.getLogger(__name__)
 
@@ -207,35 +208,22 @@ class Trader:
         if rules is None or not rules.is_tradable:
             report.skipped[signal.symbol] = "symbol not tradable"
             return None
-        side = PositionSide.LONG if signal.direction is Direction.LONG else PositionSide.SHORT
         mark = await self.exchange.mark_price(signal.symbol)
         balance = await self.exchange.balance()
         now = self.clock.now()
-        limit = entry_limits_block(
-            symbol=signal.symbol, side=side, equity=balance.equity, open_positions=open_positions,
-            cfg=self.config.position_limits, now=now,
-            returns=result.returns([signal.symbol, *(p.symbol for p in open_positions)]),
-            funding_rate=mark.funding_rate, next_funding_time=mark.next_funding_time)
-        if limit:
-            report.skipped[signal.symbol] = limit
-            return None
-        atr = Decimal(repr(signal.atr))
         context = result.context(signal.symbol)
-        regime = regime_of(context.adx, context.atr_ratio) if context else ""
-        outcomes = await self.memory.outcomes()
-        levels = adaptive_levels(outcomes, symbol=signal.symbol, regime=regime, hour=now.hour,
-                                 base_k=self.config.risk.stop_atr_mult, base_m=self.config.risk.take_profit_atr_mult,
-                                 cfg=self.config.adaptive)
-        plan = plan_entry(
-            rules=rules, side=side, price=mark.mark_price, atr=atr, equity=balance.equity,
-            available=balance.available_balance, cfg=self.config.risk, open_positions=open_positions,
-            margin_type=self.config.margin_type, wallet_balance=balance.wallet_balance,
-            atr_pct_history=context.atr_pct_history if context else (),
-            trade_r_multiples=[o.r_multiple for o in outcomes if o.symbol == signal.symbol],
-            stop_mult=levels.stop_mult, tp_mult=levels.tp_mult, size_mult=levels.size_mult)
-        if not plan.ok:
-            report.skipped[signal.symbol] = plan.reason
+        decision = decide_entry(
+            signal=signal, rules=rules, mark_price=mark.mark_price, funding_rate=mark.funding_rate,
+            next_funding_time=mark.next_funding_time, equity=balance.equity, available=balance.available_balance,
+            wallet=balance.wallet_balance, open_positions=open_positions,
+            returns=result.returns([signal.symbol, *(p.symbol for p in open_positions)]),
+            context=MarketContext(context.adx, context.atr_ratio, context.atr_pct_history) if context else None,
+            outcomes=await self.memory.outcomes(), now=now, risk=self.config.risk,
+            limits=self.config.position_limits, adaptive=self.config.adaptive, margin_type=self.config.margin_type)
+        if decision.plan is None:
+            report.skipped[signal.symbol] = decision.reason
             return None
+        plan, side, atr, regime = decision.plan, decision.side, decision.atr, decision.regime
         leverage = plan.leverage or self.config.risk.leverage
         await self._ensure_symbol_setup(signal.symbol, leverage)
         trade = await self.repos.trades.create(
