@@ -19,7 +19,7 @@ import resource
 import sys
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +82,8 @@ def main() -> int:
     has_table = importlib.util.find_spec("strategies.signal_table") is not None
     p.add_argument("--signals", choices=["table", "reference", "ema"], default="table" if has_table else "ema")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--operator-reset-after-days", type=float, default=None,
+                   help="simulate an operator resetting a drawdown halt (keeps the walk going to the end)")
     args = p.parse_args()
     start = datetime.fromisoformat(args.start).replace(tzinfo=UTC)
     end = datetime.fromisoformat(args.end).replace(tzinfo=UTC)
@@ -97,12 +99,14 @@ def main() -> int:
         factory = reference_signals if args.signals == "reference" else ema_signals
     settings = Settings(_env_file=None, trading_mode="paper")  # type: ignore[call-arg]
     started = time.perf_counter()
-    result = run_fast_backtest(settings, args.data_dir, symbols, start, end, signals=factory)
+    reset = None if args.operator_reset_after_days is None else timedelta(days=args.operator_reset_after_days)
+    result = run_fast_backtest(settings, args.data_dir, symbols, start, end, signals=factory,
+                               operator_reset_after=reset)
     wall = time.perf_counter() - started
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"signals {args.signals}: {','.join(symbols)} {args.start} → {args.end} (exclusive)")
     print(f"candles {result.candles:,}  trades {len(result.trades)}  open at end {result.open_at_end}  "
-          f"equity {result.start_equity:.2f} → {result.end_equity:.2f}")
+          f"equity {result.start_equity:.2f} → {result.end_equity:.2f}  halts {len(result.halts)}")
     print(f"wall {wall:.1f} s (engine loop {result.wall_seconds:.1f} s)  "
           f"{result.candles / wall:,.0f} candles/s  peak RSS {rss_mb:.0f} MB")
     return 0

@@ -142,20 +142,24 @@ def best_multiples(outcomes: Sequence[TradeOutcome], cfg: AdaptiveConfig, base_k
                    base_m: Decimal) -> tuple[Decimal, Decimal, float]:
     """The (k, m) on the grid with the highest simulated expectancy in R; ties → nearest the base."""
     best: tuple[float, Decimal, Decimal, Decimal] | None = None
-    # the same arithmetic as ``expectancy_r`` (fsum of the simulated results / n / k), vectorised per (k, m)
+    # the same arithmetic as ``expectancy_r`` (fsum of the simulated results / n / k), the simulation of every
+    # (k, m) at once: results[ik, im, trade]
+    ks, ms = _grid(cfg.k_min, cfg.k_max, cfg.grid_step), _grid(cfg.m_min, cfg.m_max, cfg.grid_step)
+    kf = np.array([float(k) for k in ks])[:, None, None]
+    mf = np.array([float(m) for m in ms])[None, :, None]
     mae = np.array([o.mae_atr for o in outcomes], dtype=np.float64)
     mfe = np.array([o.mfe_atr for o in outcomes], dtype=np.float64)
     final = np.array([o.exit_atr for o in outcomes], dtype=np.float64)
-    for k in _grid(cfg.k_min, cfg.k_max, cfg.grid_step):
-        kf = float(k)
-        stopped = mae >= kf
-        floor = np.maximum(final, -kf)
-        for m in _grid(cfg.m_min, cfg.m_max, cfg.grid_step):
+    results = np.where(mae >= kf, -kf, np.where(mfe >= mf, mf, np.minimum(np.maximum(final, -kf), mf)))
+    rows = results.reshape(len(ks) * len(ms), len(outcomes)).tolist()
+    n = len(outcomes)
+    for ik, k in enumerate(ks):
+        for im, m in enumerate(ms):
             if m < k * cfg.min_reward_risk:
                 continue
-            mf = float(m)
-            results = np.where(stopped, -kf, np.where(mfe >= mf, mf, np.minimum(floor, mf)))
-            e = math.fsum(results.tolist()) / len(results) / kf if len(results) else expectancy_r(outcomes, kf, mf)
+            if n == 0:
+                raise statistics.StatisticsError("fmean requires at least one data point")
+            e = math.fsum(rows[ik * len(ms) + im]) / n / float(k)
             key = (-round(e, 12), abs(k - base_k) + abs(m - base_m), k, m)
             if best is None or key < best:
                 best = key
