@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import importlib
 import sys
 import time
 from collections.abc import Callable
@@ -157,13 +156,18 @@ def run_replay(settings: Settings, req: Request, candles: int) -> BacktestResult
     return dataclasses.replace(result, start=req.start, end=req.end)   # the window asked for, end exclusive
 
 
-def fast_engine() -> Callable[..., BacktestResult] | None:
-    """``engine.backtest.fast.run_fast_backtest`` once the fast engine for the default strategy exists."""
-    try:
-        module = importlib.import_module("engine.backtest.fast")
-    except ImportError:
-        return None
-    return getattr(module, "run_fast_backtest", None)
+def fast_engine() -> Callable[..., BacktestResult]:
+    """The fast engine for the default strategy (``app.backtest.run_fast_backtest`` over the vectorised signal
+    tables), with the keyword interface the command and the sweeps call."""
+    from app.backtest import run_fast_backtest
+
+    def run_fast(settings: Settings, *, data_dir: Path, symbols: list[str], start: datetime, end: datetime,
+                 exchange_info: Path | None = None, operator_reset_after: timedelta | None = None,
+                 progress: object = None) -> BacktestResult:
+        return run_fast_backtest(settings, data_dir, symbols, start, end, exchange_info=exchange_info,
+                                 operator_reset_after=operator_reset_after)
+
+    return run_fast
 
 
 def run(settings: Settings, req: Request, err: TextIO) -> tuple[BacktestResult, dict[str, Candles]]:
@@ -174,14 +178,10 @@ def run(settings: Settings, req: Request, err: TextIO) -> tuple[BacktestResult, 
                     for c in candles.values())
     if req.strategy == "ema-cross":
         result = run_ema_cross(req, candles)
-    elif req.engine == "fast" and (fast := fast_engine()) is not None:
-        result = fast(settings, data_dir=req.data_dir, symbols=req.symbols, start=req.start, end=req.end,
-                      exchange_info=req.exchange_info, operator_reset_after=req.operator_reset_after,
-                      progress=ProgressBar("fast"))
+    elif req.engine == "fast":
+        result = fast_engine()(settings, data_dir=req.data_dir, symbols=req.symbols, start=req.start, end=req.end,
+                               exchange_info=req.exchange_info, operator_reset_after=req.operator_reset_after)
     else:
-        if req.engine == "fast":
-            print("vigil: the fast engine for the default strategy is not available yet; running --engine replay "
-                  "(the full live trader, about 560 candles/s)", file=err)
         result = run_replay(settings, req, in_window)
     gaps = tuple(g for c in candles.values() for g in c.split(to_ms(req.end))[0].gaps() if g.end > req.start)
     result = dataclasses.replace(result, gaps=result.gaps or gaps, wall_seconds=time.perf_counter() - wall)

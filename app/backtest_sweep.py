@@ -86,12 +86,9 @@ def backtest_task(params: dict[str, Value], data: SweepData) -> dict[str, float]
 def _default_strategy(params: Mapping[str, Value], data: SweepData) -> BacktestResult:
     from app.backtest_cli import fast_engine
 
-    fast = fast_engine()
-    if fast is None:
-        raise SweepError("a sweep of the default strategy needs the fast engine, which is not available yet")
-    return fast(settings_for(data.settings, params), data_dir=data.data_dir, symbols=data.symbols, start=data.start,
-                end=data.end, exchange_info=data.exchange_info, operator_reset_after=data.operator_reset_after,
-                progress=None)
+    return fast_engine()(settings_for(data.settings, params), data_dir=data.data_dir, symbols=data.symbols,
+                         start=data.start, end=data.end, exchange_info=data.exchange_info,
+                         operator_reset_after=data.operator_reset_after)
 
 
 def run_backtest_sweep(options: SweepOptions, data: SweepData, out: TextIO) -> None:

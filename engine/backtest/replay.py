@@ -208,7 +208,7 @@ async def _replay(trader: Trader, clock: ManualClock, options: DemoOptions, end:
 
 def to_result(summary: BacktestSummary, *, candles: int, strategy: str = "default") -> BacktestResult:
     """The replay's summary as the engine-neutral ``BacktestResult`` (equity curve from the monitor's points)."""
-    trades = tuple(sorted((_trade_result(t) for t in summary.trades if t.entry_price is not None),
+    trades = tuple(sorted((trade_result(t) for t in summary.trades if t.entry_price is not None),
                           key=lambda t: (t.opened_at, t.symbol)))
     times = np.array([to_ms(p.time) for p in summary.equity_curve], dtype=np.int64)
     equity = np.array([float(p.equity) for p in summary.equity_curve], dtype=np.float64)
@@ -219,13 +219,14 @@ def to_result(summary: BacktestSummary, *, candles: int, strategy: str = "defaul
         wall_seconds=summary.wall_seconds)
 
 
-def _trade_result(t: TradeRecord) -> TradeResult:
-    entry = t.entry_price or Decimal(0)
+def trade_result(trade: TradeRecord) -> TradeResult:
+    """A closed trade of the replay as both engines report it."""
+    entry = trade.entry_price or Decimal(0)
     return TradeResult(
-        symbol=t.symbol, side=PositionSide(t.side), opened_at=t.opened_at or t.created_at,
-        closed_at=t.closed_at or t.created_at, entry_price=entry, exit_price=t.exit_price or Decimal(0),
-        quantity=t.initial_quantity, exit_reason=t.exit_reason or "?", net_pnl=t.net_pnl, fees=t.fees,
-        funding=t.funding, risk=abs(entry - t.initial_stop_price) * t.initial_quantity)
+        symbol=trade.symbol, side=PositionSide(trade.side), opened_at=trade.opened_at or trade.created_at,
+        closed_at=trade.closed_at or trade.created_at, entry_price=entry, exit_price=trade.exit_price or entry,
+        quantity=trade.initial_quantity, exit_reason=str(trade.exit_reason or ""), net_pnl=trade.net_pnl,
+        fees=trade.fees, funding=trade.funding, risk=abs(entry - trade.initial_stop_price) * trade.initial_quantity)
 
 
 def max_drawdown_pct(curve: list[Decimal]) -> Decimal:

@@ -135,6 +135,11 @@ class HistoricalMarket:
     def symbols(self) -> list[str]:
         return list(self._data)
 
+    @property
+    def rules(self) -> dict[str, SymbolRules]:
+        """Symbol rules of the loaded symbols (what ``symbol_rules()`` answers)."""
+        return {s: r for s, r in self._rules.items() if s in self._data}
+
     def _symbol(self, symbol: str) -> _SymbolData:
         try:
             return self._data[symbol]
@@ -143,6 +148,19 @@ class HistoricalMarket:
 
     def _now_ms(self) -> int:
         return to_ms(self.clock.now())
+
+    def history(self, symbol: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                            tuple[Decimal, ...]]:
+        """The whole recorded history of ``symbol`` (not clock-bound; for backtest engines): 5m open times, open,
+        high, low, close, then funding times and rates."""
+        data = self._symbol(symbol)
+        base = data.series[BASE_INTERVAL]
+        return base.open_time, base.open, base.high, base.low, base.close, data.funding.time, data.funding.rates
+
+    def base_klines(self, symbol: str) -> KlineBatch:
+        """The whole recorded 5m history of ``symbol`` as one batch (not clock-bound; for backtest engines)."""
+        base = self._symbol(symbol).series[BASE_INTERVAL]
+        return base.batch(symbol, BASE_INTERVAL, 0, len(base.open_time))
 
     def data_range(self, symbol: str) -> tuple[datetime, datetime]:
         """Open time of the first and of the last 5m candle of ``symbol``."""

@@ -7,6 +7,9 @@ backtests, the public Binance API in paper ``run`` mode).
 
 Simulation model
 ----------------
+The pure computations (trigger path, fill prices, fees, funding, liquidation) are ``engine.exchange.fills``;
+this class applies them to the persisted account.
+
 - **Time.** Every account method first advances the simulation to ``clock.now()`` (``_catch_up``): for each
   symbol with a position or an open protective order it walks the CLOSED ``trigger_interval`` candles after
   that symbol's cursor, then checks the current mark price. Pure market-data methods do not. A symbol
@@ -56,12 +59,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import Decimal
 
 import aiosqlite
 
 from core.clock import Clock, from_ms, to_ms
 from core.intervals import interval_ms
+from engine.exchange import fills
 from engine.exchange.errors import (
     InsufficientMargin,
     OrderNotFound,
@@ -69,15 +73,15 @@ from engine.exchange.errors import (
     UnknownSymbol,
     WouldTrigger,
 )
+from engine.exchange.fills import Candle, Hit, Trigger
 from engine.exchange.liquidation import (
     DEFAULT_BRACKETS,
     cross_wallet_balance,
     liquidation_price,
-    maintenance_margin,
     max_leverage,
 )
 from engine.exchange.protocol import MarketData
-from engine.exchange.rules import check_order, check_price, round_price
+from engine.exchange.rules import check_order, check_price
 from engine.exchange.types import (
     AccountConfig,
     Balance,
@@ -91,7 +95,6 @@ from engine.exchange.types import (
     OrderResult,
     OrderStatus,
     Position,
-    PositionSide,
     ProtectiveKind,
     ProtectiveOrder,
     ProtectiveStatus,
@@ -134,32 +137,6 @@ class _Book:
 
     def algos_of(self, symbol: str) -> list[PaperOrder]:
         return [o for o in self.algos.values() if o.symbol == symbol]
-
-
-@dataclass(frozen=True, slots=True)
-class _Trigger:
-    """A price condition: ``falls`` = met when price <= level, else when price >= level."""
-
-    order: PaperOrder | None  # None = liquidation
-    level: Decimal
-    falls: bool
-    priority: int  # tie-break at the same moment: liquidation 0, stop 1, take-profit 2
-
-
-@dataclass(frozen=True, slots=True)
-class _Hit:
-    trigger: _Trigger
-    distance: Decimal  # path length from the candle open to the moment the condition is met
-    price: Decimal  # price at that moment: the open when gapped, else the level
-
-
-@dataclass(frozen=True, slots=True)
-class _Candle:
-    open_ms: int
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
 
 
 class PaperExchange:
@@ -375,7 +352,7 @@ class PaperExchange:
             position = self.book.positions.get(symbol)
             fill_qty = _reduce_only_quantity(symbol, side, quantity, position) if reduce_only else quantity
             price = self._slipped(rules, mark, side)
-            fee = price * fill_qty * self.taker_fee
+            fee = fills.taker_fee(price, fill_qty, self.taker_fee)
             await self._check_margin(symbol, side, fill_qty, price, fee, position)
             return await self._execute_market(symbol, side, quantity, fill_qty, price, fee, client_id,
                                               reduce_only)
@@ -421,11 +398,7 @@ class PaperExchange:
                                 f"{leverage}x leverage", code=-2027)
 
     def _slipped(self, rules: SymbolRules, price: Decimal, side: Side) -> Decimal:
-        """``price`` moved against a taker on ``side`` by the slippage, rounded to the tick away from it."""
-        factor = self.slippage_pct / 100
-        if side is Side.BUY:
-            return round_price(rules, price * (1 + factor), rounding=ROUND_CEILING)
-        return round_price(rules, price * (1 - factor), rounding=ROUND_FLOOR)
+        return fills.slipped(rules, price, side, self.slippage_pct)
 
     async def _trade(self, book: _Book, conn: aiosqlite.Connection, symbol: str, side: Side, quantity: Decimal,
                      price: Decimal, fee: Decimal, order_id: str, client_id: str | None, now: datetime) -> Decimal:
@@ -466,8 +439,7 @@ class PaperExchange:
             rules = await self._rules_for(symbol)
             check_price(rules, trigger_price)
             mark = await self._mark(symbol)
-            trigger = _Trigger(None, trigger_price, _falls(side, kind.value), 1)
-            if _met(trigger, mark):
+            if fills.met(fills.protective_trigger(None, side, kind, trigger_price), mark):
                 raise WouldTrigger(f"{symbol}: {kind.value} {side.value} at {trigger_price} would trigger "
                                    f"immediately (mark price {mark})", code=-2021)
             if len(self.book.algos_of(symbol)) >= MAX_ALGO_ORDERS_PER_SYMBOL:
@@ -560,13 +532,13 @@ class PaperExchange:
             if len(batch) < KLINE_PAGE:
                 break
 
-    async def _funding_between(self, symbol: str, candles: list[_Candle]) -> list[FundingRate]:
+    async def _funding_between(self, symbol: str, candles: list[Candle]) -> list[FundingRate]:
         if symbol not in self.book.positions:
             return []
         start, end = from_ms(candles[0].open_ms), from_ms(candles[-1].open_ms + self._iv_ms - 1)
         return await self.market.funding_rates(symbol, start, end)
 
-    async def _walk(self, symbol: str, candles: list[_Candle], funding: list[FundingRate]) -> None:
+    async def _walk(self, symbol: str, candles: list[Candle], funding: list[FundingRate]) -> None:
         """Apply the candles in order; steps with an event commit at once, quiet ones only move the cursor."""
         pending = sorted(funding, key=lambda f: f.funding_time)
         for candle in candles:
@@ -586,14 +558,14 @@ class PaperExchange:
             if symbol not in self.book.active_symbols():
                 return
 
-    async def _may_trigger(self, symbol: str, candle: _Candle) -> bool:
+    async def _may_trigger(self, symbol: str, candle: Candle) -> bool:
         """Could any order or the liquidation level be reached in this candle? (No write when not.)"""
-        return any(_reach(t, candle) for t in await self._triggers(self.book, symbol))
+        return any(fills.reach(t, candle) for t in await self._triggers(self.book, symbol))
 
     async def _check_mark(self, symbol: str) -> None:
         mark = await self._mark(symbol)
         triggers = await self._triggers(self.book, symbol)
-        if any(_met(t, mark) for t in triggers):
+        if any(fills.met(t, mark) for t in triggers):
             async with self._step() as (book, conn):
                 await self._resolve(book, conn, symbol, mark=mark)
 
@@ -602,7 +574,7 @@ class PaperExchange:
         position = book.positions.get(symbol)
         if position is None or rate.funding_time < position.opened_at:
             return  # only positions held at the funding time pay or receive
-        amount = -position.side.sign * position.quantity * price * rate.rate
+        amount = fills.funding_amount(position.side, position.quantity, price, rate.rate)
         if not await PaperStore.insert_funding(conn, symbol, rate.funding_time, rate.rate, amount):
             return  # already settled
         book.wallet += amount
@@ -612,28 +584,28 @@ class PaperExchange:
             await PaperStore.save_position(conn, book.positions[symbol])
         log.debug("paper funding %s %s at %s: %s", symbol, rate.rate, rate.funding_time, amount)
 
-    async def _triggers(self, book: _Book, symbol: str) -> list[_Trigger]:
-        out = [_Trigger(o, o.trigger_price or ZERO, _falls(o.side, o.order_type),
-                        1 if o.order_type == ProtectiveKind.STOP_LOSS.value else 2) for o in book.algos_of(symbol)]
+    async def _triggers(self, book: _Book, symbol: str) -> list[Trigger]:
+        out = [fills.protective_trigger(o, o.side, o.order_type, o.trigger_price or ZERO)
+               for o in book.algos_of(symbol)]
         position = book.positions.get(symbol)
         if position is not None:
             lp = await self._liquidation_price(book, position)
             if lp > 0:
-                out.append(_Trigger(None, lp, position.side is PositionSide.LONG, 0))
+                out.append(fills.liquidation_trigger(position.side, lp))
         return out
 
     async def _resolve(self, book: _Book, conn: aiosqlite.Connection, symbol: str, *,
-                       candle: _Candle | None = None, mark: Decimal | None = None) -> None:
+                       candle: Candle | None = None, mark: Decimal | None = None) -> None:
         """Fire the triggers met in ``candle`` (or at ``mark``) in path order until the position is gone."""
         while True:
             hit = await self._first_hit(book, symbol, candle, mark)
             if hit is None:
                 return
-            when = self._now() if candle is None else from_ms(_event_ms(candle, hit, self._iv_ms, book,
-                                                                            symbol))
             position = book.positions.get(symbol)
-            order = hit.trigger.order
-            if order is None:
+            up = fills.up_first(position.side if position is not None else None)
+            when = self._now() if candle is None else from_ms(fills.event_ms(candle, hit, self._iv_ms, up))
+            order = hit.trigger.ref
+            if not isinstance(order, PaperOrder):
                 assert position is not None
                 await self._liquidate(book, conn, position, hit.trigger.level, when)
             elif position is None or position.side.exit_side is not order.side:
@@ -645,25 +617,19 @@ class PaperExchange:
             await self._expire_algos(book, conn, symbol, when)
             return
 
-    async def _first_hit(self, book: _Book, symbol: str, candle: _Candle | None,
-                         mark: Decimal | None) -> _Hit | None:
+    async def _first_hit(self, book: _Book, symbol: str, candle: Candle | None,
+                         mark: Decimal | None) -> Hit | None:
         position = book.positions.get(symbol)
-        up_first = position is not None and position.side is PositionSide.SHORT
-        hits = []
-        for trigger in await self._triggers(book, symbol):
-            if candle is not None and not self._existed_for(book, symbol, trigger, candle):
-                continue
-            hit = _hit_on_candle(trigger, candle, up_first) if candle is not None else _hit_at(trigger, mark)
-            if hit is not None:
-                hits.append(hit)
-        return min(hits, key=lambda h: (h.distance, h.trigger.priority), default=None)
+        triggers = [t for t in await self._triggers(book, symbol)
+                    if candle is None or self._existed_for(book, symbol, t, candle)]
+        return fills.first_hit(triggers, candle, mark, fills.up_first(position.side if position else None))
 
-    def _existed_for(self, book: _Book, symbol: str, trigger: _Trigger, candle: _Candle) -> bool:
+    def _existed_for(self, book: _Book, symbol: str, trigger: Trigger, candle: Candle) -> bool:
         """Causality: a candle's range may fire an order (or liquidate a position) only if it existed from
         the candle's open (within ``CAUSAL_GRACE_MS``). Of the candle it was born in, the part before its birth
         is unknown from OHLC alone; that candle counts through the mark checks only, never backwards."""
-        if trigger.order is not None:
-            born = trigger.order.created_at
+        if isinstance(trigger.ref, PaperOrder):
+            born = trigger.ref.created_at
         else:
             position = book.positions.get(symbol)
             if position is None:
@@ -675,7 +641,7 @@ class PaperExchange:
                     price: Decimal, when: datetime) -> None:
         rules = await self._rules_for(position.symbol)
         fill_price = self._slipped(rules, price, order.side)
-        fee = fill_price * position.quantity * self.taker_fee
+        fee = fills.taker_fee(fill_price, position.quantity, self.taker_fee)
         triggered_id = self._new_id()
         realized = await self._trade(book, conn, position.symbol, order.side, position.quantity, fill_price, fee,
                                      triggered_id, order.client_id, when)
@@ -688,14 +654,10 @@ class PaperExchange:
     async def _liquidate(self, book: _Book, conn: aiosqlite.Connection, position: PaperPosition,
                          level: Decimal, when: datetime) -> None:
         rules = await self._rules_for(position.symbol)
-        long = position.side is PositionSide.LONG
-        price = round_price(rules, level, rounding=ROUND_CEILING if long else ROUND_FLOOR)
-        realized = (price - position.entry_price) * position.quantity * position.side.sign
-        if position.margin_type is MarginType.ISOLATED:
-            fee = position.isolated_margin + realized  # the rest of the isolated margin: clearance fee
-        else:
-            fee = maintenance_margin(position.quantity * price, await self._brackets(position.symbol))
-        fee = max(fee, ZERO)
+        liq = fills.liquidation_fill(rules, position.side, position.quantity, position.entry_price, level,
+                                     position.margin_type, position.isolated_margin,
+                                     await self._brackets(position.symbol))
+        price, realized, fee = liq.price, liq.realized, liq.fee
         client_id = f"autoclose-{to_ms(when)}"
         await self._trade(book, conn, position.symbol, position.side.exit_side, position.quantity, price, fee,
                           self._new_id(), client_id, when)
@@ -733,8 +695,8 @@ def _changed_cursors(before: _Book, after: _Book) -> set[str]:
     return {s for s, v in after.cursors.items() if before.cursors.get(s) != v}
 
 
-def _candle(batch: KlineBatch, i: int) -> _Candle:
-    return _Candle(int(batch.open_time[i]), _dec(batch.open[i]), _dec(batch.high[i]), _dec(batch.low[i]),
+def _candle(batch: KlineBatch, i: int) -> Candle:
+    return Candle(int(batch.open_time[i]), _dec(batch.open[i]), _dec(batch.high[i]), _dec(batch.low[i]),
                    _dec(batch.close[i]))
 
 
@@ -742,61 +704,12 @@ def _dec(value: float) -> Decimal:
     return Decimal(repr(float(value)))
 
 
-def _falls(side: Side, order_type: str) -> bool:
-    """SELL stop and BUY take-profit fire when the price falls to the trigger; the others when it rises."""
-    return (side is Side.SELL) == (order_type == ProtectiveKind.STOP_LOSS.value)
-
-
-def _met(trigger: _Trigger, price: Decimal) -> bool:
-    return price <= trigger.level if trigger.falls else price >= trigger.level
-
-
-def _reach(trigger: _Trigger, candle: _Candle) -> bool:
-    return candle.low <= trigger.level if trigger.falls else candle.high >= trigger.level
-
-
-def _hit_at(trigger: _Trigger, price: Decimal | None) -> _Hit | None:
-    if price is None or not _met(trigger, price):
-        return None
-    return _Hit(trigger, ZERO, price)
-
-
-def _hit_on_candle(trigger: _Trigger, c: _Candle, up_first: bool) -> _Hit | None:
-    """Where along the path open → low → high → close (open → high → low → close when ``up_first``) the
-    trigger's condition is first met, if at all."""
-    if _met(trigger, c.open):
-        return _Hit(trigger, ZERO, c.open)
-    if not _reach(trigger, c):
-        return None
-    x = trigger.level
-    if trigger.falls:
-        distance = (c.high - c.open) + (c.high - x) if up_first else c.open - x
-    else:
-        distance = x - c.open if up_first else (c.open - c.low) + (x - c.low)
-    return _Hit(trigger, distance, x)
-
-
-def _event_ms(c: _Candle, hit: _Hit, iv_ms: int, book: _Book, symbol: str) -> int:
-    """Time of a hit inside its candle, interpolated along the price path (deterministic)."""
-    position = book.positions.get(symbol)
-    up_first = position is not None and position.side is PositionSide.SHORT
-    if up_first:
-        path = (c.high - c.open) + (c.high - c.low) + (c.close - c.low)
-    else:
-        path = (c.open - c.low) + (c.high - c.low) + (c.high - c.close)
-    if hit.distance <= 0 or path <= 0:
-        return c.open_ms
-    return c.open_ms + int(hit.distance / path * (iv_ms - 1))
-
-
 def _upnl(p: PaperPosition, mark: Decimal) -> Decimal:
-    return (mark - p.entry_price) * p.quantity * p.side.sign
+    return fills.unrealized_pnl(_holding(p), mark)
 
 
 def _position_margin(p: PaperPosition, mark: Decimal) -> Decimal:
-    if p.margin_type is MarginType.ISOLATED:
-        return p.isolated_margin
-    return p.quantity * mark / p.leverage
+    return fills.position_margin(_holding(p), mark)
 
 
 def _available(book: _Book, marks: dict[str, Decimal]) -> Decimal:
@@ -814,35 +727,22 @@ def _reduce_only_quantity(symbol: str, side: Side, quantity: Decimal, position: 
     return min(quantity, position.quantity)
 
 
+def _holding(p: PaperPosition) -> fills.Holding:
+    return fills.Holding(p.side, p.quantity, p.entry_price, p.leverage, p.margin_type, p.isolated_margin)
+
+
 def _apply_execution(position: PaperPosition | None, config: SymbolConfig, symbol: str, side: Side,
                      quantity: Decimal, price: Decimal, now: datetime) -> tuple[Decimal, PaperPosition | None]:
-    """New position after an execution, and the PnL it realises (one-way mode; flips allowed)."""
-    if position is None or position.side.entry_side is side:
-        return ZERO, _increase(position, config, symbol, side, quantity, price, now)
-    closed = min(quantity, position.quantity)
-    realized = (price - position.entry_price) * closed * position.side.sign
-    remaining = position.quantity - closed
-    if remaining > 0:
-        margin = position.isolated_margin * remaining / position.quantity
-        return realized, replace(position, quantity=remaining, isolated_margin=margin, updated_at=now)
-    rest = quantity - closed
-    if rest > 0:  # flip: the remainder opens a position on the other side
-        return realized, _increase(None, config, symbol, side, rest, price, now)
-    return realized, None
-
-
-def _increase(position: PaperPosition | None, config: SymbolConfig, symbol: str, side: Side, quantity: Decimal,
-              price: Decimal, now: datetime) -> PaperPosition:
-    if position is None:
-        isolated = quantity * price / config.leverage if config.margin_type is MarginType.ISOLATED else ZERO
-        side_of = PositionSide.LONG if side is Side.BUY else PositionSide.SHORT
-        return PaperPosition(symbol, side_of, quantity, price, config.leverage, config.margin_type, isolated,
-                             now, now)
-    total = position.quantity + quantity
-    entry = (position.entry_price * position.quantity + price * quantity) / total
-    added = quantity * price / position.leverage if position.margin_type is MarginType.ISOLATED else ZERO
-    return replace(position, quantity=total, entry_price=entry,
-                   isolated_margin=position.isolated_margin + added, updated_at=now)
+    """New position after an execution, and the PnL it realises (``fills.execute``; flips allowed)."""
+    realized, after, opened = fills.execute(None if position is None else _holding(position), side, quantity, price,
+                                            leverage=config.leverage, margin_type=config.margin_type)
+    if after is None:
+        return realized, None
+    if opened or position is None:
+        return realized, PaperPosition(symbol, after.side, after.quantity, after.entry_price, after.leverage,
+                                       after.margin_type, after.isolated_margin, now, now)
+    return realized, replace(position, quantity=after.quantity, entry_price=after.entry_price,
+                             isolated_margin=after.isolated_margin, updated_at=now)
 
 
 def _order_result(o: PaperOrder) -> OrderResult:

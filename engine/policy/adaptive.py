@@ -24,12 +24,15 @@ to [min, max], with at least ``hour_min_samples`` trades in that hour (else 1). 
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
+
+import numpy as np
 
 from engine.exchange.types import PositionSide
 
@@ -139,11 +142,24 @@ def best_multiples(outcomes: Sequence[TradeOutcome], cfg: AdaptiveConfig, base_k
                    base_m: Decimal) -> tuple[Decimal, Decimal, float]:
     """The (k, m) on the grid with the highest simulated expectancy in R; ties → nearest the base."""
     best: tuple[float, Decimal, Decimal, Decimal] | None = None
-    for k in _grid(cfg.k_min, cfg.k_max, cfg.grid_step):
-        for m in _grid(cfg.m_min, cfg.m_max, cfg.grid_step):
+    # the same arithmetic as ``expectancy_r`` (fsum of the simulated results / n / k), the simulation of every
+    # (k, m) at once: results[ik, im, trade]
+    ks, ms = _grid(cfg.k_min, cfg.k_max, cfg.grid_step), _grid(cfg.m_min, cfg.m_max, cfg.grid_step)
+    kf = np.array([float(k) for k in ks])[:, None, None]
+    mf = np.array([float(m) for m in ms])[None, :, None]
+    mae = np.array([o.mae_atr for o in outcomes], dtype=np.float64)
+    mfe = np.array([o.mfe_atr for o in outcomes], dtype=np.float64)
+    final = np.array([o.exit_atr for o in outcomes], dtype=np.float64)
+    results = np.where(mae >= kf, -kf, np.where(mfe >= mf, mf, np.minimum(np.maximum(final, -kf), mf)))
+    rows = results.reshape(len(ks) * len(ms), len(outcomes)).tolist()
+    n = len(outcomes)
+    for ik, k in enumerate(ks):
+        for im, m in enumerate(ms):
             if m < k * cfg.min_reward_risk:
                 continue
-            e = expectancy_r(outcomes, float(k), float(m))
+            if n == 0:
+                raise statistics.StatisticsError("fmean requires at least one data point")
+            e = math.fsum(rows[ik * len(ms) + im]) / n / float(k)
             key = (-round(e, 12), abs(k - base_k) + abs(m - base_m), k, m)
             if best is None or key < best:
                 best = key

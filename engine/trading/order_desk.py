@@ -39,6 +39,7 @@ from engine.exchange.types import (
     Side,
     SymbolRules,
 )
+from engine.policy.booking import book, protective_exit_reason
 from engine.policy.exits import PositionState
 from engine.retrying import RetryBudget, RetryWindow, Sleep, worth_retrying
 from engine.trading.trade_memory import TradeMemory
@@ -354,9 +355,8 @@ class OrderDesk:
                 if found is None or found.status not in (ProtectiveStatus.TRIGGERED, ProtectiveStatus.FINISHED):
                     continue
                 await self.repos.orders.update(order.client_id, status=OrderState.TRIGGERED, now=self.clock.now())
-            if order.purpose is OrderPurpose.TAKE_PROFIT:
-                return ExitReason.TAKE_PROFIT
-            return ExitReason.STOP_LOSS if order.trigger_price == trade.initial_stop_price else ExitReason.TRAILING_STOP
+            return protective_exit_reason(order.purpose is OrderPurpose.TAKE_PROFIT, order.trigger_price,
+                                          trade.initial_stop_price)
         since = trade.created_at - FILL_LOOKBACK
         exits = [f for f in await self.exchange.fills(trade.symbol, since)
                  if f.side is PositionSide(trade.side).exit_side]
@@ -391,10 +391,8 @@ class OrderDesk:
                              f"{exit_qty} of {trade.initial_quantity} after waiting {BOOKING_WAIT}; check its P&L")
         fills = [await self._in_usdt(f) for f in fills]
         funding = await self.exchange.funding_payments(trade.symbol, trade.created_at)
-        exit_price = _trim(sum((f.price * f.quantity for f in exits), Decimal(0)) / exit_qty) \
-            if exit_qty else (trade.entry_price or Decimal(0))
-        realized = sum((f.realized_pnl for f in fills), Decimal(0))
-        fees = sum((f.fee for f in fills), Decimal(0))
+        booking = book(PositionSide(trade.side), fills, trade.entry_price or Decimal(0))
+        exit_price, realized, fees = booking.exit_price, booking.realized_pnl, booking.fees
         funding_total = sum((p.amount for p in funding), Decimal(0))
         for f in fills:
             await self._ledger_fill(trade, f)
@@ -436,12 +434,6 @@ class OrderDesk:
             mode=self.mode, trade_id=trade.id, order_client_id=fill.client_id, exchange_trade_id=fill.trade_id,
             symbol=fill.symbol, side=fill.side.value, price=fill.price, quantity=fill.quantity, fee=fill.fee,
             realized_pnl=fill.realized_pnl, time=fill.time)
-
-
-def _trim(value: Decimal) -> Decimal:
-    """8 decimals at most, without trailing zeros (136.51000000 → 136.51), never in exponent form."""
-    value = value.quantize(PRICE_QUANTUM).normalize()
-    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value
 
 
 def order_state_of(order: ProtectiveOrder) -> OrderState:

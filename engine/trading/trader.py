@@ -29,9 +29,11 @@ from engine.exchange.errors import ExchangeError
 from engine.exchange.protocol import Exchange
 from engine.exchange.types import Balance, LeverageBracket, MarginType, Position, PositionSide, SymbolRules
 from engine.market import MarketDataService
-from engine.policy.adaptive import AdaptiveConfig, TradeOutcome, adaptive_levels, regime_of
+from engine.policy.adaptive import AdaptiveConfig
+from engine.policy.booking import closed_outcome
+from engine.policy.entry import MarketContext, decide_entry
 from engine.policy.exits import ExitConfig
-from engine.policy.risk import EntryPlan, LimitsConfig, OpenPosition, RiskConfig, entry_limits_block, plan_entry
+from engine.policy.risk import EntryPlan, LimitsConfig, OpenPosition, RiskConfig
 from engine.retrying import Sleep
 from engine.trading.breakers import AccountSnapshot, BreakerConfig, Breakers
 from engine.trading.exit_manager import ExitManager
@@ -310,30 +312,19 @@ class Trader:
         mark = await self.exchange.mark_price(symbol)
         balance = await self.exchange.balance()
         now = self.clock.now()
-        limit = entry_limits_block(
-            symbol=symbol, side=side, equity=balance.equity, open_positions=open_positions,
-            cfg=self.config.position_limits, now=now,
-            returns=result.returns([symbol, *(p.symbol for p in open_positions)]),
-            funding_rate=mark.funding_rate, next_funding_time=mark.next_funding_time)
-        if limit:
-            return limit
-        atr = Decimal(repr(request.atr))
         context = result.context(symbol)
-        regime = regime_of(context.adx, context.atr_ratio) if context else ""
-        outcomes = await self.memory.outcomes()
-        levels = adaptive_levels(outcomes, symbol=symbol, regime=regime, hour=now.hour,
-                                 base_k=self.config.risk.stop_atr_mult, base_m=self.config.risk.take_profit_atr_mult,
-                                 cfg=self.config.adaptive)
-        plan = plan_entry(
-            rules=rules, side=side, price=mark.mark_price, atr=atr, equity=balance.equity,
-            available=balance.available_balance, cfg=self.config.risk, open_positions=open_positions,
-            margin_type=self.config.margin_type, wallet_balance=balance.wallet_balance,
-            atr_pct_history=context.atr_pct_history if context else (),
-            trade_r_multiples=[o.r_multiple for o in outcomes if o.symbol == symbol],
-            stop_mult=levels.stop_mult, tp_mult=levels.tp_mult, size_mult=levels.size_mult)
-        if not plan.ok:
-            return plan.reason
-        return plan, rules, regime
+        direction = Direction.LONG if side is PositionSide.LONG else Direction.SHORT
+        decision = decide_entry(
+            signal=Signal(symbol, direction, request.score, 0.0, request.atr), rules=rules,
+            mark_price=mark.mark_price, funding_rate=mark.funding_rate, next_funding_time=mark.next_funding_time,
+            equity=balance.equity, available=balance.available_balance, wallet=balance.wallet_balance,
+            open_positions=open_positions, returns=result.returns([symbol, *(p.symbol for p in open_positions)]),
+            context=MarketContext(context.adx, context.atr_ratio, context.atr_pct_history) if context else None,
+            outcomes=await self.memory.outcomes(), now=now, risk=self.config.risk,
+            limits=self.config.position_limits, adaptive=self.config.adaptive, margin_type=self.config.margin_type)
+        if decision.plan is None:
+            return decision.reason
+        return decision.plan, rules, decision.regime
 
     async def _enter(self, request: EntryRequest, result: ScanResult, open_positions: list[OpenPosition]
                      ) -> TradeRecord | str:
@@ -461,11 +452,10 @@ class Trader:
         state = await self.memory.exit_state(trade.id)
         context = await self.memory.entry_context(trade.id)
         if trade.entry_price is not None and trade.opened_at is not None and trade.exit_price is not None:
-            risk = abs(trade.entry_price - trade.initial_stop_price)
-            atr = Decimal(context.get("atr", "0")) or risk / self.config.risk.stop_atr_mult
-            outcome = TradeOutcome.from_prices(
+            outcome = closed_outcome(
                 symbol=trade.symbol, side=PositionSide(trade.side), entry=trade.entry_price,
-                exit_price=trade.exit_price, initial_stop=trade.initial_stop_price, atr=atr,
+                exit_price=trade.exit_price, initial_stop=trade.initial_stop_price,
+                entry_atr=Decimal(context.get("atr", "0")), stop_atr_mult=self.config.risk.stop_atr_mult,
                 best=state.best_price if state else max(trade.entry_price, trade.exit_price),
                 worst=state.worst_price if state else min(trade.entry_price, trade.exit_price),
                 opened_at=trade.opened_at, regime=context.get("regime", ""), net_pnl=trade.net_pnl,

@@ -1,0 +1,62 @@
+"""Engine parity on real data: the fast engine and the replay of the live trader produce the SAME trade list.
+
+Both run the same Settings over the same 3-week windows: the replay drives the live Trader over the
+PaperExchange and SQLite with a simulated clock; the fast engine walks an in-memory account through the same
+policy and fill code, fed by the reference signal tables (the live scan itself at every scan time). Every
+closed trade must agree on symbol, side, entry and exit time (so entry and exit candle), exit reason, quantity,
+entry and exit price, fees, funding and net P&L — exactly, not within a tolerance.
+
+Windows: the demo window (bundled sample, BTC/ETH/SOL from 2025-03-24), a quiet range (BTC/ETH/LTC from
+2023-07-09: BTC moved within 9.6 %) and a strong trend (BTC/ETH/SOL from 2024-02-25: BTC +27 %) from
+../shared/data/binance-futures (skipped when that folder is absent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from app.backtest import replay, run_fast_backtest
+from engine.backtest.replay import DemoOptions, trade_result
+from engine.backtest.results import TradeResult
+from settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+SHARED = ROOT.parent / "shared" / "data" / "binance-futures"
+DAYS = 21
+
+WINDOWS = [
+    pytest.param(SAMPLE, ["BTCUSDT", "ETHUSDT", "SOLUSDT"], datetime(2025, 3, 24, tzinfo=UTC), id="demo"),
+    pytest.param(SHARED, ["BTCUSDT", "ETHUSDT", "LTCUSDT"], datetime(2023, 7, 9, tzinfo=UTC), id="quiet-range",
+                 marks=pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is absent")),
+    pytest.param(SHARED, ["BTCUSDT", "ETHUSDT", "SOLUSDT"], datetime(2024, 2, 25, tzinfo=UTC), id="strong-trend",
+                 marks=pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is absent")),
+]
+
+
+def key(t: TradeResult) -> tuple[object, ...]:
+    return (t.symbol, t.side.value, t.opened_at, t.closed_at, t.exit_reason, t.quantity, t.entry_price,
+            t.exit_price, t.fees, t.funding, t.net_pnl)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("data_dir", "symbols", "start"), WINDOWS)
+def test_fast_engine_matches_the_replay(data_dir: Path, symbols: list[str], start: datetime) -> None:
+    settings = Settings(_env_file=None, trading_mode="paper")  # type: ignore[call-arg]
+    summary = asyncio.run(replay(settings, DemoOptions(data_dir=data_dir, symbols=symbols, start=start, days=DAYS,
+                                                       quiet=True)))
+    fast = run_fast_backtest(settings, data_dir, symbols, start, summary.end + timedelta(seconds=1),
+                             close_at_end=False)
+
+    expected = sorted((trade_result(t) for t in summary.trades), key=lambda t: (t.closed_at, t.symbol))
+    got = sorted(fast.trades, key=lambda t: (t.closed_at, t.symbol))
+    assert len(expected) >= 10, "a window without trades proves nothing"
+    mismatches = [(e, g) for e, g in zip(expected, got, strict=False) if key(e) != key(g)]
+    assert not mismatches[:1], f"first difference:\nreplay {key(mismatches[0][0])}\nfast   {key(mismatches[0][1])}"
+    assert [key(t) for t in got] == [key(t) for t in expected]
+    assert fast.open_at_end == summary.open_trades
+    assert fast.end_equity == summary.end_equity
