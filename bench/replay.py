@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile is not None:
         import cProfile
 
-        profiler = cProfile.Profile()
+        profiler = cProfile.Profile(time.process_time)
         summary = profiler.runcall(asyncio.run, replay(settings, options))
         profiler.dump_stats(args.profile)
     else:

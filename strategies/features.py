@@ -320,6 +320,45 @@ def compute_features(frames: Mapping[str, KlineBatch], params: FeatureParams = F
     Raises ``InsufficientData`` if a timeframe is shorter than ``params.required_candles`` and
     ``ValueError`` if ``frames`` is empty or mixes symbols.
     """
+    symbol = _check_frames(frames, params)
+    return compute_features_many({symbol: frames}, params)[0][symbol]
+
+
+def compute_features_many(frames_by_symbol: Mapping[str, Mapping[str, KlineBatch]],
+                          params: FeatureParams = FeatureParams()
+                          ) -> tuple[dict[str, Features], dict[str, InsufficientData]]:
+    """``compute_features`` of several symbols (``{"BTCUSDT": {"5m": batch, ...}, ...}``), every equally long
+    series of every symbol in one stack: the numpy calls cost about the same for one row as for dozens, and
+    each row is computed on its own, so the values are the same bit for bit as one symbol at a time.
+
+    Returns the features per symbol (in the given order) and, apart, the symbols with too few candles.
+    Raises ``ValueError`` if a symbol's frames are empty or mix symbols.
+    """
+    skipped: dict[str, InsufficientData] = {}
+    orders: dict[str, tuple[str, ...]] = {}
+    by_length: dict[int, list[tuple[str, str]]] = {}
+    for key, frames in frames_by_symbol.items():
+        try:
+            _check_frames(frames, params)
+        except InsufficientData as exc:
+            skipped[key] = exc
+            continue
+        orders[key] = tuple(sorted(frames, key=interval_ms))
+        for tf in orders[key]:
+            by_length.setdefault(len(frames[tf]), []).append((key, tf))
+    out: dict[tuple[str, str], TimeframeFeatures] = {}
+    for items in by_length.values():
+        batches = [frames_by_symbol[key][tf] for key, tf in items]
+        for item, feats in zip(items, _stacked_features(batches, params), strict=True):
+            out[item] = feats
+    features = {key: Features(symbol=next(iter(frames_by_symbol[key].values())).symbol,
+                              frames={tf: out[(key, tf)] for tf in order}, timeframes=order)
+                for key, order in orders.items()}
+    return features, skipped
+
+
+def _check_frames(frames: Mapping[str, KlineBatch], params: FeatureParams) -> str:
+    """The one symbol of ``frames``; ``InsufficientData`` if a timeframe is too short for ``params``."""
     if not frames:
         raise ValueError("no timeframes given")
     symbols = {b.symbol for b in frames.values()}
@@ -329,15 +368,7 @@ def compute_features(frames: Mapping[str, KlineBatch], params: FeatureParams = F
     for tf, batch in frames.items():
         if len(batch) < need:
             raise InsufficientData(f"{batch.symbol} {tf}: {len(batch)} candles, at least {need} needed")
-    order = tuple(sorted(frames, key=interval_ms))
-    by_length: dict[int, list[str]] = {}
-    for tf in order:
-        by_length.setdefault(len(frames[tf]), []).append(tf)
-    out: dict[str, TimeframeFeatures] = {}
-    for tfs in by_length.values():
-        for tf, feats in zip(tfs, _stacked_features([frames[tf] for tf in tfs], params), strict=True):
-            out[tf] = feats
-    return Features(symbol=symbols.pop(), frames={tf: out[tf] for tf in order}, timeframes=order)
+    return symbols.pop()
 
 
 def _stacked_features(batches: list[KlineBatch], p: FeatureParams) -> list[TimeframeFeatures]:
@@ -369,34 +400,54 @@ def _stacked_features(batches: list[KlineBatch], p: FeatureParams) -> list[Timef
         logret = np.diff(np.log(close[:, -p.window - 1:]), axis=1)
     volatility = logret.std(axis=1)
     hist = line - signal
+    volume_z = _zscores_last(np.vstack([b.volume for b in batches]), p.window)
+    # python floats in one go (``tolist``) rather than one ``float()`` per value: the same numbers, less time
+    cols = {name: arr.tolist() for name, arr in (
+        ("close", last_close), ("ema_fast", fast[:, -1]), ("ema_slow", slow[:, -1]), ("slope", slope),
+        ("trend", trend), ("extension", extension), ("rsi", ind.rsi[:, -1]), ("macd", line[:, -1]),
+        ("macd_signal", signal[:, -1]), ("macd_hist", hist[:, -1]), ("macd_hist_prev", hist[:, -2]),
+        ("atr", last_atr), ("atr_pct", atr_pct), ("adx", ind.adx[:, -1]), ("plus_di", ind.plus_di[:, -1]),
+        ("minus_di", ind.minus_di[:, -1]), ("ret_1", ret_1), ("ret_12", ret_12), ("volatility", volatility))}
     out = []
     for r, b in enumerate(batches):
         out.append(TimeframeFeatures(
             interval=b.interval,
             open_time=int(b.open_time[-1]),
             candles=len(b),
-            close=float(last_close[r]),
-            ema_fast=float(fast[r, -1]),
-            ema_slow=float(slow[r, -1]),
-            ema_fast_slope=_finite(slope[r]),
-            trend=_finite(trend[r]),
-            extension=_finite(extension[r]),
-            rsi=float(ind.rsi[r, -1]),
-            macd=float(line[r, -1]),
-            macd_signal=float(signal[r, -1]),
-            macd_hist=float(hist[r, -1]),
-            macd_hist_prev=float(hist[r, -2]),
-            atr=float(last_atr[r]),
-            atr_pct=float(atr_pct[r]),
-            adx=float(ind.adx[r, -1]),
-            plus_di=float(ind.plus_di[r, -1]),
-            minus_di=float(ind.minus_di[r, -1]),
-            ret_1=_finite(ret_1[r]),
-            ret_12=_finite(ret_12[r]),
-            volatility=_finite(volatility[r]),
-            volume_z=zscore_last(b.volume, p.window),
+            close=cols["close"][r],
+            ema_fast=cols["ema_fast"][r],
+            ema_slow=cols["ema_slow"][r],
+            ema_fast_slope=_finite(cols["slope"][r]),
+            trend=_finite(cols["trend"][r]),
+            extension=_finite(cols["extension"][r]),
+            rsi=cols["rsi"][r],
+            macd=cols["macd"][r],
+            macd_signal=cols["macd_signal"][r],
+            macd_hist=cols["macd_hist"][r],
+            macd_hist_prev=cols["macd_hist_prev"][r],
+            atr=cols["atr"][r],
+            atr_pct=cols["atr_pct"][r],
+            adx=cols["adx"][r],
+            plus_di=cols["plus_di"][r],
+            minus_di=cols["minus_di"][r],
+            ret_1=_finite(cols["ret_1"][r]),
+            ret_12=_finite(cols["ret_12"][r]),
+            volatility=_finite(cols["volatility"][r]),
+            volume_z=volume_z[r],
         ))
     return out
+
+
+def _zscores_last(x: np.ndarray, window: int) -> list[float]:
+    """``zscore_last`` of each row of 2-D ``x`` (equally long rows), in one set of numpy calls."""
+    rows, n = x.shape
+    if n < 3:
+        return [0.0] * rows
+    ref = x[:, -window - 1:-1]
+    sd = ref.std(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = ((x[:, -1] - ref.mean(axis=1)) / sd).tolist()
+    return [0.0 if s == 0 or not math.isfinite(s) else v for s, v in zip(sd.tolist(), z, strict=True)]
 
 
 def _finite(value: float | np.floating) -> float:

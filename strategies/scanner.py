@@ -13,7 +13,7 @@ from engine.exchange.types import KlineBatch
 from engine.market import MarketSnapshot
 from engine.policy.risk import volatility_ratio
 from strategies.consensus import Consensus, rank
-from strategies.features import Features, InsufficientData, atr, compute_features
+from strategies.features import Features, atr, compute_features_many
 from strategies.types import Signal, Vote
 
 log = logging.getLogger(__name__)
@@ -98,12 +98,11 @@ def evaluate_snapshot(snapshot: MarketSnapshot, consensus: Consensus, *, stop_ti
     signals: dict[str, Signal] = {}
     stop_frames: dict[str, tuple[KlineBatch, float]] = {}
     evaluated: dict[str, Features] = {}
-    for symbol, frames in snapshot.frames.items():
-        try:
-            features = compute_features(frames)
-        except InsufficientData as exc:
-            log.debug("%s skipped: %s", symbol, exc)
-            continue
+    computed, skipped = compute_features_many(snapshot.frames)
+    for symbol, exc in skipped.items():
+        log.debug("%s skipped: %s", symbol, exc)
+    for symbol, features in computed.items():
+        frames = snapshot.frames[symbol]
         signal = consensus.decide(symbol, features)
         tf = stop_timeframe if stop_timeframe in features else features.timeframes[0]
         if features[tf].atr > 0:
