@@ -41,17 +41,39 @@ class SymbolContext:
         return volatility_ratio(self.atr_pct, self.atr_pct_history[:-1])
 
 
+class ContextMemo:
+    """Each symbol's context on the stop-timeframe batch it was last computed from, kept between scans (by the
+    trader). The market cache hands out the same frozen batch until one of its candles closes (a 1h stop frame
+    changes once in twelve 5-minute scans), and the context is a pure function of it: the same batch object with
+    read-only arrays, and the same ADX, give the same context. The memo keeps the batch, so its id is not reused."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[KlineBatch, float, SymbolContext]] = {}
+
+    def context(self, symbol: str, batch: KlineBatch, adx: float) -> SymbolContext:
+        seen = self._seen.get(symbol)
+        if seen is not None and seen[0] is batch and seen[1] == adx:
+            return seen[2]
+        context = _context(batch.high, batch.low, batch.close, adx)
+        if not any(a.flags.writeable for a in (batch.high, batch.low, batch.close)):
+            self._seen[symbol] = (batch, adx, context)
+        else:
+            self._seen.pop(symbol, None)
+        return context
+
+
 class ScanResult:
     """Signals of one scan. Per-symbol context is computed on first use (only a few symbols need it)."""
 
     def __init__(self, ranked: list[Signal] | None = None, signals: dict[str, Signal] | None = None,
                  stop_frames: dict[str, tuple[KlineBatch, float]] | None = None,
-                 features: dict[str, Features] | None = None) -> None:
+                 features: dict[str, Features] | None = None, memo: ContextMemo | None = None) -> None:
         self.ranked = ranked or []            # actionable, best first
         self.signals = signals or {}          # every evaluated symbol, FLAT included
         self.features = features or {}        # what the voters saw, per symbol
         self._stop_frames = stop_frames or {}  # symbol → (stop-timeframe candles, ADX)
         self._context: dict[str, SymbolContext] = {}
+        self._memo = memo
 
     def candidates(self, n: int) -> list[tuple[str, Features]]:
         """The ``n`` symbols the local voters rate best (a majority, above the threshold or not): the only ones
@@ -71,7 +93,7 @@ class ScanResult:
                 all_votes = (*signal.votes, *votes)
                 direction, score = consensus.combine(all_votes)
                 signals[symbol] = replace(signal, direction=direction, score=score, votes=all_votes)
-        result = ScanResult(rank(signals.values()), signals, self._stop_frames, self.features)
+        result = ScanResult(rank(signals.values()), signals, self._stop_frames, self.features, self._memo)
         result._context = self._context
         return result
 
@@ -80,7 +102,8 @@ class ScanResult:
             if symbol not in self._stop_frames:
                 return None
             batch, adx = self._stop_frames[symbol]
-            self._context[symbol] = _context(batch.high, batch.low, batch.close, adx)
+            self._context[symbol] = (self._memo.context(symbol, batch, adx) if self._memo is not None
+                                     else _context(batch.high, batch.low, batch.close, adx))
         return self._context[symbol]
 
     def returns(self, symbols: Iterable[str]) -> dict[str, tuple[float, ...]]:
@@ -91,10 +114,11 @@ class ScanResult:
         return out
 
 
-def evaluate_snapshot(snapshot: MarketSnapshot, consensus: Consensus, *, stop_timeframe: str | None = None
-                      ) -> ScanResult:
+def evaluate_snapshot(snapshot: MarketSnapshot, consensus: Consensus, *, stop_timeframe: str | None = None,
+                      memo: ContextMemo | None = None) -> ScanResult:
     """Signals of every usable symbol. ``stop_timeframe`` picks whose ATR sizes the stop (a 5m ATR puts stops
-    inside the noise); the entry timeframe is used when it is absent."""
+    inside the noise); the entry timeframe is used when it is absent. ``memo`` (kept between scans) spares
+    recomputing a context whose stop-timeframe batch has not changed."""
     signals: dict[str, Signal] = {}
     stop_frames: dict[str, tuple[KlineBatch, float]] = {}
     evaluated: dict[str, Features] = {}
@@ -110,7 +134,7 @@ def evaluate_snapshot(snapshot: MarketSnapshot, consensus: Consensus, *, stop_ti
         signals[symbol] = signal
         evaluated[symbol] = features
         stop_frames[symbol] = (frames[tf], features[tf].adx)
-    return ScanResult(rank(signals.values()), signals, stop_frames, evaluated)
+    return ScanResult(rank(signals.values()), signals, stop_frames, evaluated, memo)
 
 
 def _context(high: np.ndarray, low: np.ndarray, close: np.ndarray, adx: float) -> SymbolContext:
