@@ -325,16 +325,18 @@ def compute_features(frames: Mapping[str, KlineBatch], params: FeatureParams = F
 
 
 def compute_features_many(frames_by_symbol: Mapping[str, Mapping[str, KlineBatch]],
-                          params: FeatureParams = FeatureParams()
+                          params: FeatureParams = FeatureParams(), memo: FeatureMemo | None = None
                           ) -> tuple[dict[str, Features], dict[str, InsufficientData]]:
     """``compute_features`` of several symbols (``{"BTCUSDT": {"5m": batch, ...}, ...}``), every equally long
-    series of every symbol in one stack: the numpy calls cost about the same for one row as for dozens, and
-    each row is computed on its own, so the values are the same bit for bit as one symbol at a time.
+    series of every symbol in one stack: numpy's per-call cost is paid once, and each row is computed on its
+    own, so the values are the same bit for bit as one symbol at a time. With a ``memo``, a series whose batch
+    is the very (read-only) batch of the last call is not computed again.
 
     Returns the features per symbol (in the given order) and, apart, the symbols with too few candles.
     Raises ``ValueError`` if a symbol's frames are empty or mix symbols.
     """
     skipped: dict[str, InsufficientData] = {}
+    out: dict[tuple[str, str], TimeframeFeatures] = {}
     orders: dict[str, tuple[str, ...]] = {}
     by_length: dict[int, list[tuple[str, str]]] = {}
     for key, frames in frames_by_symbol.items():
@@ -345,16 +347,51 @@ def compute_features_many(frames_by_symbol: Mapping[str, Mapping[str, KlineBatch
             continue
         orders[key] = tuple(sorted(frames, key=interval_ms))
         for tf in orders[key]:
-            by_length.setdefault(len(frames[tf]), []).append((key, tf))
-    out: dict[tuple[str, str], TimeframeFeatures] = {}
+            known = memo.get(key, tf, frames[tf], params) if memo is not None else None
+            if known is not None:
+                out[(key, tf)] = known
+            else:
+                by_length.setdefault(len(frames[tf]), []).append((key, tf))
     for items in by_length.values():
         batches = [frames_by_symbol[key][tf] for key, tf in items]
-        for item, feats in zip(items, _stacked_features(batches, params), strict=True):
+        for item, batch, feats in zip(items, batches, _stacked_features(batches, params), strict=True):
             out[item] = feats
+            if memo is not None:
+                memo.put(*item, batch, params, feats)
     features = {key: Features(symbol=next(iter(frames_by_symbol[key].values())).symbol,
                               frames={tf: out[(key, tf)] for tf in order}, timeframes=order)
                 for key, order in orders.items()}
     return features, skipped
+
+
+class FeatureMemo:
+    """The features of the batch seen last per (symbol, timeframe), kept between scans.
+
+    The market cache hands out the same frozen batch of a timeframe until one of its candles closes (a 4h frame
+    changes once in 48 five-minute scans). A hit needs the very same batch object with read-only arrays (nobody
+    can have changed it since) and the same parameters; the memo keeps the batch, so its id is not reused.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], tuple[KlineBatch, FeatureParams, TimeframeFeatures]] = {}
+
+    def get(self, symbol: str, interval: str, batch: KlineBatch, params: FeatureParams) -> TimeframeFeatures | None:
+        seen = self._seen.get((symbol, interval))
+        if seen is None or seen[0] is not batch or seen[1] != params:
+            return None
+        return seen[2]
+
+    def put(self, symbol: str, interval: str, batch: KlineBatch, params: FeatureParams,
+            features: TimeframeFeatures) -> None:
+        if read_only(batch):
+            self._seen[(symbol, interval)] = (batch, params, features)
+        else:
+            self._seen.pop((symbol, interval), None)
+
+
+def read_only(batch: KlineBatch) -> bool:
+    """Whether no array of ``batch`` can be written to (what the market cache hands out)."""
+    return not any(getattr(batch, n).flags.writeable for n in ("open_time", "open", "high", "low", "close", "volume"))
 
 
 def _check_frames(frames: Mapping[str, KlineBatch], params: FeatureParams) -> str:

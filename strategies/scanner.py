@@ -13,7 +13,7 @@ from engine.exchange.types import KlineBatch
 from engine.market import MarketSnapshot
 from engine.policy.risk import volatility_ratio
 from strategies.consensus import Consensus, rank
-from strategies.features import Features, atr, compute_features_many
+from strategies.features import FeatureMemo, FeatureParams, Features, atr, compute_features_many, read_only
 from strategies.types import Signal, Vote
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,15 @@ class SymbolContext:
         return volatility_ratio(self.atr_pct, self.atr_pct_history[:-1])
 
 
-class ContextMemo:
-    """Each symbol's context on the stop-timeframe batch it was last computed from, kept between scans (by the
-    trader). The market cache hands out the same frozen batch until one of its candles closes (a 1h stop frame
-    changes once in twelve 5-minute scans), and the context is a pure function of it: the same batch object with
-    read-only arrays, and the same ADX, give the same context. The memo keeps the batch, so its id is not reused."""
+class ScanMemo:
+    """What one scan leaves for the next (the trader keeps it): the features of each timeframe batch, and each
+    symbol's context on the stop-timeframe batch it was last computed from. The market cache hands out the same
+    frozen batch until one of its candles closes (a 1h frame changes once in twelve 5-minute scans), and both
+    are pure functions of it: the same batch object with read-only arrays (and, for a context, the same ADX)
+    gives the same values. The memo keeps the batches, so their ids are not reused."""
 
     def __init__(self) -> None:
+        self.features = FeatureMemo()
         self._seen: dict[str, tuple[KlineBatch, float, SymbolContext]] = {}
 
     def context(self, symbol: str, batch: KlineBatch, adx: float) -> SymbolContext:
@@ -55,7 +57,7 @@ class ContextMemo:
         if seen is not None and seen[0] is batch and seen[1] == adx:
             return seen[2]
         context = _context(batch.high, batch.low, batch.close, adx)
-        if not any(a.flags.writeable for a in (batch.high, batch.low, batch.close)):
+        if read_only(batch):
             self._seen[symbol] = (batch, adx, context)
         else:
             self._seen.pop(symbol, None)
@@ -67,7 +69,7 @@ class ScanResult:
 
     def __init__(self, ranked: list[Signal] | None = None, signals: dict[str, Signal] | None = None,
                  stop_frames: dict[str, tuple[KlineBatch, float]] | None = None,
-                 features: dict[str, Features] | None = None, memo: ContextMemo | None = None) -> None:
+                 features: dict[str, Features] | None = None, memo: ScanMemo | None = None) -> None:
         self.ranked = ranked or []            # actionable, best first
         self.signals = signals or {}          # every evaluated symbol, FLAT included
         self.features = features or {}        # what the voters saw, per symbol
@@ -115,14 +117,15 @@ class ScanResult:
 
 
 def evaluate_snapshot(snapshot: MarketSnapshot, consensus: Consensus, *, stop_timeframe: str | None = None,
-                      memo: ContextMemo | None = None) -> ScanResult:
+                      memo: ScanMemo | None = None) -> ScanResult:
     """Signals of every usable symbol. ``stop_timeframe`` picks whose ATR sizes the stop (a 5m ATR puts stops
     inside the noise); the entry timeframe is used when it is absent. ``memo`` (kept between scans) spares
-    recomputing a context whose stop-timeframe batch has not changed."""
+    recomputing what depends only on batches that have not changed since the last scan."""
     signals: dict[str, Signal] = {}
     stop_frames: dict[str, tuple[KlineBatch, float]] = {}
     evaluated: dict[str, Features] = {}
-    computed, skipped = compute_features_many(snapshot.frames)
+    computed, skipped = compute_features_many(snapshot.frames, FeatureParams(),
+                                              memo.features if memo is not None else None)
     for symbol, exc in skipped.items():
         log.debug("%s skipped: %s", symbol, exc)
     for symbol, features in computed.items():
