@@ -468,6 +468,7 @@ class MarketDataService:
                                       max_zero_volume_run=self.max_zero_volume_run)
             if result is None:
                 merged = _concat(cached, added)
+        fresh = result is not None  # extend_validated's arrays are new and ours alone: sealed, not copied
         if result is None:
             result = validate_klines(merged, tf, now, min_candles=self.min_candles,
                                      max_zero_volume_run=self.max_zero_volume_run)
@@ -476,7 +477,8 @@ class MarketDataService:
         if not result.ok:
             self._cache.pop(key, None)
             return result.batch, result.reason
-        batch = _freeze(result.batch.slice(max(0, len(result.batch) - self.history)))
+        kept = result.batch.slice(max(0, len(result.batch) - self.history))
+        batch = _seal(kept) if fresh else _freeze(kept)
         self._cache[key] = batch
         return batch, None
 
@@ -532,6 +534,13 @@ def _concat(a: KlineBatch, b: KlineBatch) -> KlineBatch:
         return a
     return KlineBatch(a.symbol, a.interval, *(np.concatenate((getattr(a, n), getattr(b, n)))
                                               for n in ("open_time", "open", "high", "low", "close", "volume")))
+
+
+def _seal(batch: KlineBatch) -> KlineBatch:
+    """``batch`` made read-only in place (for arrays nobody else holds)."""
+    for name in ("open_time", "open", "high", "low", "close", "volume"):
+        getattr(batch, name).flags.writeable = False
+    return batch
 
 
 def _freeze(batch: KlineBatch) -> KlineBatch:
