@@ -57,7 +57,7 @@ class ManualClock:
 
 
 def _require_utc(when: datetime) -> None:
-    if when.tzinfo is None or when.utcoffset() != timedelta(0):
+    if when.tzinfo is not UTC and (when.tzinfo is None or when.utcoffset() != timedelta(0)):
         raise ValueError(f"expected a timezone-aware UTC datetime, got {when!r}")
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
@@ -160,6 +161,54 @@ def validate_klines(batch: KlineBatch, interval: str, now: datetime, *, min_cand
         after = f" after the {problem}" if problem else ""
         return result(f"only {n} contiguous valid candle(s){after}, {min_candles} needed")
     return result(None)
+
+
+def extend_validated(valid: KlineBatch, added: KlineBatch, now: datetime, *, min_candles: int = DEFAULT_MIN_CANDLES,
+                     max_zero_volume_run: int = DEFAULT_MAX_ZERO_VOLUME_RUN, max_lag_candles: int = 1
+                     ) -> ValidationResult | None:
+    """``validate_klines(valid + added)`` without re-checking ``valid`` (a series ``validate_klines`` accepted:
+    sorted, unique, contiguous, closed, valid), in plain Python on the few ``added`` rows: a scan extends each
+    cached series by a candle or two, and numpy's per-call cost made the full check the dearest part of it.
+
+    Only the clean case is handled: ``added`` continues ``valid`` (its first candle refreshes ``valid``'s last or
+    follows it), is contiguous and every closed row is valid, and the result is usable (newest volume non-zero,
+    not stale, long enough). Anything else returns ``None``: validate in full, which says what is wrong.
+    """
+    iv = interval_ms(valid.interval)
+    now_ms = to_ms(now)
+    times = added.open_time.tolist()
+    if not times or not len(valid) or added.interval != valid.interval:
+        return None
+    last = int(valid.open_time[-1])
+    if last + iv > now_ms or times[0] not in (last, last + iv) or \
+            any(t != times[0] + k * iv for k, t in enumerate(times)):
+        return None  # not a contiguous continuation of a series closed at ``now``
+    closed = 0
+    for t, o, h, lo, c, v in zip(times, added.open.tolist(), added.high.tolist(), added.low.tolist(),
+                                 added.close.tolist(), added.volume.tolist(), strict=True):
+        if t + iv > now_ms:
+            break  # forming, and so is every later row: dropped unchecked, as validate_klines does
+        finite = math.isfinite(o) and math.isfinite(h) and math.isfinite(lo) and math.isfinite(c) and math.isfinite(v)
+        if (not finite or o <= 0 or h <= 0 or lo <= 0 or c <= 0 or v < 0 or h < max(o, c) or lo > min(o, c)
+                or h < lo or t % iv):
+            return None
+        closed += 1
+    duplicates = int(times[0] == last)
+    forming = len(times) - closed
+    keep = len(valid) - duplicates
+    tail = KlineBatch(valid.symbol, valid.interval, *(
+        np.concatenate((getattr(valid, n)[:keep], getattr(added, n)[:closed]))
+        for n in ("open_time", "open", "high", "low", "close", "volume")))
+    n = len(tail)
+    if n < max(min_candles, 1) or max_zero_volume_run <= 0 or tail.volume[-1] == 0 or \
+            ((now_ms // iv) * iv - iv - int(tail.open_time[-1])) // iv > max_lag_candles:
+        return None
+    notes = []
+    if duplicates:
+        notes.append(f"{duplicates} duplicate open time(s) dropped (kept the last received)")
+    if forming:
+        notes.append(f"{forming} forming candle(s) dropped")
+    return ValidationResult(tail, None, forming, False, duplicates, 0, 0, 0, tuple(notes))
 
 
 def resample_klines(batch: KlineBatch, interval: str) -> KlineBatch:
@@ -398,10 +447,11 @@ class MarketDataService:
             scan.stats.cache_hits += 1
             return cached, None
         new_closed = None if cached is None else int((last_closed - int(cached.open_time[-1])) // iv)
+        added: KlineBatch | None = None  # what extends ``cached`` (None: a full fetch replaces it)
         if cached is not None and new_closed is not None and (local := self._from_base(symbol, tf, cached,
                                                                                       new_closed)) is not None:
             scan.stats.derived += 1
-            merged = _concat(cached, local)
+            added = local
         elif cached is None or new_closed is None or new_closed + 1 >= self.history:
             limit = min(self.history + 1, MAX_KLINES_LIMIT)  # +1: the newest is usually still forming
             fetched = await self._request(symbol, tf, None, limit, scan)
@@ -410,17 +460,25 @@ class MarketDataService:
         else:
             start = int(cached.open_time[-1])
             limit = min(new_closed + 2, MAX_KLINES_LIMIT)  # refreshed last + new closed + forming
-            fetched = await self._request(symbol, tf, start, limit, scan)
+            added = await self._request(symbol, tf, start, limit, scan)
             scan.stats.incremental_fetches += 1
-            merged = _concat(cached, fetched)
-        result = validate_klines(merged, tf, now, min_candles=self.min_candles,
-                                 max_zero_volume_run=self.max_zero_volume_run)
+        result = None
+        if cached is not None and added is not None:
+            result = extend_validated(cached, added, now, min_candles=self.min_candles,
+                                      max_zero_volume_run=self.max_zero_volume_run)
+            if result is None:
+                merged = _concat(cached, added)
+        fresh = result is not None  # extend_validated's arrays are new and ours alone: sealed, not copied
+        if result is None:
+            result = validate_klines(merged, tf, now, min_candles=self.min_candles,
+                                     max_zero_volume_run=self.max_zero_volume_run)
         if result.notes and (result.bad_rows or result.gaps or result.duplicates_dropped or result.reordered):
             logger.debug("klines %s %s: %s", symbol, tf, "; ".join(result.notes))
         if not result.ok:
             self._cache.pop(key, None)
             return result.batch, result.reason
-        batch = _freeze(result.batch.slice(max(0, len(result.batch) - self.history)))
+        kept = result.batch.slice(max(0, len(result.batch) - self.history))
+        batch = _seal(kept) if fresh else _freeze(kept)
         self._cache[key] = batch
         return batch, None
 
@@ -476,6 +534,13 @@ def _concat(a: KlineBatch, b: KlineBatch) -> KlineBatch:
         return a
     return KlineBatch(a.symbol, a.interval, *(np.concatenate((getattr(a, n), getattr(b, n)))
                                               for n in ("open_time", "open", "high", "low", "close", "volume")))
+
+
+def _seal(batch: KlineBatch) -> KlineBatch:
+    """``batch`` made read-only in place (for arrays nobody else holds)."""
+    for name in ("open_time", "open", "high", "low", "close", "volume"):
+        getattr(batch, name).flags.writeable = False
+    return batch
 
 
 def _freeze(batch: KlineBatch) -> KlineBatch:

@@ -47,11 +47,7 @@ class Database:
         self._check_file()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            conn = await aiosqlite.connect(self.path)
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute("PRAGMA foreign_keys=ON")
-            await conn.execute("PRAGMA synchronous=NORMAL")
-            await conn.execute("PRAGMA busy_timeout=5000")
+            conn = await self._connect(self.path)
             conn.row_factory = aiosqlite.Row
             self._conn = conn
             await self._check_integrity()
@@ -65,6 +61,14 @@ class Database:
                 f"{self.path} is not a usable SQLite database ({exc}). It was left untouched: "
                 "restore a backup or move it aside and start again.") from None
         return self
+
+    async def _connect(self, path: Path) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(path)
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        return conn
 
     async def close(self) -> None:
         if self._conn is not None:

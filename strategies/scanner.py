@@ -13,7 +13,7 @@ from engine.exchange.types import KlineBatch
 from engine.market import MarketSnapshot
 from engine.policy.risk import volatility_ratio
 from strategies.consensus import Consensus, rank
-from strategies.features import Features, InsufficientData, atr, compute_features
+from strategies.features import FeatureMemo, FeatureParams, Features, atr, compute_features_many, read_only
 from strategies.types import Signal, Vote
 
 log = logging.getLogger(__name__)
@@ -41,17 +41,41 @@ class SymbolContext:
         return volatility_ratio(self.atr_pct, self.atr_pct_history[:-1])
 
 
+class ScanMemo:
+    """What one scan leaves for the next (the trader keeps it): the features of each timeframe batch, and each
+    symbol's context on the stop-timeframe batch it was last computed from. The market cache hands out the same
+    frozen batch until one of its candles closes (a 1h frame changes once in twelve 5-minute scans), and both
+    are pure functions of it: the same batch object with read-only arrays (and, for a context, the same ADX)
+    gives the same values. The memo keeps the batches, so their ids are not reused."""
+
+    def __init__(self) -> None:
+        self.features = FeatureMemo()
+        self._seen: dict[str, tuple[KlineBatch, float, SymbolContext]] = {}
+
+    def context(self, symbol: str, batch: KlineBatch, adx: float) -> SymbolContext:
+        seen = self._seen.get(symbol)
+        if seen is not None and seen[0] is batch and seen[1] == adx:
+            return seen[2]
+        context = symbol_context(batch.high, batch.low, batch.close, adx)
+        if read_only(batch):
+            self._seen[symbol] = (batch, adx, context)
+        else:
+            self._seen.pop(symbol, None)
+        return context
+
+
 class ScanResult:
     """Signals of one scan. Per-symbol context is computed on first use (only a few symbols need it)."""
 
     def __init__(self, ranked: list[Signal] | None = None, signals: dict[str, Signal] | None = None,
                  stop_frames: dict[str, tuple[KlineBatch, float]] | None = None,
-                 features: dict[str, Features] | None = None) -> None:
+                 features: dict[str, Features] | None = None, memo: ScanMemo | None = None) -> None:
         self.ranked = ranked or []            # actionable, best first
         self.signals = signals or {}          # every evaluated symbol, FLAT included
         self.features = features or {}        # what the voters saw, per symbol
         self._stop_frames = stop_frames or {}  # symbol → (stop-timeframe candles, ADX)
         self._context: dict[str, SymbolContext] = {}
+        self._memo = memo
 
     def candidates(self, n: int) -> list[tuple[str, Features]]:
         """The ``n`` symbols the local voters rate best (a majority, above the threshold or not): the only ones
@@ -71,7 +95,7 @@ class ScanResult:
                 all_votes = (*signal.votes, *votes)
                 direction, score = consensus.combine(all_votes)
                 signals[symbol] = replace(signal, direction=direction, score=score, votes=all_votes)
-        result = ScanResult(rank(signals.values()), signals, self._stop_frames, self.features)
+        result = ScanResult(rank(signals.values()), signals, self._stop_frames, self.features, self._memo)
         result._context = self._context
         return result
 
@@ -80,7 +104,8 @@ class ScanResult:
             if symbol not in self._stop_frames:
                 return None
             batch, adx = self._stop_frames[symbol]
-            self._context[symbol] = symbol_context(batch.high, batch.low, batch.close, adx)
+            self._context[symbol] = (self._memo.context(symbol, batch, adx) if self._memo is not None
+                                     else symbol_context(batch.high, batch.low, batch.close, adx))
         return self._context[symbol]
 
     def returns(self, symbols: Iterable[str]) -> dict[str, tuple[float, ...]]:
@@ -91,19 +116,20 @@ class ScanResult:
         return out
 
 
-def evaluate_snapshot(snapshot: MarketSnapshot, consensus: Consensus, *, stop_timeframe: str | None = None
-                      ) -> ScanResult:
+def evaluate_snapshot(snapshot: MarketSnapshot, consensus: Consensus, *, stop_timeframe: str | None = None,
+                      memo: ScanMemo | None = None) -> ScanResult:
     """Signals of every usable symbol. ``stop_timeframe`` picks whose ATR sizes the stop (a 5m ATR puts stops
-    inside the noise); the entry timeframe is used when it is absent."""
+    inside the noise); the entry timeframe is used when it is absent. ``memo`` (kept between scans) spares
+    recomputing what depends only on batches that have not changed since the last scan."""
     signals: dict[str, Signal] = {}
     stop_frames: dict[str, tuple[KlineBatch, float]] = {}
     evaluated: dict[str, Features] = {}
-    for symbol, frames in snapshot.frames.items():
-        try:
-            features = compute_features(frames)
-        except InsufficientData as exc:
-            log.debug("%s skipped: %s", symbol, exc)
-            continue
+    computed, skipped = compute_features_many(snapshot.frames, FeatureParams(),
+                                              memo.features if memo is not None else None)
+    for symbol, exc in skipped.items():
+        log.debug("%s skipped: %s", symbol, exc)
+    for symbol, features in computed.items():
+        frames = snapshot.frames[symbol]
         signal = consensus.decide(symbol, features)
         tf = stop_timeframe if stop_timeframe in features else features.timeframes[0]
         if features[tf].atr > 0:
@@ -111,7 +137,7 @@ def evaluate_snapshot(snapshot: MarketSnapshot, consensus: Consensus, *, stop_ti
         signals[symbol] = signal
         evaluated[symbol] = features
         stop_frames[symbol] = (frames[tf], features[tf].adx)
-    return ScanResult(rank(signals.values()), signals, stop_frames, evaluated)
+    return ScanResult(rank(signals.values()), signals, stop_frames, evaluated, memo)
 
 
 def symbol_context(high: np.ndarray, low: np.ndarray, close: np.ndarray, adx: float) -> SymbolContext:

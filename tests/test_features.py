@@ -14,6 +14,7 @@ from strategies.features import (
     adx,
     atr,
     compute_features,
+    compute_features_many,
     ema,
     ewm_reference,
     macd,
@@ -202,6 +203,28 @@ def test_features_of_unequal_lengths_equal_those_computed_alone():
     together = compute_features(frames)
     for tf, b in frames.items():
         assert together[tf] == compute_features({tf: b})[tf]
+
+
+def test_symbols_stacked_together_equal_each_computed_alone():
+    """The scan stacks every symbol's series in one computation: not a single bit may differ (decisions
+    compare these values against thresholds), and the volume z-score keeps its zero-deviation rule."""
+    frames = {s: _frames(s) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")}
+    flat = frames["ETHUSDT"]["15m"]
+    volume = flat.volume.copy()
+    volume[-60:-1] = 5.0  # no deviation in the z-score window: z is 0, not inf
+    frames["ETHUSDT"]["15m"] = type(flat)(flat.symbol, flat.interval, flat.open_time, flat.open, flat.high,
+                                          flat.low, flat.close, volume)
+    frames["SOLUSDT"]["1h"] = frames["SOLUSDT"]["1h"].slice(50)  # another length: another stack
+    frames["XRPUSDT"] = {"5m": make_batch("XRPUSDT", n=59)}
+    together, skipped = compute_features_many(frames)
+    assert list(together) == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    assert set(skipped) == {"XRPUSDT"} and isinstance(skipped["XRPUSDT"], InsufficientData)
+    for symbol in together:
+        alone = compute_features(frames[symbol])
+        assert together[symbol] == alone
+        for tf in alone.timeframes:
+            assert alone[tf].volume_z == zscore_last(frames[symbol][tf].volume, 50)
+    assert together["ETHUSDT"]["15m"].volume_z == 0.0
 
 
 def test_too_few_candles_is_an_error():

@@ -29,9 +29,9 @@ from engine.exchange.types import MarginType
 from engine.trading.breakers import DRAWDOWN
 from engine.trading.trader import Trader
 from settings import Settings
-from storage.db import Database
 from storage.records import EquityPoint, TradeRecord
 from storage.repositories import Repositories
+from storage.scratch_db import ScratchDatabase
 
 STEP = timedelta(minutes=5)
 
@@ -120,7 +120,7 @@ async def run_backtest(settings: Settings, options: DemoOptions, *, make_trader:
         db_path = options.db_path or Path(tmp) / "demo.sqlite3"
         if db_path.exists():
             raise FileExistsError(f"{db_path} already exists; the demo never reuses a database")
-        db = await Database(db_path).open()
+        db = await ScratchDatabase(db_path).open()
         exchange: PaperExchange | None = None
         try:
             repos = Repositories(db)

@@ -101,6 +101,8 @@ class HistoricalMarket:
             raise UnknownSymbol(f"no 5m kline file for {', '.join(missing)} in {self.data_dir}")
         self._rules = self._load_rules(wanted, exchange_info, leverage_brackets, rules or {})
         self._data: dict[str, _SymbolData] = {s: self._load_symbol(s) for s in wanted if s in self._rules}
+        # the last mark price per symbol with its time: a replay step asks for it several times at one instant
+        self._marks: dict[str, MarkPrice] = {}
         log.info("historical market: %d symbols from %s", len(self._data), self.data_dir)
 
     # --- loading ---------------------------------------------------------------------------
@@ -215,6 +217,9 @@ class HistoricalMarket:
     async def mark_price(self, symbol: str) -> MarkPrice:
         data = self._symbol(symbol)
         now = self.clock.now()
+        known = self._marks.get(symbol)
+        if known is not None and known.time == now:
+            return known
         now_ms = to_ms(now)
         base = data.series[BASE_INTERVAL]
         i = int(np.searchsorted(base.open_time, now_ms, side="right")) - 1
@@ -224,7 +229,8 @@ class HistoricalMarket:
         # The candle containing now: its open is the price at now. Otherwise the last close seen.
         price = base.open[i] if now_ms < int(base.open_time[i]) + BASE_MS else base.close[i]
         rate, next_time = self._funding_at(data.funding, now_ms)
-        return MarkPrice(symbol, _dec(float(price)), rate, from_ms(next_time), now)
+        mark = self._marks[symbol] = MarkPrice(symbol, _dec(float(price)), rate, from_ms(next_time), now)
+        return mark
 
     def _funding_at(self, funding: _Funding, now_ms: int) -> tuple[Decimal, int]:
         j = int(np.searchsorted(funding.time, now_ms, side="right"))

@@ -45,7 +45,7 @@ from storage.records import OrderPurpose, TradeRecord, TradeStatus
 from storage.repositories import Repositories
 from strategies.consensus import Consensus
 from strategies.llm import LlmPanel
-from strategies.scanner import ScanResult, evaluate_snapshot
+from strategies.scanner import ScanMemo, ScanResult, evaluate_snapshot
 from strategies.types import Direction, Signal
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,7 @@ class Trader:
         self._leverage_set: dict[str, int] = {}
         self._margin_set: set[str] = set()
         self._scan_result = ScanResult()
+        self._scan_memo = ScanMemo()  # features and contexts of candle batches unchanged since the last scan
         self._lock = asyncio.Lock()
         self._retired = False
         self._last_equity_at: datetime | None = None
@@ -176,7 +177,8 @@ class Trader:
         report.symbols = len(universe)
         snapshot = await self.market.snapshot(universe)
         report.rejected = dict(snapshot.rejected)
-        result = evaluate_snapshot(snapshot, self.consensus, stop_timeframe=self.config.stop_timeframe)
+        result = evaluate_snapshot(snapshot, self.consensus, stop_timeframe=self.config.stop_timeframe,
+                                   memo=self._scan_memo)
         blocked = halts.describe() if not halts.entries_allowed else await self.breakers.entries_blocked(
             None, self.clock.now())
         if not blocked and self.llm:  # paid, slow voters: only about the best local candidates, only when it can act
