@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
         "evaluate the ML ensemble walk-forward (each test window predicted by a model trained only on the past, "
         "purged and embargoed), print the out-of-sample figures, then train the model on the newest window and "
         "save it with its metadata. CPU-heavy: on a small VPS, train elsewhere and copy the .joblib and .json."))
-    from app.train import add_arguments as add_train_arguments
+    from app.train_args import add_arguments as add_train_arguments
 
     add_train_arguments(train)
 

@@ -25,13 +25,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from strategies.features import Features
 from strategies.types import Direction, Vote
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +252,8 @@ class LlmVoter:
         return vote
 
     async def _request(self, symbol: str, candle_ms: int, messages: list[dict[str, str]]) -> LlmCall:
+        import httpx  # only when a provider is configured: settings validation and backtests never need it
+
         p = self.provider
         headers = {"Authorization": f"Bearer {p.api_key}"} if p.api_key else {}
         body = {"model": p.model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens,
