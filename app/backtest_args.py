@@ -30,3 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--operator-reset-after", type=float, default=None, metavar="DAYS",
                         help="simulate an operator who resets the drawdown breaker DAYS after it trips "
                              "(default: nobody does, entries stay halted to the end)")
+    from engine.sweeps.cli import add_sweep_arguments
+
+    add_sweep_arguments(parser, default_metric="sharpe")

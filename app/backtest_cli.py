@@ -27,6 +27,7 @@ import numpy as np
 from core.clock import to_ms
 from engine.backtest.data import CANDLE_MS, Candles, DataError, available_symbols, load_candles, load_rules
 from engine.backtest.results import BacktestResult
+from engine.sweeps.runner import SweepError
 from settings import Settings
 
 EXIT_USAGE = 2
@@ -208,12 +209,32 @@ def main(settings: Settings, args: argparse.Namespace, out: TextIO | None = None
     err = err or sys.stderr
     try:
         req = parse_request(args)
+        if getattr(args, "sweep", None):
+            return _sweep(settings, req, args, out)
         result, candles = run(settings, req, err)
         report(result, req, closes_in_window(candles, req.start, req.end), out)
-    except (BacktestInputError, DataError) as exc:
+    except (BacktestInputError, DataError, ValueError, SweepError) as exc:   # grid, sweep and bad values: one line
         print(f"vigil: {exc}", file=err)
         return EXIT_USAGE
     except OSError as exc:
         print(f"vigil: cannot read or write {exc.filename or ''}: {exc.strerror or exc}", file=err)
         return EXIT_USAGE
+    return 0
+
+
+def _sweep(settings: Settings, req: Request, args: argparse.Namespace, out: TextIO) -> int:
+    from app.backtest_sweep import SweepData, key_types, run_backtest_sweep
+    from engine.sweeps.cli import sweep_options
+
+    if req.json_path is not None or req.report_dir is not None:
+        raise BacktestInputError("--json and --report describe one backtest; drop them for a --sweep")
+    if req.engine == "replay":
+        raise BacktestInputError("a --sweep runs on the fast engine (drop --engine replay)")
+    options = sweep_options(args, key_types(req.strategy))
+    assert options is not None
+    load_rules(req.data_dir, req.symbols, req.exchange_info)
+    candles = load_window(req)
+    data = SweepData(req.strategy, settings, req.data_dir, req.symbols, req.start, req.end, req.exchange_info,
+                     req.operator_reset_after, candles, closes_in_window(candles, req.start, req.end))
+    run_backtest_sweep(options, data, out)
     return 0

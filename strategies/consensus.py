@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
+
 from strategies.features import Features
 from strategies.types import Direction, Signal, Vote
 from strategies.voters import Voter
@@ -70,6 +72,28 @@ class Consensus:
         score = sum(self.weight(v.voter) * v.confidence for v in votes if v.direction == majority) / total
         score = min(1.0, max(0.0, score))
         return (majority if score >= self.threshold else Direction.FLAT), score
+
+
+    def combine_arrays(self, votes: Sequence[tuple[str, np.ndarray, np.ndarray]], size: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """``combine`` for ``size`` candles at once: ``votes`` is ``(voter, direction int8, confidence)`` per
+        voter, in panel order; returns ``(direction int8, score)`` with the same sums in the same order."""
+        n = size
+        total = sum(self.weight(name) for name, _, _ in votes)
+        if total <= 0:
+            return np.zeros(n, dtype=np.int8), np.zeros(n)
+        long_w = np.zeros(n)
+        short_w = np.zeros(n)
+        for name, direction, _ in votes:
+            long_w = long_w + np.where(direction == Direction.LONG, self.weight(name), 0.0)
+            short_w = short_w + np.where(direction == Direction.SHORT, self.weight(name), 0.0)
+        majority = np.where(long_w > short_w, Direction.LONG, Direction.SHORT).astype(np.int8)
+        agree = np.zeros(n)
+        for name, direction, confidence in votes:
+            agree = agree + np.where(direction == majority, self.weight(name) * confidence, 0.0)
+        score = np.minimum(1.0, np.maximum(0.0, agree / total))
+        score = np.where(long_w == short_w, 0.0, score)
+        return np.where((long_w != short_w) & (score >= self.threshold), majority, 0).astype(np.int8), score
 
 
 def rank(signals: Iterable[Signal]) -> list[Signal]:

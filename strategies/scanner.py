@@ -80,7 +80,7 @@ class ScanResult:
             if symbol not in self._stop_frames:
                 return None
             batch, adx = self._stop_frames[symbol]
-            self._context[symbol] = _context(batch.high, batch.low, batch.close, adx)
+            self._context[symbol] = symbol_context(batch.high, batch.low, batch.close, adx)
         return self._context[symbol]
 
     def returns(self, symbols: Iterable[str]) -> dict[str, tuple[float, ...]]:
@@ -114,7 +114,8 @@ def evaluate_snapshot(snapshot: MarketSnapshot, consensus: Consensus, *, stop_ti
     return ScanResult(rank(signals.values()), signals, stop_frames, evaluated)
 
 
-def _context(high: np.ndarray, low: np.ndarray, close: np.ndarray, adx: float) -> SymbolContext:
+def symbol_context(high: np.ndarray, low: np.ndarray, close: np.ndarray, adx: float) -> SymbolContext:
+    """The context of one symbol from its stop-timeframe window and that timeframe's ADX."""
     atr_series = atr(high, low, close)
     with np.errstate(divide="ignore", invalid="ignore"):
         pct = atr_series / close * 100.0
