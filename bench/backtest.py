@@ -7,7 +7,7 @@ Cases (issue 8):
   a  --strategy ema-cross on BTCUSDT, ETHUSDT, LTCUSDT, 2023-01-01 → 2024-05-14 (freqtrade: 48.9 s, 752 MB;
      target < 4.9 s and < 190 MB)
   b  the default pipeline with the fast engine on BTCUSDT, ETHUSDT, SOLUSDT, 2023-01-01 → 2025-06-30 (target
-     < 30 s and < 400 MB); skipped while engine.backtest.fast.run_fast_backtest does not exist
+     < 30 s and < 400 MB)
   c  --engine replay on the demo window (data/sample, BTC/ETH/SOL, 2025-03-24 + 21 days; baseline 560 candles/s)
 
 "wall" is measured inside the child from its first line (imports, data loading, run, metrics, summary);
@@ -54,12 +54,6 @@ def child(case: str, data_dir: Path) -> None:
     name, args = CASES[case]
     if case == "c":
         data_dir = SAMPLE
-    if case == "b":
-        from app.backtest_cli import fast_engine
-
-        if fast_engine() is None:
-            print(json.dumps({"case": case, "skipped": "engine.backtest.fast.run_fast_backtest is not available"}))
-            return
     json_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"vigil-bench-backtest-{os.getpid()}.json"
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(io.StringIO()):
