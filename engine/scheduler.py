@@ -69,6 +69,7 @@ class EngineScheduler:
         self.listeners: list[JobListener] = []  # the app's watchdog and metrics; must not raise or block
         self._locks: dict[str, asyncio.Lock] = {name: asyncio.Lock() for name in self._jobs}
         self._closing = False
+        self._shut_down = False
 
     def start(self) -> None:
         """Must be called from inside the running event loop."""
@@ -89,7 +90,11 @@ class EngineScheduler:
                  self.next_run("scan"), self.monitor_interval)
 
     def shutdown(self) -> None:
-        self._closing = True
+        """Idempotent: APScheduler 3's AsyncIOScheduler only queues its shutdown on the loop (``running`` stays true
+        until it ran), and a second ``shutdown()`` before that raises SchedulerNotRunningError."""
+        if self._shut_down:
+            return
+        self._closing = self._shut_down = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
 

@@ -132,3 +132,16 @@ async def test_drain_gives_up_after_its_bound():
     assert await sched.drain(0.2) is False
     gate.set()
     await asyncio.wait_for(job, 5)
+
+
+async def test_drain_then_close_shuts_the_scheduler_down_once():
+    """SIGTERM drains the scheduler, then the runtime closes it again: no SchedulerNotRunningError."""
+    async def noop() -> None:
+        return None
+
+    sched = EngineScheduler(clock=SystemClock(), bus=EventBus(), scan=noop, monitor=noop, scan_interval=300,
+                            monitor_interval=60, scan_delay=5)
+    sched.start()
+    assert await sched.drain(1.0)
+    sched.shutdown()   # Runtime.close() after the drain: must be harmless
+    sched.shutdown()
