@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{2,20}USDT$")
@@ -34,6 +34,8 @@ class SettingsError(Exception):
 
 
 class Settings(BaseSettings):
+    _env_file: Path | None = PrivateAttr(default=Path(".env"))  # the file these settings were read from
+
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
                                       case_sensitive=False, validate_default=True)
 
@@ -315,6 +317,12 @@ class Settings(BaseSettings):
         return self.data_dir / "logs"
 
     @property
+    def env_file(self) -> Path | None:
+        """The settings file read besides the environment (``--env-file``), if any: provider keys named by
+        LLM_PROVIDERS are looked up there too."""
+        return self._env_file
+
+    @property
     def log_file(self) -> Path:
         return self.logs_dir / "vigil.log"
 
@@ -378,9 +386,11 @@ def _split(value: Any) -> list[str]:
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
     """Read settings; raise ``SettingsError`` with one readable line per bad key."""
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        settings = Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise SettingsError(format_validation_error(exc)) from None
+    settings._env_file = Path(env_file) if env_file is not None else None
+    return settings
 
 
 def format_validation_error(exc: ValidationError) -> list[str]:

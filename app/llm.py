@@ -46,7 +46,7 @@ def build_llm(settings: Settings, db: Database, clock: Clock,
     specs = [ProviderSpec.parse(item) for item in settings.llm_providers]
     if not specs:
         return LlmRuntime(LlmPanel([]), None)
-    lookup = lookup or key_lookup(settings.model_config.get("env_file"))  # type: ignore[arg-type]
+    lookup = lookup or key_lookup(settings.env_file)
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=16))
     calls = LlmCallRepository(db)
     budget = DailyBudget(settings.llm_daily_budget_usd, calls)

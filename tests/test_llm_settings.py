@@ -60,3 +60,18 @@ def test_a_key_variable_named_by_llm_providers_is_not_an_unknown_key(tmp_path: P
     env.write_text("LLM_PROVIDERS=deepseek|https://api.deepseek.com/v1|deepseek-chat|DEEPSEEK_API_KEY\n"
                    "DEEPSEEK_API_KEY=sk-x\nLEVERGE=20\n")
     assert [u.key for u in unknown_keys(env, {})] == ["LEVERGE"]
+
+
+async def test_provider_keys_come_from_the_env_file_given_on_the_command_line(tmp_path: Path):
+    env = tmp_path / "vigil.env"
+    env.write_text("LLM_PROVIDERS=deepseek|https://api.deepseek.com/v1|deepseek-chat|DEEPSEEK_API_KEY\n"
+                   "DEEPSEEK_API_KEY=sk-from-custom-env-file\n")
+    settings = load_settings(env)
+    assert settings.env_file == env
+    db = await Database(tmp_path / "v.sqlite3").open()
+    try:
+        llm = build_llm(settings, db, ManualClock(datetime(2025, 1, 1, tzinfo=UTC)))
+        assert [v.provider.api_key for v in llm.panel.voters] == ["sk-from-custom-env-file"]
+        await llm.close()
+    finally:
+        await db.close()
