@@ -170,13 +170,14 @@ def main(argv: list[str] | None = None) -> int:
 def _run(settings: Settings, warning: str) -> int:
     import logging
 
+    from app.llm import provider_keys
     from app.logs import configure_logging, settings_secrets
     from app.run import run_bot
 
     configure_logging(settings.log_level, log_file=settings.log_file,
                       max_bytes=int(settings.log_file_max_mb * 1024 * 1024), backup_count=settings.log_file_count,
-                      secrets=settings_secrets(settings.binance_api_key, settings.binance_api_secret,
-                                               settings.telegram_bot_token))
+                      secrets=(*settings_secrets(settings.binance_api_key, settings.binance_api_secret,
+                                                 settings.telegram_bot_token), *provider_keys(settings)))
     if warning:
         logging.getLogger("vigil").warning(warning)
     return asyncio.run(run_bot(settings))

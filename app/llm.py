@@ -29,6 +29,13 @@ def key_lookup(env_file: Path | str | None = ".env") -> Callable[[str], str | No
     return lookup
 
 
+def provider_keys(settings: Settings, lookup: Callable[[str], str | None] | None = None) -> tuple[str, ...]:
+    """The keys of the configured providers, for the log filter to mask."""
+    lookup = lookup or key_lookup(settings.env_file)
+    keys = (ProviderSpec.parse(item).key_variable for item in settings.llm_providers)
+    return tuple(key for key in (lookup(k) for k in keys if k) if key)
+
+
 class LlmRuntime:
     """The panel and the HTTP client it owns; ``close()`` at shutdown."""
 

@@ -75,3 +75,11 @@ async def test_provider_keys_come_from_the_env_file_given_on_the_command_line(tm
         await llm.close()
     finally:
         await db.close()
+
+
+def test_provider_keys_are_handed_to_the_log_filter(tmp_path: Path):
+    from app.llm import provider_keys
+
+    env = tmp_path / ".env"
+    env.write_text("LLM_PROVIDERS=a|https://a.example/v1|m|A_KEY,b|http://127.0.0.1:8080/v1|m|\nA_KEY=sk-secret-a\n")
+    assert provider_keys(load_settings(env)) == ("sk-secret-a",)
