@@ -12,6 +12,7 @@ import numpy as np
 from app.configs import adaptive_config, breaker_config, exit_config, limits_config, risk_config
 from app.runtime import build_consensus, build_market_service, build_trader
 from core.clock import ManualClock
+from core.enums import Mode
 from engine.backtest.account import SymbolData
 from engine.backtest.fast import FastConfig, run_engine
 from engine.backtest.reference import build_reference_signals, scan_times
@@ -31,7 +32,7 @@ SCAN_DELAY = timedelta(seconds=5)
 
 def paper_trader(settings: Settings, exchange: PaperExchange, repos: Repositories, bus: EventBus,
                  clock: ManualClock) -> Trader:
-    return build_trader(settings, mode="paper", exchange=exchange, repos=repos, bus=bus, clock=clock)
+    return build_trader(settings, mode=Mode.PAPER, exchange=exchange, repos=repos, bus=bus, clock=clock)
 
 
 async def replay(settings: Settings, options: DemoOptions, *, extra_sinks: list[object] | None = None

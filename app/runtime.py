@@ -15,6 +15,7 @@ from datetime import datetime
 from app.configs import adaptive_config, breaker_config, exit_config, limits_config, risk_config
 from app.llm import LlmRuntime, build_llm
 from core.clock import Clock, ExchangeClock
+from core.enums import Mode
 from engine.events import EventBus, Level
 from engine.exchange.binance import BinanceFutures
 from engine.exchange.errors import AccountConfigError, ExchangeError
@@ -55,18 +56,18 @@ def build_market_service(settings: Settings, source: MarketData, clock: Clock) -
         min_quote_volume=settings.min_quote_volume_usdt)
 
 
-def trader_config(settings: Settings, mode: str) -> TraderConfig:
+def trader_config(settings: Settings, mode: Mode) -> TraderConfig:
     return TraderConfig(mode=mode, risk=risk_config(settings), margin_type=MarginType(settings.margin_type),
                         max_open_positions=settings.max_open_positions, stop_timeframe=settings.stop_atr_timeframe,
                         limits=limits_config(settings), exits=exit_config(settings),
                         adaptive=adaptive_config(settings))
 
 
-def build_breakers(settings: Settings, repos: Repositories, mode: str) -> Breakers:
+def build_breakers(settings: Settings, repos: Repositories, mode: Mode) -> Breakers:
     return Breakers(repos.state, breaker_config(settings), key_prefix=f"breaker:{mode}:")
 
 
-def build_trader(settings: Settings, *, mode: str, exchange: Exchange, repos: Repositories, bus: EventBus,
+def build_trader(settings: Settings, *, mode: Mode, exchange: Exchange, repos: Repositories, bus: EventBus,
                  clock: Clock, market: MarketDataService | None = None, consensus: Consensus | None = None,
                  llm: LlmPanel | None = None, sleep: Sleep | None = None) -> Trader:
     return Trader(exchange=exchange, market=market or build_market_service(settings, exchange, clock),
@@ -94,7 +95,7 @@ class Runtime:
         self.repos = repos
         self.bus = bus
         self.clock = clock
-        self.mode = settings.trading_mode
+        self.mode = Mode(settings.trading_mode)
         self._exchange: Exchange | None = None
         self._trader: Trader | None = None
         self._binance: BinanceFutures | None = None
@@ -138,15 +139,16 @@ class Runtime:
     async def start(self) -> None:
         """Pick the mode (last explicit switch stored in the database wins over TRADING_MODE) and build."""
         stored = await self.repos.state.get(MODE_KEY)
-        mode = stored if stored in ("paper", "live") else self.settings.trading_mode
+        mode = Mode(stored) if stored in tuple(Mode) else Mode(self.settings.trading_mode)
         if stored and stored != self.settings.trading_mode:
             log.warning("mode %s comes from the operator's last /paper switch; it overrides TRADING_MODE=%s",
                         stored, self.settings.trading_mode)
-        if mode == "live" and not self.settings.has_binance_keys:
+        if mode == Mode.LIVE and not self.settings.has_binance_keys:
             raise AccountConfigError("the stored mode is live but BINANCE_API_KEY/BINANCE_API_SECRET are not set")
         await self._activate(mode)
 
-    async def _activate(self, mode: str) -> None:
+    async def _activate(self, mode: Mode) -> None:
+        mode = Mode(mode)
         if self.llm is None:
             self.llm = build_llm(self.settings, self.repos.db, self.clock)
         exchange = await self._build_exchange(mode)
@@ -159,14 +161,14 @@ class Runtime:
             raise
         self._exchange, self._trader, self.mode = exchange, trader, mode
 
-    async def _build_exchange(self, mode: str) -> Exchange:
+    async def _build_exchange(self, mode: Mode) -> Exchange:
         s = self.settings
         exchange = await self._connect_binance(mode)
         self._binance = exchange
         self._last_time_sync = time.monotonic()
         if isinstance(self.clock, ExchangeClock):
             self.clock.follow(lambda: exchange.time_offset_ms)
-        if mode == "live":
+        if mode == Mode.LIVE:
             try:
                 await check_account(exchange)
             except BaseException:
@@ -180,10 +182,10 @@ class Runtime:
         await paper.open()
         return paper
 
-    async def _connect_binance(self, mode: str) -> BinanceFutures:
+    async def _connect_binance(self, mode: Mode) -> BinanceFutures:
         """Live: the account with keys. Paper: public market data only (keys are never sent)."""
         s = self.settings
-        if mode == "live":
+        if mode == Mode.LIVE:
             return await BinanceFutures.connect(
                 api_key=s.binance_api_key.get_secret_value() if s.binance_api_key else None,
                 api_secret=s.binance_api_secret.get_secret_value() if s.binance_api_secret else None,
@@ -191,7 +193,7 @@ class Runtime:
         return await BinanceFutures.connect(api_key=None, api_secret=None, env=s.binance_env,
                                             base_url=s.binance_base_url, weight_budget_pct=s.binance_weight_budget_pct)
 
-    async def switch_mode(self, mode: str) -> None:
+    async def switch_mode(self, mode: Mode) -> None:
         old_exchange, old_trader = self._exchange, self._trader
         if old_trader is not None:
             await old_trader.retire()  # its job in flight finishes first; it never opens anything afterwards

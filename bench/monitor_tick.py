@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from core.enums import Mode
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.runtime import build_trader
@@ -52,7 +54,7 @@ async def main() -> None:
         exchange = PaperExchange(db, market, clock, start_balance=Decimal(100_000), trigger_interval="5m",
                                  default_margin_type=MarginType.ISOLATED)
         await exchange.open()
-        trader = build_trader(settings, mode="paper", exchange=exchange, repos=Repositories(db), bus=EventBus(),
+        trader = build_trader(settings, mode=Mode.PAPER, exchange=exchange, repos=Repositories(db), bus=EventBus(),
                               clock=clock, consensus=Consensus([AlwaysLong()], threshold=0.5))
         await trader.start()
         opened = len((await trader.scan()).opened)

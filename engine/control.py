@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Protocol
 
 from core.clock import Clock
+from core.enums import Mode
 from engine.events import EventBus
 from engine.exchange.protocol import Exchange
 from engine.trading.trader import Trader
@@ -19,7 +20,7 @@ class RuntimeControl(Protocol):
     repos: Repositories
     bus: EventBus
     clock: Clock
-    mode: str
+    mode: Mode
 
     @property
     def exchange(self) -> Exchange: ...
@@ -31,6 +32,6 @@ class RuntimeControl(Protocol):
 
     async def run_job_now(self, name: str) -> None: ...
 
-    async def switch_mode(self, mode: str) -> None: ...
+    async def switch_mode(self, mode: Mode) -> None: ...
 
     def apply_settings(self, new: Settings) -> None: ...

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import SecretStr, ValidationError
 
-from core.enums import ExitReason
+from core.enums import ExitReason, Mode
 from engine.blacklist import load_blacklist, save_blacklist
 from engine.events import StateChanged
 from engine.exchange.errors import ExchangeError
@@ -233,12 +233,13 @@ class EngineService:
 
     async def set_mode(self, mode: Literal["paper", "live"], *, close_open: bool = False) -> ModeChange:
         """Switch paper/live. Refused while the mode being left has open positions unless ``close_open``."""
-        if mode not in ("paper", "live"):
+        if mode not in tuple(Mode):
             raise CommandRefused("mode must be paper or live")
+        mode = Mode(mode)
         old = self.mode
         if mode == old:
             return ModeChange(old, mode)
-        if mode == "live" and not self.runtime.settings.has_binance_keys:
+        if mode == Mode.LIVE and not self.runtime.settings.has_binance_keys:
             raise CommandRefused("live trading needs BINANCE_API_KEY and BINANCE_API_SECRET in the environment")
         active = await self._repos.trades.active(old)
         closed: tuple[TradeRecord, ...] = ()
@@ -355,11 +356,11 @@ class EngineService:
 
     async def check_mode_switch(self, mode: str) -> None:
         """Raise ``CommandRefused`` for what ``set_mode`` would refuse, before asking for a confirmation."""
-        if mode not in ("paper", "live"):
+        if mode not in tuple(Mode):
             raise CommandRefused("mode must be paper or live")
         if mode == self.mode:
             return
-        if mode == "live" and not self.runtime.settings.has_binance_keys:
+        if mode == Mode.LIVE and not self.runtime.settings.has_binance_keys:
             raise CommandRefused("live trading needs BINANCE_API_KEY and BINANCE_API_SECRET in the environment")
         active = await self._repos.trades.active(self.mode)
         if active:

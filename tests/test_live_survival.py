@@ -15,6 +15,7 @@ import pytest
 
 from app.runtime import MONITOR_FAILURE_STREAK, MonitorDegraded, Runtime, build_trader
 from core.clock import ManualClock
+from core.enums import Mode
 from engine.events import Alert, BreakerTripped, EventBus, Level, RecordingSink, TradeClosed
 from engine.exchange.binance import BinanceFutures
 from engine.exchange.errors import InsufficientMargin, OrderRejected
@@ -86,7 +87,7 @@ async def open_live(fake: FakeBinanceFutures, db_path: Path, **settings: Any) ->
     bus.subscribe(sink)
     config = Settings(_env_file=None, symbols=[ETH, BTC], universe_size=2, trading_mode="paper",  # type: ignore[call-arg]
                       **settings)
-    trader = build_trader(config, mode="live", exchange=exchange, repos=repos, bus=bus, clock=clock, sleep=sleep)
+    trader = build_trader(config, mode=Mode.LIVE, exchange=exchange, repos=repos, bus=bus, clock=clock, sleep=sleep)
     await trader.start()
     return Live(fake, exchange, trader, repos, sink, bus, clock, sleep, config)
 

@@ -17,6 +17,7 @@ import pytest
 
 from app.runtime import build_trader
 from core.clock import ManualClock
+from core.enums import Mode
 from engine.events import Alert, EventBus, Level, RecordingSink
 from engine.exchange.binance import BinanceFutures
 from engine.exchange.errors import IpBanned
@@ -63,7 +64,7 @@ async def open_live(fake: FakeBinanceFutures, db_path: Path, clock: ManualClock 
     bus.subscribe(sink)
     settings = Settings(_env_file=None, symbols=["ETHUSDT", "BTCUSDT"], universe_size=2,  # type: ignore[call-arg]
                         trading_mode="paper")
-    trader = build_trader(settings, mode="live", exchange=exchange, repos=repos, bus=bus, clock=clock)
+    trader = build_trader(settings, mode=Mode.LIVE, exchange=exchange, repos=repos, bus=bus, clock=clock)
     await trader.start()
     return LiveRig(fake, exchange, trader, repos, sink, bus, clock, sleep)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from app.configs import risk_config
 from app.runtime import build_breakers, trader_config
 from core.clock import ManualClock
+from core.enums import Mode
 from engine.events import EventBus, RecordingSink
 from engine.exchange.historical import HistoricalMarket
 from engine.exchange.paper import PaperExchange
@@ -93,14 +94,14 @@ async def build_rig(db_path: Path, *, clock: ManualClock | None = None, directio
     service = MarketDataService.from_settings(exchange, clock, settings)
     if full:
         # the production configuration: limits, exits (unless exits=False) and circuit breakers from settings
-        config = trader_config(settings, "paper")
+        config = trader_config(settings, Mode.PAPER)
         config = config if exits else replace(config, exits=None)
         breakers = build_breakers(settings, repos, "paper")
     else:
         # bare trader: sizing and protection only (no exit management, no breakers, no correlation guard)
         limits = LimitsConfig(max_open_positions=settings.max_open_positions, max_correlated=50,
                               funding_max_pay_rate=Decimal(1))
-        config = TraderConfig(mode="paper", risk=risk_config(settings), margin_type=MarginType(settings.margin_type),
+        config = TraderConfig(mode=Mode.PAPER, risk=risk_config(settings), margin_type=MarginType(settings.margin_type),
                               max_open_positions=settings.max_open_positions,
                               stop_timeframe=settings.stop_atr_timeframe, limits=limits)
         breakers = None

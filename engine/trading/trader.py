@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from core.clock import Clock
-from core.enums import ExitReason
+from core.enums import ExitReason, Mode
 from engine.blacklist import load_blacklist
 from engine.events import EventBus, Level, ScanCompleted, TradeClosed
 from engine.exchange.errors import ExchangeError
@@ -60,7 +60,7 @@ _NO_BREAKERS = BreakerConfig(daily_loss_pct=Decimal(0), max_drawdown_pct=Decimal
 
 @dataclass(frozen=True, slots=True)
 class TraderConfig:
-    mode: str
+    mode: Mode
     risk: RiskConfig
     margin_type: MarginType
     max_open_positions: int
