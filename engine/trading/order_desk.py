@@ -24,6 +24,7 @@ from engine.exchange.errors import (
     OrderNotFound,
     OrderRejected,
     OrderStatusUnknown,
+    ProtectionExists,
 )
 from engine.exchange.protocol import Exchange
 from engine.exchange.rules import round_price
@@ -247,6 +248,20 @@ class OrderDesk:
             try:
                 order = await self.exchange.place_protective_order(trade.symbol, side, kind, trigger, cid)
                 break
+            except ProtectionExists as exc:  # -4130: one already rests on this side (ours or the operator's)
+                try:
+                    resting = await self.resting_protection(trade, kind)
+                except ExchangeError as read_exc:
+                    log.warning("%s: %s; its open algo orders could not be read (%s)", trade.symbol, exc, read_exc)
+                    resting = None
+                if resting is not None:
+                    order = resting
+                    break
+                if window.spent:  # none found that protects (one triggering, or the list lagging): try again
+                    await self.repos.orders.update(cid, status=OrderState.REJECTED, now=self.clock.now(),
+                                                   error=str(exc))
+                    raise
+                await window.pause()
             except ExchangeError as exc:
                 duplicate = isinstance(exc, OrderRejected) and exc.code == -4116  # an earlier try did land
                 if not (duplicate or worth_retrying(exc)):
@@ -264,13 +279,46 @@ class OrderDesk:
                     raise
                 log.warning("%s: %s could not be placed yet (%s); retrying", trade.symbol, cid, exc)
                 await window.pause()
-        await self.repos.orders.update(cid, status=order_state_of(order), now=self.clock.now(),
+        if order.client_id != cid:
+            await self._record_resting(trade, purpose, cid, order, trigger)
+        await self.repos.orders.update(order.client_id, status=order_state_of(order), now=self.clock.now(),
                                        exchange_id=order.exchange_id)
         if purpose is OrderPurpose.STOP_LOSS:
-            await self.repos.trades.update_protection(trade.id, stop_price=trigger, now=self.clock.now())
+            await self.repos.trades.update_protection(trade.id, stop_price=order.trigger_price, now=self.clock.now())
         else:
-            await self.repos.trades.update_protection(trade.id, take_profit_price=trigger, now=self.clock.now())
+            await self.repos.trades.update_protection(trade.id, take_profit_price=order.trigger_price,
+                                                      now=self.clock.now())
         return order
+
+    async def resting_protection(self, trade: TradeRecord, kind: ProtectiveKind) -> ProtectiveOrder | None:
+        """An open close-position order of ``kind`` already on the exchange for ``trade``'s position: on its
+        closing side and on the protective side of the mark (a stop below a long's mark, a take-profit above
+        it). Vigil's own or the operator's: Binance holds one per side, so that one is the protection."""
+        side = PositionSide(trade.side)
+        orders = await self.exchange.open_protective_orders(trade.symbol)
+        mark = (await self.exchange.mark_price(trade.symbol)).mark_price
+        return next((o for o in orders if rests_for(o, side, kind, mark)), None)
+
+    async def _record_resting(self, trade: TradeRecord, purpose: OrderPurpose, cid: str, order: ProtectiveOrder,
+                              wanted: Decimal) -> None:
+        """Binance refused ``cid`` because ``order`` already rests on that side: book that one as the trade's."""
+        what = "stop-loss" if purpose is OrderPurpose.STOP_LOSS else "take-profit"
+        await self.repos.orders.update(cid, status=OrderState.REJECTED, now=self.clock.now(),
+                                       error=f"-4130: {order.client_id} already rests on this side")
+        await self.keep_resting(trade, purpose, order)
+        await self.alert(Level.WARNING, f"{trade.symbol}: a {what} already rests on the exchange at "
+                         f"{order.trigger_price} ({order.client_id}); Binance holds one per side, so Vigil keeps it "
+                         f"as this position's {what} instead of placing its own at {wanted}")
+
+    async def keep_resting(self, trade: TradeRecord, purpose: OrderPurpose, order: ProtectiveOrder) -> None:
+        """Book an order already resting on the exchange (the operator's, or an earlier one of Vigil's) as
+        ``trade``'s: it is then cancelled when the trade ends or its stop moves, like one Vigil placed."""
+        await self.repos.orders.record_intent(
+            client_id=order.client_id, trade_id=trade.id, mode=self.mode, symbol=trade.symbol, purpose=purpose,
+            side=order.side.value, order_type=order.kind.value, quantity=None, trigger_price=order.trigger_price,
+            reduce_only=True, now=self.clock.now())
+        await self.repos.orders.update(order.client_id, status=order_state_of(order), now=self.clock.now(),
+                                       exchange_id=order.exchange_id)
 
     async def _query_protective(self, symbol: str, cid: str) -> ProtectiveOrder | None:
         try:
@@ -442,6 +490,17 @@ def _trim(value: Decimal) -> Decimal:
     """8 decimals at most, without trailing zeros (136.51000000 → 136.51), never in exponent form."""
     value = value.quantize(PRICE_QUANTUM).normalize()
     return value.quantize(Decimal(1)) if value == value.to_integral_value() else value
+
+
+def rests_for(order: ProtectiveOrder, side: PositionSide, kind: ProtectiveKind, mark: Decimal) -> bool:
+    """``order`` is an open ``kind`` on the closing side of a ``side`` position, on the protective side of
+    ``mark``: a stop below a long's mark (above a short's), a take-profit beyond it."""
+    if order.kind is not kind or not order.status.is_open or order.side is not side.exit_side:
+        return False
+    if mark <= 0:
+        return True
+    beyond = (order.trigger_price - mark) * side.sign
+    return beyond < 0 if kind is ProtectiveKind.STOP_LOSS else beyond > 0
 
 
 def order_state_of(order: ProtectiveOrder) -> OrderState:

@@ -13,8 +13,9 @@ placed that soon after an entry), ``trades_lag`` (userTrades shows a fill only t
 ``fee_asset = "BNB"`` (commissions in BNB at the BNBUSDT price, with a ``BNBUSDT`` symbol or clone),
 ``expire_next_market`` (a MARKET order that fills partly and comes back EXPIRED), ``adl()`` (an
 auto-deleverage close, client id ``adl_autoclose``), resting LIMIT orders (``place_limit_by_hand``), and
-duplicate ``clientAlgoId`` rejected only among OPEN algo orders. Any error code on any path (cancel and
-query included) comes from ``faults.next(path, "error", status=..., code=..., msg=...)``.
+duplicate ``clientAlgoId`` rejected only among OPEN algo orders, a second closePosition STOP_MARKET (or
+TAKE_PROFIT_MARKET) on the same side of a symbol refused with -4130 while one is open. Any error code on any
+path (cancel and query included) comes from ``faults.next(path, "error", status=..., code=..., msg=...)``.
 
 Time model: the server clock ticks in real time from a settable simulated start. The current price of a
 symbol is the open of the 5m candle containing "now"; that candle is served as the forming one.
@@ -1089,6 +1090,11 @@ class FakeBinanceFutures:
             raise FakeApiError(400, -4509, "TIF GTE can only be used with open positions.")
         if _would_trigger(order_type, side, trigger, self.price(symbol)):
             raise FakeApiError(400, -2021, "Order would immediately trigger.")
+        if close_position and any(o["symbol"] == symbol and o["side"] == side and o["orderType"] == order_type
+                                  and o["closePosition"] and o["algoStatus"] == "NEW"
+                                  for o in self.algo_orders.values()):
+            raise FakeApiError(400, -4130, "An open stop or take profit order with GTE and closePosition in the "
+                                           "direction is existing.")
         open_count = sum(1 for o in self.algo_orders.values() if o["symbol"] == symbol and o["algoStatus"] == "NEW")
         if open_count >= int(self._filter(symbol, "MAX_NUM_ALGO_ORDERS")["limit"]):
             raise FakeApiError(400, -4045, "Reach max stop order limit.")

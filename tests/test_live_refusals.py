@@ -1,0 +1,79 @@
+"""Correct Binance answers that must never make Vigil close a position at market: -4130 (one close-position
+stop per side). Each through the real ``AsyncClient`` against the fake Binance server, taught first."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from engine.exchange.errors import ProtectionExists
+from engine.exchange.types import ProtectiveKind, Side
+from storage.records import OrderPurpose, OrderState, TradeStatus
+from tests import test_live_survival as survival
+from tests.test_live_survival import BTC, ETH, Live, opened
+
+live = survival.live  # the live rig fixture: the real adapter and trader against the fake Binance server
+
+MSG_4130 = "An open stop or take profit order with GTE and closePosition in the direction is existing."
+
+
+# ----------------------------------------------------------------------------------------- -4130
+async def test_fake_refuses_a_second_close_position_order_of_a_kind_on_the_same_side_with_4130(live: Live):
+    ex, mark = live.exchange, live.fake.price(BTC)
+    below, above = (mark * Decimal("0.8")).quantize(Decimal("0.1")), (mark * Decimal("1.2")).quantize(Decimal("0.1"))
+    await ex.place_protective_order(BTC, Side.SELL, ProtectiveKind.STOP_LOSS, below, "operator-stop")
+    with pytest.raises(ProtectionExists):
+        await ex.place_protective_order(BTC, Side.SELL, ProtectiveKind.STOP_LOSS, below - 1, "second-stop")
+    await ex.place_protective_order(BTC, Side.SELL, ProtectiveKind.TAKE_PROFIT, above, "operator-take")
+    with pytest.raises(ProtectionExists):
+        await ex.place_protective_order(BTC, Side.SELL, ProtectiveKind.TAKE_PROFIT, above + 1, "second-take")
+    await ex.place_protective_order(BTC, Side.BUY, ProtectiveKind.STOP_LOSS, above, "other-side")  # other side: fine
+    assert len(live.fake.calls("/fapi/v1/algoOrder", "POST")) == 5 and len(live.algos(BTC)) == 3
+
+
+async def test_adoption_keeps_the_operators_resting_stop_and_never_closes(live: Live):
+    live.fake.open_position_by_hand(BTC, "BUY", "0.01")
+    below = (live.fake.price(BTC) * Decimal("0.9")).quantize(Decimal("0.1"))
+    await live.exchange.place_protective_order(BTC, Side.SELL, ProtectiveKind.STOP_LOSS, below, "operator-stop")
+    posts_before = len(live.fake.calls("/fapi/v1/algoOrder", "POST"))
+    report = await live.trader.reconcile()
+    (trade_id,) = report.adopted
+    assert live.closes(BTC) == [] and live.amount(BTC) == Decimal("0.01") and live.critical() == []
+    assert [s["clientAlgoId"] for s in live.stops(BTC)] == ["operator-stop"]
+    stop_posts = [r for r in live.fake.calls("/fapi/v1/algoOrder", "POST")[posts_before:]
+                  if r.params["type"] == "STOP_MARKET"]
+    assert stop_posts == []  # looked before placing: no refused second stop
+    trade = await live.repos.trades.get(trade_id)
+    assert trade.stop_price == below and trade.status is TradeStatus.OPEN
+    kept = await live.repos.orders.get("operator-stop")
+    assert kept is not None and kept.trade_id == trade_id and kept.status is OrderState.OPEN
+    assert (await live.trader.reconcile()).stops_replaced == []  # it counts as the protection from then on
+
+
+async def test_new_entry_refused_with_4130_keeps_the_resting_stop_and_never_closes(live: Live):
+    above = (live.fake.price(ETH) * Decimal("1.1")).quantize(Decimal("0.01"))  # the signal is a short
+    await live.exchange.place_protective_order(ETH, Side.BUY, ProtectiveKind.STOP_LOSS, above, "operator-stop")
+    trade_id = await opened(live)
+    assert live.closes() == [] and live.amount() != 0 and live.critical() == []
+    refused = [r for r in live.fake.calls("/fapi/v1/algoOrder", "POST")
+               if r.params["type"] == "STOP_MARKET" and r.params["clientAlgoId"] != "operator-stop"]
+    assert len(refused) == 1  # Binance said -4130 once; Vigil read the open orders instead of closing
+    assert [s["clientAlgoId"] for s in live.stops()] == ["operator-stop"]
+    trade = await live.repos.trades.get(trade_id)
+    assert trade.status is TradeStatus.OPEN and trade.stop_price == above
+    (own,) = [o for o in await live.repos.orders.for_trade(trade_id, OrderPurpose.STOP_LOSS)
+              if o.client_id != "operator-stop"]
+    assert own.status is OrderState.REJECTED
+
+
+async def test_lost_stop_answer_then_4130_keeps_vigils_own_stop(live: Live):
+    live.fake.faults.next("/fapi/v1/algoOrder", "timeout", method="POST", accept=True, delay=2)
+    live.fake.faults.next("/fapi/v1/algoOrder", "error", method="GET", status=400, code=-1099,
+                          msg="Not found, unauthenticated, or unauthorized.")
+    live.fake.faults.next("/fapi/v1/algoOrder", "error", method="POST", status=400, code=-4130, msg=MSG_4130)
+    trade_id = await opened(live)
+    assert live.closes() == [] and live.amount() != 0 and live.critical() == []
+    (stop,) = live.stops()
+    (record,) = await live.repos.orders.for_trade(trade_id, OrderPurpose.STOP_LOSS)
+    assert record.client_id == stop["clientAlgoId"] and record.status is OrderState.OPEN
