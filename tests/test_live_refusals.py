@@ -1,10 +1,12 @@
 """Correct Binance answers that must never make Vigil close a position at market: -4130 (one close-position
-stop per side). Each through the real ``AsyncClient`` against the fake Binance server, taught first."""
+stop per side) and a 429 whose cooldown outlasts the retry window. Each through the real ``AsyncClient``
+against the fake Binance server, taught first."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
+import aiohttp
 import pytest
 
 from engine.exchange.errors import ProtectionExists
@@ -77,3 +79,25 @@ async def test_lost_stop_answer_then_4130_keeps_vigils_own_stop(live: Live):
     (stop,) = live.stops()
     (record,) = await live.repos.orders.for_trade(trade_id, OrderPurpose.STOP_LOSS)
     assert record.client_id == stop["clientAlgoId"] and record.status is OrderState.OPEN
+
+
+# ----------------------------------------------------------------------------------------- 429 cooldowns
+@pytest.mark.parametrize("retry_after", [30, None])
+async def test_stop_refused_with_429_waits_out_the_cooldown_and_sends_it_again(live: Live, retry_after: int | None):
+    live.fake.faults.next("/fapi/v1/algoOrder", "429", method="POST", retry_after=retry_after,
+                          retry_after_header=retry_after is not None)
+    trade_id = await opened(live)
+    assert live.closes() == [] and live.amount() != 0 and live.critical() == []
+    assert len(live.stops()) == 1
+    posts = [r for r in live.fake.calls("/fapi/v1/algoOrder", "POST") if r.params["type"] == "STOP_MARKET"]
+    cooldown = retry_after or 60  # no Retry-After: Vigil waits a minute
+    assert len(posts) == 2 and posts[1].time_ms - posts[0].time_ms >= cooldown * 1000
+    assert (await live.repos.trades.get(trade_id)).status is TradeStatus.OPEN
+
+
+async def test_fake_can_answer_429_without_retry_after(live: Live):
+    live.fake.faults.next("/fapi/v1/premiumIndex", "429", method="GET", retry_after_header=False)
+    async with aiohttp.ClientSession() as http, http.get(live.fake.base_url + "/fapi/v1/premiumIndex",
+                                                          params={"symbol": BTC}) as resp:
+        assert resp.status == 429 and "Retry-After" not in resp.headers
+        assert (await resp.json())["code"] == -1003

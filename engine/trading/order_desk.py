@@ -25,6 +25,7 @@ from engine.exchange.errors import (
     OrderRejected,
     OrderStatusUnknown,
     ProtectionExists,
+    RateLimited,
 )
 from engine.exchange.protocol import Exchange
 from engine.exchange.rules import round_price
@@ -269,6 +270,8 @@ class OrderDesk:
                                                    error=str(exc))
                     await self._after_rejection(exc)
                     raise
+                if isinstance(exc, RateLimited) and exc.retry_after:
+                    window.cooldown(exc.retry_after)  # the window lasts past it, with one more try after it
                 found = await self._query_protective(trade.symbol, cid)
                 if found is not None and found.status is not ProtectiveStatus.REJECTED:
                     order = found

@@ -14,8 +14,9 @@ placed that soon after an entry), ``trades_lag`` (userTrades shows a fill only t
 ``expire_next_market`` (a MARKET order that fills partly and comes back EXPIRED), ``adl()`` (an
 auto-deleverage close, client id ``adl_autoclose``), resting LIMIT orders (``place_limit_by_hand``), and
 duplicate ``clientAlgoId`` rejected only among OPEN algo orders, a second closePosition STOP_MARKET (or
-TAKE_PROFIT_MARKET) on the same side of a symbol refused with -4130 while one is open. Any error code on any
-path (cancel and query included) comes from ``faults.next(path, "error", status=..., code=..., msg=...)``.
+TAKE_PROFIT_MARKET) on the same side of a symbol refused with -4130 while one is open, and a 429 without a
+``Retry-After`` header (``faults.next(..., "429", retry_after_header=False)``). Any error code on any path
+(cancel and query included) comes from ``faults.next(path, "error", status=..., code=..., msg=...)``.
 
 Time model: the server clock ticks in real time from a settable simulated start. The current price of a
 symbol is the open of the 5m candle containing "now"; that candle is served as the forming one.
@@ -171,6 +172,7 @@ class Fault:
     hits: int = 0
     skip: int = 0  # matching requests let through untouched before the fault applies
     symbol: str | None = None  # only requests about this symbol
+    retry_after_header: bool = True  # False: a 429 without Retry-After (Binance does not always send one)
 
     @property
     def accepts(self) -> bool:
@@ -190,13 +192,13 @@ class Faults:
     def next(self, path: str, kind: str, *, method: str | None = None, times: int = 1,
              retry_after: float | None = None, delay: float = 5.0, status: int | None = None,
              code: int | None = None, msg: str | None = None, accept: bool | None = None, skip: int = 0,
-             symbol: str | None = None) -> Fault:
+             symbol: str | None = None, retry_after_header: bool = True) -> Fault:
         """Inject ``kind`` (a preset name like "429", "-2019", "503_unknown", "timeout", "drop", or
         "error" with status/code/msg) on the next matching request(s)."""
         if kind not in _PRESETS and kind != "error":
             raise ValueError(f"unknown fault kind {kind!r}; use one of {', '.join(_PRESETS)} or 'error'")
         fault = Fault(kind, path, method.upper() if method else None, times, retry_after, delay, status, code,
-                      msg, accept, skip=skip, symbol=symbol)
+                      msg, accept, skip=skip, symbol=symbol, retry_after_header=retry_after_header)
         self._queue.append(fault)
         return fault
 
@@ -519,7 +521,7 @@ class FakeBinanceFutures:
         status, code, msg = _PRESETS.get(fault.kind, (400, -1000, "Fault injected."))
         status, code, msg = fault.status or status, fault.code if fault.code is not None else code, fault.msg or msg
         headers: dict[str, str] = {}
-        if fault.kind in ("429", "418") or fault.retry_after is not None:
+        if (fault.kind in ("429", "418") or fault.retry_after is not None) and fault.retry_after_header:
             retry_after = fault.retry_after if fault.retry_after is not None else (120 if fault.kind == "418" else 30)
             headers["Retry-After"] = str(int(retry_after))
             if fault.kind == "418":
