@@ -1,6 +1,7 @@
-"""Correct Binance answers that must never make Vigil close a position at market: -4130 (one close-position
-stop per side) and a 429 whose cooldown outlasts the retry window. Each through the real ``AsyncClient``
-against the fake Binance server, taught first."""
+"""Correct Binance answers that must never make Vigil close a position at market (or leave it without a stop):
+-4130 (one close-position stop per side), a 429 whose cooldown outlasts the retry window, and a position read
+that fails right after an entry. Each through the real ``AsyncClient`` against the fake Binance server, taught
+first."""
 
 from __future__ import annotations
 
@@ -101,3 +102,15 @@ async def test_fake_can_answer_429_without_retry_after(live: Live):
                                                           params={"symbol": BTC}) as resp:
         assert resp.status == 429 and "Retry-After" not in resp.headers
         assert (await resp.json())["code"] == -1003
+
+
+# ----------------------------------------------------------------------------------------- stop before the read
+async def test_failed_position_read_after_the_entry_never_stands_before_the_stop(live: Live):
+    # the scan reads positions once before its entry; the read after the entry fails (a definite refusal)
+    live.fake.faults.next("/fapi/v3/positionRisk", "error", method="GET", status=400, code=-1099, skip=1,
+                          msg="Not found, unauthenticated, or unauthorized.")
+    result = await live.trader.scan()
+    assert len(result.opened) == 1 and live.fake.faults.pending == []
+    assert len(live.stops()) == 1 and live.closes() == [] and live.amount() != 0
+    trade = await live.repos.trades.get(result.opened[0])
+    assert trade.status is TradeStatus.OPEN and trade.liquidation_price is None

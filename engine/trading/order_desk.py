@@ -192,18 +192,18 @@ class OrderDesk:
         rules = self.rules[trade.symbol]
         entry = fill.avg_price
         stop, take = prices_at(entry)
-        liq = None
-        if (pos := await self.position(trade.symbol)) is not None:
-            liq = round_price(rules, pos.liquidation_price)
         trade = await self.repos.trades.mark_open(
             trade.id, entry_price=entry, quantity=fill.filled_quantity, stop_price=stop,
-            take_profit_price=take, liquidation_price=liq, fee=fill.fee, now=opened_at or self.clock.now())
+            take_profit_price=take, liquidation_price=None, fee=fill.fee, now=opened_at or self.clock.now())
         await self.memory.save_exit_state(PositionState.opened(
             trade_id=trade.id, symbol=trade.symbol, side=PositionSide(trade.side), entry_price=entry,
             quantity=fill.filled_quantity, stop_price=stop, opened_at=trade.opened_at or self.clock.now()),
             self.clock.now())
-        if not await self.protect(trade, stop, take):
+        if not await self.protect(trade, stop, take):  # the stop first: nothing may stand before it
             return None
+        liq = await self._liquidation_price(trade.symbol, rules)
+        if liq is not None:
+            await self.repos.trades.set_liquidation_price(trade.id, liq, self.clock.now())
         trade = await self.repos.trades.get(trade.id)
         await self.bus.publish(TradeOpened(
             time=self.clock.now(), trade_id=trade.id, mode=self.mode, symbol=trade.symbol, side=trade.side,
@@ -211,6 +211,16 @@ class OrderDesk:
             leverage=trade.leverage, liquidation_price=liq or Decimal(0), fee=fill.fee,
             score=float(score or 0.0), votes=trade.votes))
         return trade
+
+    async def _liquidation_price(self, symbol: str, rules: SymbolRules) -> Decimal | None:
+        """The position's liquidation price, or ``None`` if it cannot be read now (never raises: the trade is
+        open and protected by then, and a liquidation is still recognised by its ``autoclose-`` fills)."""
+        try:
+            pos = await self.position(symbol)
+        except ExchangeError as exc:
+            log.warning("%s: liquidation price not read (%s); the trade stays open without it", symbol, exc)
+            return None
+        return round_price(rules, pos.liquidation_price) if pos is not None else None
 
     async def protect(self, trade: TradeRecord, stop: Decimal, take: Decimal | None) -> bool:
         """Place stop then take-profit. If the stop cannot be placed (after retrying for a bounded time), close
