@@ -5,7 +5,7 @@ first."""
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 import aiohttp
 import pytest
@@ -114,3 +114,18 @@ async def test_failed_position_read_after_the_entry_never_stands_before_the_stop
     assert len(live.stops()) == 1 and live.closes() == [] and live.amount() != 0
     trade = await live.repos.trades.get(result.opened[0])
     assert trade.status is TradeStatus.OPEN and trade.liquidation_price is None
+
+
+# ----------------------------------------------------------------------------------------- filters that change
+async def test_stop_refused_for_a_new_tick_size_is_re_rounded_and_sent_again(live: Live):
+    live.fake.set_tick_size(ETH, "0.1")  # Binance widened the grid after Vigil loaded the filters (tick 0.01)
+    trade_id = await opened(live)  # a short: its stop is a BUY above the price, rounded up on the new grid
+    assert live.closes() == [] and live.amount() != 0 and live.critical() == []
+    (stop,) = live.stops()
+    refused, placed = [r.params["triggerPrice"] for r in live.fake.calls("/fapi/v1/algoOrder", "POST")
+                       if r.params["type"] == "STOP_MARKET"]
+    assert Decimal(placed) == (Decimal(refused) / Decimal("0.1")).to_integral_value(ROUND_CEILING) * Decimal("0.1")
+    assert Decimal(stop["triggerPrice"]) == Decimal(placed) != Decimal(refused)
+    trade = await live.repos.trades.get(trade_id)
+    assert trade.status is TradeStatus.OPEN and trade.stop_price == Decimal(placed)
+    assert len(live.algos(ETH, "TAKE_PROFIT_MARKET")) == 1  # the take-profit too, on the new grid

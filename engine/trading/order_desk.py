@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from core.clock import Clock
 from core.enums import ExitReason
@@ -243,10 +243,13 @@ class OrderDesk:
                          f"for {self.retry.total.total_seconds():.0f}s; closing the position at market")
         await self.exit(trade, "stop_unplaceable")
 
-    async def place_protective(self, trade: TradeRecord, purpose: OrderPurpose, trigger: Decimal) -> ProtectiveOrder:
+    async def place_protective(self, trade: TradeRecord, purpose: OrderPurpose, trigger: Decimal, *,
+                               reround: bool = True) -> ProtectiveOrder:
         """Place a close-position stop or take-profit, retrying refusals that may pass a moment later (-4509,
         429, 5xx, lost answers) for a bounded time; before every retry the client id is queried, so a request
-        that did land is never sent twice. Raises the last error when it cannot be placed."""
+        that did land is never sent twice. A filter refusal (-4014, -1111: Binance changed the tick size) reloads
+        the filters and sends it once more on the new grid (``reround``). Raises the last error when it cannot
+        be placed."""
         side = PositionSide(trade.side).exit_side
         cid = self.client_id(trade.id, purpose, await self.next_attempt(trade.id, purpose))
         kind = KIND_OF[purpose]
@@ -279,6 +282,11 @@ class OrderDesk:
                     await self.repos.orders.update(cid, status=OrderState.REJECTED, now=self.clock.now(),
                                                    error=str(exc))
                     await self._after_rejection(exc)
+                    if reround and isinstance(exc, FilterViolation) \
+                            and (regridded := self._on_grid(trade, trigger)) != trigger:
+                        log.warning("%s: %s refused (%s); sending it again at %s on the new tick grid",
+                                    trade.symbol, cid, exc, regridded)
+                        return await self.place_protective(trade, purpose, regridded, reround=False)
                     raise
                 if isinstance(exc, RateLimited) and exc.retry_after:
                     window.cooldown(exc.retry_after)  # the window lasts past it, with one more try after it
@@ -302,6 +310,13 @@ class OrderDesk:
             await self.repos.trades.update_protection(trade.id, take_profit_price=order.trigger_price,
                                                       now=self.clock.now())
         return order
+
+    def _on_grid(self, trade: TradeRecord, trigger: Decimal) -> Decimal:
+        """``trigger`` on the symbol's (reloaded) tick grid, floored for a long and ceiled for a short as
+        ``protective_prices`` rounds: a stop never moves closer to the price."""
+        side = PositionSide(trade.side)
+        return round_price(self.rules[trade.symbol], trigger,
+                           rounding=ROUND_FLOOR if side is PositionSide.LONG else ROUND_CEILING)
 
     async def resting_protection(self, trade: TradeRecord, kind: ProtectiveKind) -> ProtectiveOrder | None:
         """An open close-position order of ``kind`` already on the exchange for ``trade``'s position: on its

@@ -405,6 +405,13 @@ class FakeBinanceFutures:
     def set_multi_assets(self, on: bool = True) -> None:
         self.multi_assets = on
 
+    def set_tick_size(self, symbol: str, tick: Decimal | str) -> None:
+        """Binance changes a symbol's price filter now and then: from now on a price off the new grid is refused
+        (-4014) and exchangeInfo shows the new ``tickSize``."""
+        entry = copy.deepcopy(self._info[symbol])
+        next(f for f in entry["filters"] if f["filterType"] == "PRICE_FILTER")["tickSize"] = str(tick)
+        self._info[symbol] = entry
+
     def open_position_by_hand(self, symbol: str, side: str, quantity: Decimal | str) -> dict[str, Any]:
         """A position opened by the operator in the Binance app (not by Vigil)."""
         order = self._new_market_order(symbol, side.upper(), Decimal(str(quantity)), f"web_{next(self._ids)}",
