@@ -5,6 +5,7 @@ first."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import ROUND_CEILING, Decimal
 
 import aiohttp
@@ -129,3 +130,26 @@ async def test_stop_refused_for_a_new_tick_size_is_re_rounded_and_sent_again(liv
     trade = await live.repos.trades.get(trade_id)
     assert trade.status is TradeStatus.OPEN and trade.stop_price == Decimal(placed)
     assert len(live.algos(ETH, "TAKE_PROFIT_MARKET")) == 1  # the take-profit too, on the new grid
+
+
+# ----------------------------------------------------------------------------------------- closing without a stop
+async def test_close_after_giving_up_on_the_stop_is_sent_again_when_refused(live: Live):
+    live.fake.stop_needs_position_for = timedelta(minutes=5)  # the stop keeps being refused (-4509)
+    live.fake.faults.next("/fapi/v1/order", "503_unavailable", method="POST", skip=1)  # the close, not the entry
+    report = await live.trader.scan()
+    assert report.opened == [] and live.amount() == 0
+    (trade,) = await live.repos.trades.closed("live")
+    assert trade.exit_reason == "stop_unplaceable"
+    exits = [o.status for o in await live.repos.orders.for_trade(trade.id, OrderPurpose.EXIT)]
+    assert exits == [OrderState.REJECTED, OrderState.FILLED]
+
+
+async def test_close_that_never_goes_through_says_the_position_has_no_stop(live: Live):
+    live.fake.stop_needs_position_for = timedelta(minutes=5)
+    live.fake.faults.next("/fapi/v1/order", "503_unavailable", method="POST", skip=1, times=50)
+    await live.trader.scan()
+    assert live.amount() != 0 and live.stops() == []
+    (trade,) = await live.repos.trades.active("live")
+    assert len(await live.repos.orders.for_trade(trade.id, OrderPurpose.EXIT)) >= 2  # sent again, in the window
+    last = live.critical()[-1]
+    assert "NO stop-loss" in last.message and "exchange-side stop" not in last.message

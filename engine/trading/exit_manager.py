@@ -93,8 +93,8 @@ class ExitManager:
             return False
         try:
             placed = await desk.place_protective(trade, OrderPurpose.STOP_LOSS, new_price)
-        except WouldTrigger:
-            await desk.exit(trade, reason)
+        except WouldTrigger:  # the old stop is cancelled: none stands
+            await desk.exit(trade, reason, unprotected=True)
             return False
         except ExchangeError as exc:
             try:
@@ -102,7 +102,7 @@ class ExitManager:
             except ExchangeError:
                 await desk.alert(Level.CRITICAL, f"{trade.symbol}: stop could not be moved ({exc}) nor restored; "
                                  "closing the position at market")
-                await desk.exit(trade, "stop_unplaceable")
+                await desk.exit(trade, "stop_unplaceable", unprotected=True)
                 return False
             await desk.alert(Level.WARNING, f"{trade.symbol}: stop could not be moved to {new_price} ({exc}); "
                              f"it stays at {old_price}")

@@ -241,7 +241,7 @@ class OrderDesk:
     async def give_up_protecting(self, trade: TradeRecord, exc: ExchangeError) -> None:
         await self.alert(Level.CRITICAL, f"{trade.symbol}: stop-loss could not be placed ({exc}) after retrying "
                          f"for {self.retry.total.total_seconds():.0f}s; closing the position at market")
-        await self.exit(trade, "stop_unplaceable")
+        await self.exit(trade, "stop_unplaceable", unprotected=True)
 
     async def place_protective(self, trade: TradeRecord, purpose: OrderPurpose, trigger: Decimal, *,
                                reround: bool = True) -> ProtectiveOrder:
@@ -395,20 +395,26 @@ class OrderDesk:
             await window.pause()
 
     # ------------------------------------------------------------------ closing and booking
-    async def exit(self, trade: TradeRecord, reason: str) -> TradeRecord | None:
-        """Market-close the position of ``trade`` (reduce-only), cancel its protective orders, book it."""
+    async def exit(self, trade: TradeRecord, reason: str, *, unprotected: bool = False) -> TradeRecord | None:
+        """Market-close the position of ``trade`` (reduce-only), cancel its protective orders, book it.
+        ``unprotected``: no stop stands on the exchange (it could not be placed), so a refused close is sent
+        again for a bounded time, and if it never goes through the alert says the position has no stop."""
         position = await self.position(trade.symbol)
         if position is None:  # already closed on the exchange (a stop fired, a liquidation, a hand): say which
             reason = await self.exit_reason(trade)
         else:
-            result = await self.market_order(trade, OrderPurpose.EXIT, position.side.exit_side, position.quantity,
-                                             reduce_only=True, reason=reason)
-            if result is None or result.status is not OrderStatus.FILLED:
-                if await self.position(trade.symbol) is None:  # a stop beat our close: reconciliation books it
+            window = self.window()
+            while True:
+                result = await self.market_order(trade, OrderPurpose.EXIT, position.side.exit_side,
+                                                 position.quantity, reduce_only=True, reason=reason)
+                if result is not None and result.status is OrderStatus.FILLED:
+                    break
+                if (position := await self.position(trade.symbol)) is None:  # a stop beat our close, or a lost
+                    return None  # answer did close it: reconciliation books it
+                if not unprotected or window.spent:
+                    await self.alert(Level.CRITICAL, _close_failed(trade.symbol, unprotected))
                     return None
-                await self.alert(Level.CRITICAL, f"{trade.symbol}: market close failed; the position stays open "
-                                 "with its exchange-side stop. Check the account.")
-                return None
+                await window.pause()
         await self.cancel_protective(trade)
         window = self.window()  # our own close just filled: its fills show in userTrades within moments
         while (booked := await self.book_close(trade, reason)) is None and not window.spent:
@@ -518,6 +524,13 @@ def _trim(value: Decimal) -> Decimal:
     """8 decimals at most, without trailing zeros (136.51000000 → 136.51), never in exponent form."""
     value = value.quantize(PRICE_QUANTUM).normalize()
     return value.quantize(Decimal(1)) if value == value.to_integral_value() else value
+
+
+def _close_failed(symbol: str, unprotected: bool) -> str:
+    if unprotected:
+        return (f"{symbol}: market close failed and the position has NO stop-loss on the exchange; close it by "
+                "hand now")
+    return f"{symbol}: market close failed; the position stays open with its exchange-side stop. Check the account."
 
 
 def rests_for(order: ProtectiveOrder, side: PositionSide, kind: ProtectiveKind, mark: Decimal) -> bool:

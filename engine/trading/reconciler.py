@@ -184,7 +184,7 @@ class Reconciler:
         except WouldTrigger:
             await desk.alert(Level.CRITICAL, f"{trade.symbol}: price is already beyond the stop "
                              f"{trade.stop_price}; closing at market")
-            await desk.exit(trade, ExitReason.STOP_LOSS)
+            await desk.exit(trade, ExitReason.STOP_LOSS, unprotected=True)
         except ExchangeError as exc:
             await desk.give_up_protecting(trade, exc)
 
