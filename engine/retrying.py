@@ -1,7 +1,8 @@
 """Bounded retries for the requests that protect a position (stop placement, cancel resolution, kill-switch).
 
 Binance refuses some requests for a moment and then accepts them: -4509 right after an entry (the position is
-not registered yet), 429 (wait ``Retry-After``; the adapter's cooldown gate does the waiting), a 5xx that did
+not registered yet), 429 (wait ``Retry-After``: the window then lasts past the cooldown and makes one more
+attempt after it, however long Binance asked to wait), a 5xx that did
 not execute, and answers that were lost. Closing a position at market because of one of those costs two taker
 fees and the spread, so they are retried with backoff for a bounded time (about ten seconds) first.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from core.clock import Clock
 from engine.exchange.errors import ExchangeError, OrderStatusUnknown, PositionNotReady, TransientError
@@ -40,14 +41,31 @@ class RetryWindow:
         self._clock = clock
         self._sleep: Sleep = sleep or asyncio.sleep
         self._deadline = clock.now() + budget.total
+        self._resume_at: datetime | None = None
+        self._owed = False  # one more attempt is due after a cooldown, whatever the deadline says
         self.attempts = 0
 
     @property
     def spent(self) -> bool:
-        return self._clock.now() >= self._deadline or self.attempts >= self._budget.max_attempts
+        if self.attempts >= self._budget.max_attempts:
+            return True
+        return self._clock.now() >= self._deadline and not self._owed
+
+    def cooldown(self, seconds: float) -> None:
+        """Binance said wait ``seconds`` (429 ``Retry-After``): the window lasts until then, the next pause
+        waits for it, and one more attempt is made after it before the window counts as spent."""
+        resume = self._clock.now() + timedelta(seconds=seconds)
+        self._resume_at = max(self._resume_at or resume, resume)
+        self._deadline = max(self._deadline, resume)
+        self._owed = True
 
     async def pause(self) -> None:
         delay = min(self._budget.max_delay, self._budget.base_delay * (2 ** self.attempts))
-        remaining = (self._deadline - self._clock.now()).total_seconds()
+        now = self._clock.now()
+        remaining = (self._deadline - now).total_seconds()
         self.attempts += 1
-        await self._sleep(max(0.0, min(delay, remaining)))
+        self._owed = False
+        wait = max(0.0, min(delay, remaining))
+        if self._resume_at is not None:
+            wait = max(wait, (self._resume_at - now).total_seconds())
+        await self._sleep(wait)

@@ -94,6 +94,10 @@ class TradeRepository:
         params.extend([now.isoformat(), trade_id])
         await self.db.execute(f"UPDATE trades SET {', '.join(sets)}, updated_at=? WHERE id=?", params)
 
+    async def set_liquidation_price(self, trade_id: int, price: Decimal, now: datetime) -> None:
+        await self.db.execute("UPDATE trades SET liquidation_price=?, updated_at=? WHERE id=?",
+                              (str(price), now.isoformat(), trade_id))
+
     async def update_quantity(self, trade_id: int, quantity: Decimal, now: datetime) -> None:
         """Open quantity after a partial exit."""
         await self.db.execute("UPDATE trades SET quantity=?, updated_at=? WHERE id=?",

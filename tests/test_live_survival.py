@@ -423,8 +423,10 @@ async def test_orphan_cleanup_cancels_only_vigils_own_orders(live: Live):
     desk = live.trader.desk
     above = (live.fake.price(BTC) * Decimal("1.2")).quantize(Decimal("0.1"))
     own = desk.own_prefix + "77-S1"
+    below = (live.fake.price(BTC) * Decimal("0.8")).quantize(Decimal("0.1"))
     await live.exchange.place_protective_order(BTC, Side.BUY, ProtectiveKind.STOP_LOSS, above, own)
-    await live.exchange.place_protective_order(BTC, Side.BUY, ProtectiveKind.STOP_LOSS, above, "operator-stop")
+    # Binance holds one close-position stop per side (-4130): the operator's rests on the other one
+    await live.exchange.place_protective_order(BTC, Side.SELL, ProtectiveKind.STOP_LOSS, below, "operator-stop")
     report = await live.trader.reconcile()
     assert report.orphans_cancelled == [desk.own_prefix + "77-S1"]
     assert [s["clientAlgoId"] for s in live.stops(BTC)] == ["operator-stop"]
@@ -475,11 +477,12 @@ async def test_symbol_filters_reload_after_a_filter_error_and_daily(live: Live):
 # ----------------------------------------------------------------------------------------- 9. the fake itself
 async def test_fake_rejects_a_duplicate_client_algo_id_only_among_open_orders(live: Live):
     await opened(live)
-    above = (live.fake.price(ETH) * Decimal("1.2")).quantize(Decimal("0.01"))
-    await live.exchange.place_protective_order(ETH, Side.BUY, ProtectiveKind.STOP_LOSS, above, "dup-1")
+    # the trade's own stop is a BUY: a second BUY close-position stop would get -4130, so these are SELLs
+    below = (live.fake.price(ETH) * Decimal("0.8")).quantize(Decimal("0.01"))
+    await live.exchange.place_protective_order(ETH, Side.SELL, ProtectiveKind.STOP_LOSS, below, "dup-1")
     with pytest.raises(OrderRejected) as caught:
-        await live.exchange.place_protective_order(ETH, Side.BUY, ProtectiveKind.STOP_LOSS, above, "dup-1")
+        await live.exchange.place_protective_order(ETH, Side.SELL, ProtectiveKind.STOP_LOSS, below, "dup-1")
     assert caught.value.code == -4116
     await live.exchange.cancel_protective_order(ETH, "dup-1")
-    again = await live.exchange.place_protective_order(ETH, Side.BUY, ProtectiveKind.STOP_LOSS, above, "dup-1")
+    again = await live.exchange.place_protective_order(ETH, Side.SELL, ProtectiveKind.STOP_LOSS, below, "dup-1")
     assert (await live.exchange.get_protective_order(ETH, "dup-1")).exchange_id == again.exchange_id

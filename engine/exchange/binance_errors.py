@@ -26,6 +26,7 @@ from engine.exchange.errors import (
     OrderRejected,
     OrderStatusUnknown,
     PositionNotReady,
+    ProtectionExists,
     RateLimited,
     TimestampOutOfSync,
     TransientError,
@@ -140,6 +141,9 @@ def _client_error(op: str, status: int, code: int | None, msg: str,
     if code == -4118:
         return OrderRejected(f"{op}: reduce-only order failed Binance's margin check (usually another reduce-only "
                              f"order already covers the position) {tail}", code=code)
+    if code == -4130:
+        return ProtectionExists(f"{op}: a close-position order of this kind already rests on this side of the "
+                                f"symbol (Binance holds one per side) {tail}", code=code)
     if code == -4164:
         return MinNotionalError(f"{op}: order value below the symbol's minimum notional {tail}", code=code)
     if code in _FILTER_CODES:

@@ -77,6 +77,11 @@ class PositionNotReady(OrderRejected):
     entry). Worth retrying for a few seconds."""
 
 
+class ProtectionExists(OrderRejected):
+    """-4130: a close-position stop (or take-profit) already rests on that side of the symbol; Binance holds
+    one per side. The resting one (Vigil's own, or the operator's) may be the position's protection."""
+
+
 class MinNotionalError(OrderRejected):
     """-4164 or local check: order value is below the symbol's minimum notional."""
 

@@ -92,9 +92,9 @@ class ExitManager:
                              f"one could not be cancelled); it stays at {old_price}")
             return False
         try:
-            await desk.place_protective(trade, OrderPurpose.STOP_LOSS, new_price)
-        except WouldTrigger:
-            await desk.exit(trade, reason)
+            placed = await desk.place_protective(trade, OrderPurpose.STOP_LOSS, new_price)
+        except WouldTrigger:  # the old stop is cancelled: none stands
+            await desk.exit(trade, reason, unprotected=True)
             return False
         except ExchangeError as exc:
             try:
@@ -102,10 +102,12 @@ class ExitManager:
             except ExchangeError:
                 await desk.alert(Level.CRITICAL, f"{trade.symbol}: stop could not be moved ({exc}) nor restored; "
                                  "closing the position at market")
-                await desk.exit(trade, "stop_unplaceable")
+                await desk.exit(trade, "stop_unplaceable", unprotected=True)
                 return False
             await desk.alert(Level.WARNING, f"{trade.symbol}: stop could not be moved to {new_price} ({exc}); "
                              f"it stays at {old_price}")
+            return False
+        if placed.trigger_price != new_price:  # -4130: another stop rests on that side; it is the protection now
             return False
         await desk.bus.publish(StopMoved(time=desk.clock.now(), trade_id=trade.id, symbol=trade.symbol,
                                          old_stop=old_price, new_stop=new_price, reason=reason))

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from core.clock import Clock
 from core.enums import ExitReason
@@ -24,6 +24,8 @@ from engine.exchange.errors import (
     OrderNotFound,
     OrderRejected,
     OrderStatusUnknown,
+    ProtectionExists,
+    RateLimited,
 )
 from engine.exchange.protocol import Exchange
 from engine.exchange.rules import round_price
@@ -191,18 +193,18 @@ class OrderDesk:
         rules = self.rules[trade.symbol]
         entry = fill.avg_price
         stop, take = prices_at(entry)
-        liq = None
-        if (pos := await self.position(trade.symbol)) is not None:
-            liq = round_price(rules, pos.liquidation_price)
         trade = await self.repos.trades.mark_open(
             trade.id, entry_price=entry, quantity=fill.filled_quantity, stop_price=stop,
-            take_profit_price=take, liquidation_price=liq, fee=fill.fee, now=opened_at or self.clock.now())
+            take_profit_price=take, liquidation_price=None, fee=fill.fee, now=opened_at or self.clock.now())
         await self.memory.save_exit_state(PositionState.opened(
             trade_id=trade.id, symbol=trade.symbol, side=PositionSide(trade.side), entry_price=entry,
             quantity=fill.filled_quantity, stop_price=stop, opened_at=trade.opened_at or self.clock.now()),
             self.clock.now())
-        if not await self.protect(trade, stop, take):
+        if not await self.protect(trade, stop, take):  # the stop first: nothing may stand before it
             return None
+        liq = await self._liquidation_price(trade.symbol, rules)
+        if liq is not None:
+            await self.repos.trades.set_liquidation_price(trade.id, liq, self.clock.now())
         trade = await self.repos.trades.get(trade.id)
         await self.bus.publish(TradeOpened(
             time=self.clock.now(), trade_id=trade.id, mode=self.mode, symbol=trade.symbol, side=trade.side,
@@ -210,6 +212,16 @@ class OrderDesk:
             leverage=trade.leverage, liquidation_price=liq or Decimal(0), fee=fill.fee,
             score=float(score or 0.0), votes=trade.votes))
         return trade
+
+    async def _liquidation_price(self, symbol: str, rules: SymbolRules) -> Decimal | None:
+        """The position's liquidation price, or ``None`` if it cannot be read now (never raises: the trade is
+        open and protected by then, and a liquidation is still recognised by its ``autoclose-`` fills)."""
+        try:
+            pos = await self.position(symbol)
+        except ExchangeError as exc:
+            log.warning("%s: liquidation price not read (%s); the trade stays open without it", symbol, exc)
+            return None
+        return round_price(rules, pos.liquidation_price) if pos is not None else None
 
     async def protect(self, trade: TradeRecord, stop: Decimal, take: Decimal | None) -> bool:
         """Place stop then take-profit. If the stop cannot be placed (after retrying for a bounded time), close
@@ -230,12 +242,15 @@ class OrderDesk:
     async def give_up_protecting(self, trade: TradeRecord, exc: ExchangeError) -> None:
         await self.alert(Level.CRITICAL, f"{trade.symbol}: stop-loss could not be placed ({exc}) after retrying "
                          f"for {self.retry.total.total_seconds():.0f}s; closing the position at market")
-        await self.exit(trade, "stop_unplaceable")
+        await self.exit(trade, "stop_unplaceable", unprotected=True)
 
-    async def place_protective(self, trade: TradeRecord, purpose: OrderPurpose, trigger: Decimal) -> ProtectiveOrder:
+    async def place_protective(self, trade: TradeRecord, purpose: OrderPurpose, trigger: Decimal, *,
+                               reround: bool = True) -> ProtectiveOrder:
         """Place a close-position stop or take-profit, retrying refusals that may pass a moment later (-4509,
         429, 5xx, lost answers) for a bounded time; before every retry the client id is queried, so a request
-        that did land is never sent twice. Raises the last error when it cannot be placed."""
+        that did land is never sent twice. A filter refusal (-4014, -1111: Binance changed the tick size) reloads
+        the filters and sends it once more on the new grid (``reround``). Raises the last error when it cannot
+        be placed."""
         side = PositionSide(trade.side).exit_side
         cid = self.client_id(trade.id, purpose, await self.next_attempt(trade.id, purpose))
         kind = KIND_OF[purpose]
@@ -248,13 +263,34 @@ class OrderDesk:
             try:
                 order = await self.exchange.place_protective_order(trade.symbol, side, kind, trigger, cid)
                 break
+            except ProtectionExists as exc:  # -4130: one already rests on this side (ours or the operator's)
+                try:
+                    resting = await self.resting_protection(trade, kind)
+                except ExchangeError as read_exc:
+                    log.warning("%s: %s; its open algo orders could not be read (%s)", trade.symbol, exc, read_exc)
+                    resting = None
+                if resting is not None:
+                    order = resting
+                    break
+                if window.spent:  # none found that protects (one triggering, or the list lagging): try again
+                    await self.repos.orders.update(cid, status=OrderState.REJECTED, now=self.clock.now(),
+                                                   error=str(exc))
+                    raise
+                await window.pause()
             except ExchangeError as exc:
                 duplicate = isinstance(exc, OrderRejected) and exc.code == -4116  # an earlier try did land
                 if not (duplicate or worth_retrying(exc)):
                     await self.repos.orders.update(cid, status=OrderState.REJECTED, now=self.clock.now(),
                                                    error=str(exc))
                     await self._after_rejection(exc)
+                    if reround and isinstance(exc, FilterViolation) \
+                            and (regridded := self._on_grid(trade, trigger)) != trigger:
+                        log.warning("%s: %s refused (%s); sending it again at %s on the new tick grid",
+                                    trade.symbol, cid, exc, regridded)
+                        return await self.place_protective(trade, purpose, regridded, reround=False)
                     raise
+                if isinstance(exc, RateLimited) and exc.retry_after:
+                    window.cooldown(exc.retry_after)  # the window lasts past it, with one more try after it
                 found = await self._query_protective(trade.symbol, cid)
                 if found is not None and found.status is not ProtectiveStatus.REJECTED:
                     order = found
@@ -265,13 +301,53 @@ class OrderDesk:
                     raise
                 log.warning("%s: %s could not be placed yet (%s); retrying", trade.symbol, cid, exc)
                 await window.pause()
-        await self.repos.orders.update(cid, status=order_state_of(order), now=self.clock.now(),
+        if order.client_id != cid:
+            await self._record_resting(trade, purpose, cid, order, trigger)
+        await self.repos.orders.update(order.client_id, status=order_state_of(order), now=self.clock.now(),
                                        exchange_id=order.exchange_id)
         if purpose is OrderPurpose.STOP_LOSS:
-            await self.repos.trades.update_protection(trade.id, stop_price=trigger, now=self.clock.now())
+            await self.repos.trades.update_protection(trade.id, stop_price=order.trigger_price, now=self.clock.now())
         else:
-            await self.repos.trades.update_protection(trade.id, take_profit_price=trigger, now=self.clock.now())
+            await self.repos.trades.update_protection(trade.id, take_profit_price=order.trigger_price,
+                                                      now=self.clock.now())
         return order
+
+    def _on_grid(self, trade: TradeRecord, trigger: Decimal) -> Decimal:
+        """``trigger`` on the symbol's (reloaded) tick grid, floored for a long and ceiled for a short as
+        ``protective_prices`` rounds: a stop never moves closer to the price."""
+        side = PositionSide(trade.side)
+        return round_price(self.rules[trade.symbol], trigger,
+                           rounding=ROUND_FLOOR if side is PositionSide.LONG else ROUND_CEILING)
+
+    async def resting_protection(self, trade: TradeRecord, kind: ProtectiveKind) -> ProtectiveOrder | None:
+        """An open close-position order of ``kind`` already on the exchange for ``trade``'s position: on its
+        closing side and on the protective side of the mark (a stop below a long's mark, a take-profit above
+        it). Vigil's own or the operator's: Binance holds one per side, so that one is the protection."""
+        side = PositionSide(trade.side)
+        orders = await self.exchange.open_protective_orders(trade.symbol)
+        mark = (await self.exchange.mark_price(trade.symbol)).mark_price
+        return next((o for o in orders if rests_for(o, side, kind, mark)), None)
+
+    async def _record_resting(self, trade: TradeRecord, purpose: OrderPurpose, cid: str, order: ProtectiveOrder,
+                              wanted: Decimal) -> None:
+        """Binance refused ``cid`` because ``order`` already rests on that side: book that one as the trade's."""
+        what = "stop-loss" if purpose is OrderPurpose.STOP_LOSS else "take-profit"
+        await self.repos.orders.update(cid, status=OrderState.REJECTED, now=self.clock.now(),
+                                       error=f"-4130: {order.client_id} already rests on this side")
+        await self.keep_resting(trade, purpose, order)
+        await self.alert(Level.WARNING, f"{trade.symbol}: a {what} already rests on the exchange at "
+                         f"{order.trigger_price} ({order.client_id}); Binance holds one per side, so Vigil keeps it "
+                         f"as this position's {what} instead of placing its own at {wanted}")
+
+    async def keep_resting(self, trade: TradeRecord, purpose: OrderPurpose, order: ProtectiveOrder) -> None:
+        """Book an order already resting on the exchange (the operator's, or an earlier one of Vigil's) as
+        ``trade``'s: it is then cancelled when the trade ends or its stop moves, like one Vigil placed."""
+        await self.repos.orders.record_intent(
+            client_id=order.client_id, trade_id=trade.id, mode=self.mode, symbol=trade.symbol, purpose=purpose,
+            side=order.side.value, order_type=order.kind.value, quantity=None, trigger_price=order.trigger_price,
+            reduce_only=True, now=self.clock.now())
+        await self.repos.orders.update(order.client_id, status=order_state_of(order), now=self.clock.now(),
+                                       exchange_id=order.exchange_id)
 
     async def _query_protective(self, symbol: str, cid: str) -> ProtectiveOrder | None:
         try:
@@ -320,20 +396,26 @@ class OrderDesk:
             await window.pause()
 
     # ------------------------------------------------------------------ closing and booking
-    async def exit(self, trade: TradeRecord, reason: str) -> TradeRecord | None:
-        """Market-close the position of ``trade`` (reduce-only), cancel its protective orders, book it."""
+    async def exit(self, trade: TradeRecord, reason: str, *, unprotected: bool = False) -> TradeRecord | None:
+        """Market-close the position of ``trade`` (reduce-only), cancel its protective orders, book it.
+        ``unprotected``: no stop stands on the exchange (it could not be placed), so a refused close is sent
+        again for a bounded time, and if it never goes through the alert says the position has no stop."""
         position = await self.position(trade.symbol)
         if position is None:  # already closed on the exchange (a stop fired, a liquidation, a hand): say which
             reason = await self.exit_reason(trade)
         else:
-            result = await self.market_order(trade, OrderPurpose.EXIT, position.side.exit_side, position.quantity,
-                                             reduce_only=True, reason=reason)
-            if result is None or result.status is not OrderStatus.FILLED:
-                if await self.position(trade.symbol) is None:  # a stop beat our close: reconciliation books it
+            window = self.window()
+            while True:
+                result = await self.market_order(trade, OrderPurpose.EXIT, position.side.exit_side,
+                                                 position.quantity, reduce_only=True, reason=reason)
+                if result is not None and result.status is OrderStatus.FILLED:
+                    break
+                if (position := await self.position(trade.symbol)) is None:  # a stop beat our close, or a lost
+                    return None  # answer did close it: reconciliation books it
+                if not unprotected or window.spent:
+                    await self.alert(Level.CRITICAL, _close_failed(trade.symbol, unprotected))
                     return None
-                await self.alert(Level.CRITICAL, f"{trade.symbol}: market close failed; the position stays open "
-                                 "with its exchange-side stop. Check the account.")
-                return None
+                await window.pause()
         await self.cancel_protective(trade)
         window = self.window()  # our own close just filled: its fills show in userTrades within moments
         while (booked := await self.book_close(trade, reason)) is None and not window.spent:
@@ -434,6 +516,24 @@ class OrderDesk:
             mode=self.mode, trade_id=trade.id, order_client_id=fill.client_id, exchange_trade_id=fill.trade_id,
             symbol=fill.symbol, side=fill.side.value, price=fill.price, quantity=fill.quantity, fee=fill.fee,
             realized_pnl=fill.realized_pnl, time=fill.time)
+
+
+def _close_failed(symbol: str, unprotected: bool) -> str:
+    if unprotected:
+        return (f"{symbol}: market close failed and the position has NO stop-loss on the exchange; close it by "
+                "hand now")
+    return f"{symbol}: market close failed; the position stays open with its exchange-side stop. Check the account."
+
+
+def rests_for(order: ProtectiveOrder, side: PositionSide, kind: ProtectiveKind, mark: Decimal) -> bool:
+    """``order`` is an open ``kind`` on the closing side of a ``side`` position, on the protective side of
+    ``mark``: a stop below a long's mark (above a short's), a take-profit beyond it."""
+    if order.kind is not kind or not order.status.is_open or order.side is not side.exit_side:
+        return False
+    if mark <= 0:
+        return True
+    beyond = (order.trigger_price - mark) * side.sign
+    return beyond < 0 if kind is ProtectiveKind.STOP_LOSS else beyond > 0
 
 
 def order_state_of(order: ProtectiveOrder) -> OrderState:

@@ -34,7 +34,7 @@ from engine.exchange.types import (
     SymbolRules,
 )
 from engine.policy.risk import RiskConfig, protective_prices
-from engine.trading.order_desk import OrderDesk, order_state_of
+from engine.trading.order_desk import OrderDesk, order_state_of, rests_for
 from storage.records import OrderPurpose, OrderRecord, OrderState, TradeRecord, TradeStatus
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,8 @@ class Reconciler:
         known = {t.symbol for t in active}
         for symbol, position in positions.items():
             if symbol not in known:
-                await self._isolated(f"adopt {symbol}", self._adopt(position, report), report)
+                await self._isolated(f"adopt {symbol}", self._adopt(position, by_symbol.get(symbol, []), report),
+                                     report)
         for symbol, orders in by_symbol.items():
             if symbol not in positions:
                 for order in orders:
@@ -183,7 +184,7 @@ class Reconciler:
         except WouldTrigger:
             await desk.alert(Level.CRITICAL, f"{trade.symbol}: price is already beyond the stop "
                              f"{trade.stop_price}; closing at market")
-            await desk.exit(trade, ExitReason.STOP_LOSS)
+            await desk.exit(trade, ExitReason.STOP_LOSS, unprotected=True)
         except ExchangeError as exc:
             await desk.give_up_protecting(trade, exc)
 
@@ -203,8 +204,10 @@ class Reconciler:
             if order.purpose is purpose:
                 await self._repos.orders.update(order.client_id, status=OrderState.EXPIRED, now=self.desk.clock.now())
 
-    async def _adopt(self, position: Position, report: ReconcileReport) -> None:
-        """A position we did not open: book it, protect it at the maximum stop distance, tell the operator."""
+    async def _adopt(self, position: Position, orders: Sequence[ProtectiveOrder], report: ReconcileReport) -> None:
+        """A position we did not open: book it, protect it at the maximum stop distance, tell the operator. A
+        stop (or take-profit) already resting on its closing side (the operator's) is kept as its protection:
+        Binance holds one close-position order of a kind per side and refuses a second with -4130."""
         desk = self.desk
         rules = desk.rules.get(position.symbol)
         if rules is None:
@@ -212,10 +215,27 @@ class Reconciler:
                              "close it by hand")
             return
         stop, take = self._adoption_prices(rules, position, position.mark_price)
+        resting_stop = next((o for o in orders if rests_for(o, position.side, ProtectiveKind.STOP_LOSS,
+                                                             position.mark_price)), None)
+        resting_take = next((o for o in orders if rests_for(o, position.side, ProtectiveKind.TAKE_PROFIT,
+                                                             position.mark_price)), None)
+        if resting_stop is not None:
+            stop = resting_stop.trigger_price
+        if resting_take is not None:
+            take = resting_take.trigger_price
         trade = await self._repos.trades.create(
             mode=desk.mode, symbol=position.symbol, side=position.side.value, quantity=position.quantity,
             stop_price=stop, take_profit_price=take, leverage=position.leverage, score=None, votes=["adopted"],
             now=desk.clock.now(), status=TradeStatus.OPEN, entry_price=position.entry_price)
+        for purpose, resting in ((OrderPurpose.STOP_LOSS, resting_stop), (OrderPurpose.TAKE_PROFIT, resting_take)):
+            if resting is not None:
+                await desk.keep_resting(trade, purpose, resting)
+        if resting_stop is not None:
+            await desk.alert(Level.WARNING, f"{position.symbol}: found a {position.side.value} position of "
+                             f"{position.quantity} not opened by Vigil; adopted it with its resting stop at {stop} "
+                             f"({resting_stop.client_id})")
+            report.adopted.append(trade.id)
+            return
         await desk.alert(Level.WARNING, f"{position.symbol}: found a {position.side.value} position of "
                          f"{position.quantity} not opened by Vigil; adopted it and placing a stop at {stop}")
         window = desk.window()
@@ -234,7 +254,7 @@ class Reconciler:
             except ExchangeError as exc:
                 await desk.give_up_protecting(trade, exc)
                 return
-        if take is not None:
+        if take is not None and resting_take is None:
             try:
                 await desk.place_protective(trade, OrderPurpose.TAKE_PROFIT, take)
             except ExchangeError as exc:
@@ -273,8 +293,4 @@ class Reconciler:
 
 def protects(order: ProtectiveOrder, position: Position) -> bool:
     """An open stop on the closing side of ``position``, below a long's mark or above a short's."""
-    if order.kind is not ProtectiveKind.STOP_LOSS or not order.status.is_open:
-        return False
-    if order.side is not position.side.exit_side:
-        return False
-    return position.mark_price <= 0 or (position.mark_price - order.trigger_price) * position.side.sign > 0
+    return rests_for(order, position.side, ProtectiveKind.STOP_LOSS, position.mark_price)

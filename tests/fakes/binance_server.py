@@ -13,8 +13,10 @@ placed that soon after an entry), ``trades_lag`` (userTrades shows a fill only t
 ``fee_asset = "BNB"`` (commissions in BNB at the BNBUSDT price, with a ``BNBUSDT`` symbol or clone),
 ``expire_next_market`` (a MARKET order that fills partly and comes back EXPIRED), ``adl()`` (an
 auto-deleverage close, client id ``adl_autoclose``), resting LIMIT orders (``place_limit_by_hand``), and
-duplicate ``clientAlgoId`` rejected only among OPEN algo orders. Any error code on any path (cancel and
-query included) comes from ``faults.next(path, "error", status=..., code=..., msg=...)``.
+duplicate ``clientAlgoId`` rejected only among OPEN algo orders, a second closePosition STOP_MARKET (or
+TAKE_PROFIT_MARKET) on the same side of a symbol refused with -4130 while one is open, and a 429 without a
+``Retry-After`` header (``faults.next(..., "429", retry_after_header=False)``). Any error code on any path
+(cancel and query included) comes from ``faults.next(path, "error", status=..., code=..., msg=...)``.
 
 Time model: the server clock ticks in real time from a settable simulated start. The current price of a
 symbol is the open of the 5m candle containing "now"; that candle is served as the forming one.
@@ -170,6 +172,7 @@ class Fault:
     hits: int = 0
     skip: int = 0  # matching requests let through untouched before the fault applies
     symbol: str | None = None  # only requests about this symbol
+    retry_after_header: bool = True  # False: a 429 without Retry-After (Binance does not always send one)
 
     @property
     def accepts(self) -> bool:
@@ -189,13 +192,13 @@ class Faults:
     def next(self, path: str, kind: str, *, method: str | None = None, times: int = 1,
              retry_after: float | None = None, delay: float = 5.0, status: int | None = None,
              code: int | None = None, msg: str | None = None, accept: bool | None = None, skip: int = 0,
-             symbol: str | None = None) -> Fault:
+             symbol: str | None = None, retry_after_header: bool = True) -> Fault:
         """Inject ``kind`` (a preset name like "429", "-2019", "503_unknown", "timeout", "drop", or
         "error" with status/code/msg) on the next matching request(s)."""
         if kind not in _PRESETS and kind != "error":
             raise ValueError(f"unknown fault kind {kind!r}; use one of {', '.join(_PRESETS)} or 'error'")
         fault = Fault(kind, path, method.upper() if method else None, times, retry_after, delay, status, code,
-                      msg, accept, skip=skip, symbol=symbol)
+                      msg, accept, skip=skip, symbol=symbol, retry_after_header=retry_after_header)
         self._queue.append(fault)
         return fault
 
@@ -402,6 +405,13 @@ class FakeBinanceFutures:
     def set_multi_assets(self, on: bool = True) -> None:
         self.multi_assets = on
 
+    def set_tick_size(self, symbol: str, tick: Decimal | str) -> None:
+        """Binance changes a symbol's price filter now and then: from now on a price off the new grid is refused
+        (-4014) and exchangeInfo shows the new ``tickSize``."""
+        entry = copy.deepcopy(self._info[symbol])
+        next(f for f in entry["filters"] if f["filterType"] == "PRICE_FILTER")["tickSize"] = str(tick)
+        self._info[symbol] = entry
+
     def open_position_by_hand(self, symbol: str, side: str, quantity: Decimal | str) -> dict[str, Any]:
         """A position opened by the operator in the Binance app (not by Vigil)."""
         order = self._new_market_order(symbol, side.upper(), Decimal(str(quantity)), f"web_{next(self._ids)}",
@@ -518,7 +528,7 @@ class FakeBinanceFutures:
         status, code, msg = _PRESETS.get(fault.kind, (400, -1000, "Fault injected."))
         status, code, msg = fault.status or status, fault.code if fault.code is not None else code, fault.msg or msg
         headers: dict[str, str] = {}
-        if fault.kind in ("429", "418") or fault.retry_after is not None:
+        if (fault.kind in ("429", "418") or fault.retry_after is not None) and fault.retry_after_header:
             retry_after = fault.retry_after if fault.retry_after is not None else (120 if fault.kind == "418" else 30)
             headers["Retry-After"] = str(int(retry_after))
             if fault.kind == "418":
@@ -1089,6 +1099,11 @@ class FakeBinanceFutures:
             raise FakeApiError(400, -4509, "TIF GTE can only be used with open positions.")
         if _would_trigger(order_type, side, trigger, self.price(symbol)):
             raise FakeApiError(400, -2021, "Order would immediately trigger.")
+        if close_position and any(o["symbol"] == symbol and o["side"] == side and o["orderType"] == order_type
+                                  and o["closePosition"] and o["algoStatus"] == "NEW"
+                                  for o in self.algo_orders.values()):
+            raise FakeApiError(400, -4130, "An open stop or take profit order with GTE and closePosition in the "
+                                           "direction is existing.")
         open_count = sum(1 for o in self.algo_orders.values() if o["symbol"] == symbol and o["algoStatus"] == "NEW")
         if open_count >= int(self._filter(symbol, "MAX_NUM_ALGO_ORDERS")["limit"]):
             raise FakeApiError(400, -4045, "Reach max stop order limit.")
