@@ -271,6 +271,7 @@ class SymbolSignals:
         self._tables = tables
         self._index = index
         self.features_kept = all(t.features for t in tables.values())
+        self._stop_atr: dict[int, float] = {}
 
     def __len__(self) -> int:
         return len(self.open_ms)
@@ -349,6 +350,22 @@ class SymbolSignals:
         signal = self.consensus.decide(self.symbol, features)
         stop = features[self.config.stop]
         return replace(signal, atr=stop.atr) if stop.atr > 0 else signal
+
+    def stop_atr_at(self, i: int) -> float | None:
+        """``signal_at(i).atr`` when the stop timeframe's ATR is positive, computed by the live code on the stop
+        window alone (bit-identical: a timeframe's features do not depend on the others) and kept per stop
+        candle, so a monitor that needs only the ATR does not compute every timeframe on every step. ``None``
+        when the scan leaves the symbol out or that ATR is not positive (then ``signal_at`` decides)."""
+        if not self.valid[i]:
+            return None
+        stop = self.config.stop
+        e = int(self._index[stop][i])
+        atr = self._stop_atr.get(e)
+        if atr is None:
+            window = self._tables[stop].window(e)
+            atr = compute_features({stop: window}, self.config.feature_params)[stop].atr
+            self._stop_atr[e] = atr
+        return atr if atr > 0 else None
 
     def context_at(self, i: int) -> SymbolContext | None:
         """The live ``ScanResult.context`` at row ``i`` (None when the scan leaves the symbol out): the live

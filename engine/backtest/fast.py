@@ -41,7 +41,7 @@ from engine.policy.entry import MarketContext, decide_entry
 from engine.policy.exits import CloseAll, ClosePartial, ExitConfig, MarketState, MoveStop, PositionState, evaluate_exits
 from engine.policy.exits import observe as observe_market
 from engine.policy.risk import LimitsConfig, OpenPosition, RiskConfig
-from strategies.types import Signal
+from strategies.types import Direction, Signal
 
 log = logging.getLogger(__name__)
 
@@ -261,12 +261,12 @@ class FastEngine:
 
     # ------------------------------------------------------------------ exits
     def _manage(self, trade: _Trade, mark: Decimal) -> None:
-        signal = self.last_scan.signal(trade.symbol)
+        against = Direction.SHORT if trade.state.side is PositionSide.LONG else Direction.LONG
+        consensus, score, atr = self.last_scan.exit_inputs(trade.symbol, against)
         state = replace(trade.state, quantity=self.account.positions[trade.symbol].quantity,
                         stop_price=trade.stop_price, partials_done=max(trade.state.partials_done, trade.partials))
-        market = MarketState(mark_price=mark, atr=Decimal(repr(signal.atr)) if signal and signal.atr > 0 else None,
-                             consensus=signal.direction if signal else None,
-                             consensus_score=signal.score if signal else 0.0)
+        market = MarketState(mark_price=mark, atr=Decimal(repr(atr)) if atr is not None else None,
+                             consensus=consensus, consensus_score=score)
         assert self.config.exits is not None
         actions = evaluate_exits(state, market, self.config.exits, self._now_dt, rules=self.rules[trade.symbol])
         before, state = state, observe_market(state, market)

@@ -72,6 +72,24 @@ class ScanView:
             self._contexts[symbol] = None if i is None else self._tables[symbol].context_at(i)
         return self._contexts[symbol]
 
+    def exit_inputs(self, symbol: str, against: Direction) -> tuple[Direction | None, float, float | None]:
+        """What exit management reads of the scan for an open trade: the consensus direction, its score and the
+        stop-timeframe ATR, as ``signal(symbol)`` has them. Tables with ``stop_atr_at`` (the vectorised ones) give
+        them from their arrays and the ATR alone; the full signal is computed only when the consensus points
+        ``against`` the trade (then its exact score matters) or the ATR needs the signal's fallback."""
+        table = self._tables.get(symbol)
+        i = self._index.get(symbol)
+        stop_atr_at = getattr(table, "stop_atr_at", None)
+        if table is not None and i is not None and stop_atr_at is not None and table.valid[i]:
+            direction = Direction(int(table.direction[i]))
+            atr = stop_atr_at(i)
+            if direction is not against and atr is not None:
+                return direction, float(table.score[i]), atr
+        signal = self.signal(symbol)
+        if signal is None:
+            return None, 0.0, None
+        return signal.direction, signal.score, signal.atr if signal.atr > 0 else None
+
     def atr_ratio(self, symbol: str) -> float | None:
         """``context(symbol).atr_ratio``, read from the table's ``atr_ratio`` array when it has one (the vectorised
         tables do: no live computation per step), else from the context."""
