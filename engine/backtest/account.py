@@ -22,7 +22,6 @@ from engine.exchange.types import LeverageBracket, MarginType, ProtectiveKind, S
 
 ZERO = Decimal(0)
 BASE_MS = 300_000
-CAUSAL_GRACE_MS = 10_000  # as PaperExchange: an order placed this soon after a candle's open counts for it
 FUNDING_PERIOD_MS = 8 * 3_600_000
 
 
@@ -360,7 +359,7 @@ class Account:
             if position is None:
                 return False
             born = position.opened_ms
-        return born <= candle.open_ms + CAUSAL_GRACE_MS
+        return fills.existed_from_open(born, candle)
 
     def _resolve(self, symbol: str, candle: Candle | None, mark: Decimal | None, now_ms: int) -> None:
         while True:

@@ -112,6 +112,16 @@ def hit_on_candle(trigger: Trigger, c: Candle, up: bool) -> Hit | None:
     return Hit(trigger, distance, x)
 
 
+CAUSAL_GRACE_MS = 10_000  # an order placed this soon after a candle's open counts as existing from its open
+
+
+def existed_from_open(born_ms: int, candle: Candle) -> bool:
+    """Causality: a candle's range may fire an order (or liquidate a position) only if it existed from the candle's
+    open (within ``CAUSAL_GRACE_MS``). Of the candle it was born in, the part before its birth is unknown from OHLC
+    alone; that candle counts through the mark checks only, never backwards."""
+    return born_ms <= candle.open_ms + CAUSAL_GRACE_MS
+
+
 def first_hit(triggers: Iterable[Trigger], candle: Candle | None, mark: Decimal | None, up: bool) -> Hit | None:
     """The first trigger met in ``candle`` along the path (or at ``mark`` when no candle); ties by priority."""
     hits = []

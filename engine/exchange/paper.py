@@ -113,7 +113,6 @@ MARKET = "MARKET"
 FIRST_ORDER_ID = 1_000_000
 # an order created this soon after a candle's open counts as existing for the whole candle (the backtest
 # places its orders 5 s after each candle close, i.e. at the open of the next candle)
-CAUSAL_GRACE_MS = 10_000
 MAX_ALGO_ORDERS_PER_SYMBOL = 10  # MAX_NUM_ALGO_ORDERS filter
 KLINE_PAGE = 1000
 LIQUIDATION = "LIQUIDATION"
@@ -625,9 +624,7 @@ class PaperExchange:
         return fills.first_hit(triggers, candle, mark, fills.up_first(position.side if position else None))
 
     def _existed_for(self, book: _Book, symbol: str, trigger: Trigger, candle: Candle) -> bool:
-        """Causality: a candle's range may fire an order (or liquidate a position) only if it existed from
-        the candle's open (within ``CAUSAL_GRACE_MS``). Of the candle it was born in, the part before its birth
-        is unknown from OHLC alone; that candle counts through the mark checks only, never backwards."""
+        """``fills.existed_from_open`` for an order or the position."""
         if isinstance(trigger.ref, PaperOrder):
             born = trigger.ref.created_at
         else:
@@ -635,7 +632,7 @@ class PaperExchange:
             if position is None:
                 return False
             born = position.opened_at
-        return to_ms(born) <= candle.open_ms + CAUSAL_GRACE_MS
+        return fills.existed_from_open(to_ms(born), candle)
 
     async def _fire(self, book: _Book, conn: aiosqlite.Connection, position: PaperPosition, order: PaperOrder,
                     price: Decimal, when: datetime) -> None:
