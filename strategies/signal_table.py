@@ -15,14 +15,15 @@ Row ``i`` of a ``SymbolSignals`` is what ``Trader.scan`` (``MarketDataService.sn
   computed exactly, see there), every voter's ``vote_arrays`` and the consensus (``Consensus.combine_arrays``);
 - the signal's ATR is the stop timeframe's, its price the entry timeframe's close, as ``evaluate_snapshot``.
 
-Arrays (one value per row): ``open_ms``, ``valid``, ``direction`` (int8), ``score``, ``atr``, ``price``, and for
-the risk/breaker context ``adx`` and ``atr_ratio`` (``SymbolContext.adx`` / ``.atr_ratio``, NaN for None).
+Arrays (one value per row): ``open_ms``, ``valid``, ``direction`` (int8), ``score``, ``atr``, ``price``,
+``stop_atr`` (the stop timeframe's ATR, which exit management reads), and for the risk/breaker context ``adx`` and
+``atr_ratio`` (``SymbolContext.adx`` / ``.atr_ratio``, NaN for None).
 Objects are built only on demand: ``features_at(i)``, ``signal_at(i)`` (the live ``Consensus.decide`` on the
 row's features, so votes and reasons are the live ones) and ``context_at(i)`` (the live context code on the
 row's stop-timeframe window). ``rows_at(times)`` maps scan times to rows, including the scan one candle into
 a data gap, which the live validation still accepts with the previous candle.
 
-Memory: rows are computed in blocks of ``ROW_BLOCK`` and only the arrays are kept (~70 bytes per row);
+Memory: rows are computed in blocks of ``ROW_BLOCK`` and only the arrays are kept (~80 bytes per row);
 ``keep_features=True`` also keeps every timeframe's feature columns (``column``; the parity tests and model
 research use them), ~250 bytes per 5m row more.
 """
@@ -249,6 +250,7 @@ class _Arrays:
     price: np.ndarray
     adx: np.ndarray
     atr_ratio: np.ndarray
+    stop_atr: np.ndarray
 
 
 class SymbolSignals:
@@ -268,10 +270,11 @@ class SymbolSignals:
         self.price = arrays.price
         self.adx = arrays.adx
         self.atr_ratio = arrays.atr_ratio
+        self.stop_atr = arrays.stop_atr
         self._tables = tables
         self._index = index
         self.features_kept = all(t.features for t in tables.values())
-        self._stop_atr: dict[int, float] = {}
+        self._contexts: dict[int, SymbolContext] = {}
 
     def __len__(self) -> int:
         return len(self.open_ms)
@@ -352,29 +355,25 @@ class SymbolSignals:
         return replace(signal, atr=stop.atr) if stop.atr > 0 else signal
 
     def stop_atr_at(self, i: int) -> float | None:
-        """``signal_at(i).atr`` when the stop timeframe's ATR is positive, computed by the live code on the stop
-        window alone (bit-identical: a timeframe's features do not depend on the others) and kept per stop
-        candle, so a monitor that needs only the ATR does not compute every timeframe on every step. ``None``
-        when the scan leaves the symbol out or that ATR is not positive (then ``signal_at`` decides)."""
-        if not self.valid[i]:
-            return None
-        stop = self.config.stop
-        e = int(self._index[stop][i])
-        atr = self._stop_atr.get(e)
-        if atr is None:
-            window = self._tables[stop].window(e)
-            atr = compute_features({stop: window}, self.config.feature_params)[stop].atr
-            self._stop_atr[e] = atr
-        return atr if atr > 0 else None
+        """``signal_at(i).atr`` when the stop timeframe's ATR is positive (the vectorised ``stop_atr`` row, which
+        the signal parity test holds to the live value), so a monitor that needs only the ATR computes nothing.
+        ``None`` when the scan leaves the symbol out or that ATR is not positive (then ``signal_at`` decides)."""
+        atr = float(self.stop_atr[i])
+        return atr if self.valid[i] and atr > 0 else None
 
     def context_at(self, i: int) -> SymbolContext | None:
         """The live ``ScanResult.context`` at row ``i`` (None when the scan leaves the symbol out): the live
-        ``symbol_context`` on the row's stop-timeframe window."""
+        ``symbol_context`` on the row's stop-timeframe window, kept per stop candle (every row whose scan holds
+        the same stop window, and so the same stop ADX, has the same context)."""
         if not self.valid[i]:
             return None
-        table = self._tables[self.config.stop]
-        window = table.window(int(self._index[self.config.stop][i]))
-        return symbol_context(window.high, window.low, window.close, float(self.adx[i]))
+        e = int(self._index[self.config.stop][i])
+        context = self._contexts.get(e)
+        if context is None:
+            window = self._tables[self.config.stop].window(e)
+            context = symbol_context(window.high, window.low, window.close, float(self.adx[i]))
+            self._contexts[e] = context
+        return context
 
 
 def _atr_ratio(run: Run, state: WilderState, atr: np.ndarray, p: int) -> np.ndarray:
@@ -449,7 +448,7 @@ def _compute_rows(base: KlineBatch, tables: dict[str, TimeframeTable], index: di
     """The row arrays, block by block of ``ROW_BLOCK`` rows (memory stays bounded whatever the history)."""
     n = len(base)
     out = _Arrays(np.zeros(n, dtype=np.int8), np.zeros(n), np.full(n, np.nan), base.close.copy(),
-                  np.full(n, np.nan), np.full(n, np.nan))
+                  np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan))
     entry = cfg.timeframes[0]
     kept = all(t.features for t in tables.values())
     needed = {tf: None for tf in cfg.timeframes} if kept else needed_features(consensus, cfg)
@@ -491,6 +490,7 @@ def _compute_rows(base: KlineBatch, tables: dict[str, TimeframeTable], index: di
         entry_atr, stop_atr = columns.column(entry, "atr"), columns.column(cfg.stop, "atr")
         with np.errstate(invalid="ignore"):
             out.atr[rows] = np.where(ok, np.where(stop_atr > 0, stop_atr, entry_atr), np.nan)
+        out.stop_atr[rows] = np.where(ok, stop_atr, np.nan)
         out.price[rows] = np.where(ok, columns.column(entry, "close"), out.price[rows])
         adx = columns.column(cfg.stop, "adx")
         out.adx[rows] = np.where(ok, np.where(np.isfinite(adx), adx, 0.0), np.nan)

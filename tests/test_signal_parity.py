@@ -146,6 +146,7 @@ def assert_row_equals_live(table: SymbolSignals, live: LiveScan) -> None:
     # the arrays the fast engine reads are the same signal
     assert table.direction[i] == int(sig.direction) and table.score[i] == sig.score
     assert table.atr[i] == sig.atr and table.price[i] == sig.price
+    assert _close(float(table.stop_atr[i]), live.features[table.config.stop].atr, 1e-12)
     ctx = table.context_at(i)
     assert ctx is not None
     assert _close(ctx.adx, live.context.adx) and table.adx[i] == ctx.adx
@@ -375,5 +376,6 @@ def test_every_row_of_a_month_equals_the_live_code_on_its_windows():
         stop = features[settings.stop_atr_timeframe]
         assert int(live.direction) == table.direction[i], i
         assert _close(live.score, float(table.score[i]), 1e-12) and _close(stop.atr, float(table.atr[i]), 1e-12)
+        assert _close(stop.atr, float(table.stop_atr[i]), 1e-12)
         assert live.price == table.price[i]
     assert np.count_nonzero(table.direction[rows]) > 100

@@ -48,7 +48,7 @@ class SymbolData:
 
     def mark(self, now_ms: int) -> Decimal:
         """The open of the candle containing ``now_ms``, else the last close (HistoricalMarket's mark)."""
-        i = int(np.searchsorted(self.open_time, now_ms, side="right")) - 1
+        i = int(self.open_time.searchsorted(now_ms, side="right")) - 1
         if i < 0:
             raise ValueError(f"{self.symbol}: no market data at {now_ms}")
         price = self.open[i] if now_ms < int(self.open_time[i]) + BASE_MS else self.close[i]
@@ -56,7 +56,7 @@ class SymbolData:
 
     def funding_at(self, now_ms: int) -> tuple[Decimal, int]:
         """(last settled rate, next funding time) as HistoricalMarket reports them with the mark price."""
-        j = int(np.searchsorted(self.funding_time, now_ms, side="right"))
+        j = int(self.funding_time.searchsorted(now_ms, side="right"))
         rate = self.funding_rate[j - 1] if j > 0 else Decimal(0)
         if j < len(self.funding_time):
             return rate, int(self.funding_time[j])
@@ -133,6 +133,7 @@ class Account:
     funding: list[FundingRecord] = field(default_factory=list)
     caught_up_ms: int | None = None
     _marks: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
+    _trigger_cache: dict[str, tuple[tuple[object, ...], list[fills.Trigger]]] = field(default_factory=dict)
     next_oid: int = 1
 
     # --- queries ------------------------------------------------------------------------------
@@ -301,15 +302,15 @@ class Account:
         cursor = self.cursors.get(symbol, now_ms)
         if cursor + BASE_MS > now_ms:
             return
-        lo = int(np.searchsorted(data.open_time, cursor, side="left"))
-        hi = int(np.searchsorted(data.open_time, now_ms - BASE_MS, side="right"))
+        lo = int(data.open_time.searchsorted(cursor, side="left"))
+        hi = int(data.open_time.searchsorted(now_ms - BASE_MS, side="right"))
         if hi <= lo:
             return
         pending: list[tuple[int, Decimal]] = []
         if symbol in self.positions:
             first, last = int(data.open_time[lo]), min(int(data.open_time[hi - 1]) + BASE_MS - 1, now_ms)
-            a = int(np.searchsorted(data.funding_time, first, side="left"))
-            b = int(np.searchsorted(data.funding_time, last, side="right"))
+            a = int(data.funding_time.searchsorted(first, side="left"))
+            b = int(data.funding_time.searchsorted(last, side="right"))
             pending = [(int(data.funding_time[k]), data.funding_rate[k]) for k in range(a, b)]
         for i in range(lo, hi):
             open_ms = int(data.open_time[i])
@@ -344,11 +345,22 @@ class Account:
         self.funding.append(FundingRecord(symbol, funding_ms, amount))
 
     def _triggers(self, symbol: str) -> list[fills.Trigger]:
-        out = [fills.protective_trigger(o, o.side, o.kind, o.trigger) for o in self.algos_of(symbol)]
+        """The symbol's protective orders and its liquidation level as triggers. They depend only on its open
+        orders, the wallet, every position and the others' last marks (a cross liquidation level moves with the
+        others' P&L), so they are kept until one of those changes."""
+        algos = self.algos_of(symbol)
+        key = (tuple(o.oid for o in algos), self.wallet,
+               tuple((s, p.holding, self.last_mark.get(s) if s != symbol else None)
+                     for s, p in self.positions.items()))
+        cached = self._trigger_cache.get(symbol)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        out = [fills.protective_trigger(o, o.side, o.kind, o.trigger) for o in algos]
         if symbol in self.positions:
             level = self.liquidation_level(symbol)
             if level > 0:
                 out.append(fills.liquidation_trigger(self.positions[symbol].side, level))
+        self._trigger_cache[symbol] = (key, out)
         return out
 
     def _existed(self, symbol: str, trigger: fills.Trigger, candle: Candle) -> bool:

@@ -31,7 +31,7 @@ import numpy as np
 from core.enums import ExitReason, PositionSide
 from engine.backtest.account import Account, Algo, FillRecord, SymbolData
 from engine.backtest.results import BacktestResult, DataGap, HaltNotice, TradeResult
-from engine.backtest.signals import EMPTY_SCAN, ScanView, SymbolSignals, scan_indices
+from engine.backtest.signals import EMPTY_SCAN, ScanView, StepIndex, SymbolSignals, scan_indices
 from engine.exchange.errors import ExchangeError, OrderRejected, WouldTrigger
 from engine.exchange.types import MarginType, ProtectiveKind, SymbolRules
 from engine.policy.adaptive import AdaptiveConfig, AdaptiveLevels, TradeOutcome
@@ -128,6 +128,7 @@ class FastEngine:
         self._now = 0
         self._now_dt = datetime.fromtimestamp(0, tz=UTC)
         self._scan_index: dict[str, np.ndarray] = {}
+        self._candidates = np.zeros(0, dtype=bool)
         self._step = 0
         self._levels: dict[tuple[str, str, int], AdaptiveLevels] = {}  # adaptive levels until the next close
 
@@ -140,6 +141,12 @@ class FastEngine:
         steps = max((stop - delay - t) // STEP_MS + 1, 0)
         self._scan_index = scan_indices(self.open_times, self.universe,
                                         t + delay + np.arange(steps, dtype=np.int64) * STEP_MS)
+        self._candidates = np.zeros(steps, dtype=bool)  # a scan with no directional symbol opens nothing
+        for symbol, rows in self._scan_index.items():
+            table = self.signals.get(symbol)
+            if table is None:
+                continue
+            self._candidates |= (rows >= 0) & (np.asarray(table.direction)[np.maximum(rows, 0)] != 0)
         for step in range(steps):
             if self._halted_for_good():
                 self._flat_until(t + step * STEP_MS + delay, steps - step)
@@ -368,9 +375,10 @@ class FastEngine:
     # ------------------------------------------------------------------ scan
     def scan(self) -> None:
         now = self._now
-        index = {s: int(a[self._step]) for s, a in self._scan_index.items() if a[self._step] >= 0}
-        view = ScanView(self.signals, index)
+        view = ScanView(self.signals, StepIndex(self._scan_index, self._step))
         self.last_scan = view
+        if not self._candidates[self._step]:
+            return
         if self.breakers.entries_blocked(None, self._now_dt) or not view.ranked:
             return
         marks = self.account.marks(now)

@@ -40,7 +40,7 @@ class ScanView:
 
     __slots__ = ("_contexts", "_index", "_ranked", "_signals", "_tables")
 
-    def __init__(self, tables: Mapping[str, SymbolSignals], index: Mapping[str, int]) -> None:
+    def __init__(self, tables: Mapping[str, SymbolSignals], index: Mapping[str, int] | StepIndex) -> None:
         self._tables = tables
         self._index = index  # symbol → candle index of the scan (only symbols whose newest candle just closed)
         self._signals: dict[str, Signal | None] = {}
@@ -55,10 +55,27 @@ class ScanView:
                           if tables[s].direction[i] != 0]
             self._ranked = []
             for _, symbol in sorted(candidates):
-                signal = self.signal(symbol)
+                signal = self._ranked_signal(symbol)
                 if signal is not None and signal.direction is not Direction.FLAT:
                     self._ranked.append(signal)
         return self._ranked
+
+    def _ranked_signal(self, symbol: str) -> Signal | None:
+        """A ranked candidate as the entry decision reads it. Tables with row arrays (the vectorised ones: their
+        ``direction``, ``score``, ``price`` and ``atr`` equal ``signal_at``'s, which the signal parity test pins)
+        give it without votes, so a scan does not recompute every timeframe's features per candidate; others
+        give the full ``signal_at``."""
+        if symbol in self._signals:
+            return self._signals[symbol]
+        table = self._tables[symbol]
+        i = self._index.get(symbol)
+        if i is None:
+            return None
+        price, atr = getattr(table, "price", None), getattr(table, "atr", None)
+        if price is None or atr is None:
+            return self.signal(symbol)
+        return Signal(symbol=symbol, direction=Direction(int(table.direction[i])), score=float(table.score[i]),
+                      price=float(price[i]), atr=float(atr[i]))
 
     def signal(self, symbol: str) -> Signal | None:
         if symbol not in self._signals:
@@ -112,6 +129,28 @@ class ScanView:
 
 
 EMPTY_SCAN = ScanView({}, {})
+
+
+class StepIndex:
+    """``ScanView``'s symbol → row mapping for one step of ``scan_indices``' arrays, read on demand (a monitor
+    step looks up one or two symbols; building a dict of every symbol per step costs more than the lookups)."""
+
+    __slots__ = ("_indices", "_step")
+
+    def __init__(self, indices: Mapping[str, np.ndarray], step: int) -> None:
+        self._indices = indices
+        self._step = step
+
+    def get(self, symbol: str, default: int | None = None) -> int | None:
+        rows = self._indices.get(symbol)
+        if rows is None:
+            return default
+        i = int(rows[self._step])
+        return i if i >= 0 else default
+
+    def items(self) -> Iterable[tuple[str, int]]:
+        step = self._step
+        return [(s, int(rows[step])) for s, rows in self._indices.items() if rows[step] >= 0]
 
 
 def scan_indices(open_times: Mapping[str, np.ndarray], universe: Sequence[str], now_ms: np.ndarray

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Protocol
 
 from core.enums import ExitReason
@@ -123,11 +124,22 @@ def _dt(value: str | None) -> datetime | None:
 
 
 def _dec(value: str | None) -> Decimal | None:
-    return None if value is None else Decimal(value)
+    return None if value is None else _parse_decimal(value)
+
+
+@lru_cache(maxsize=256)
+def _parse_decimal(value: str) -> Decimal:
+    """States keep money as strings; the monitor reads the same few (peak, day start) on every tick."""
+    return Decimal(value)
+
+
+@lru_cache(maxsize=64)
+def _date_text(day: date) -> str:
+    return day.isoformat()
 
 
 def _day(now: datetime) -> str:
-    return now.date().isoformat()
+    return _date_text(now.date())
 
 
 def _next_midnight(day: str) -> datetime:
@@ -206,7 +218,7 @@ class BreakerRules:
             state = {**state, "start_equity": str(equity)}
             self._save(DAILY_LOSS, state, now)
         limit = self.config.daily_loss_pct
-        start = Decimal(state["start_equity"])
+        start = _parse_decimal(state["start_equity"])
         if state.get("tripped") or limit <= 0 or start <= 0:
             return events
         loss_pct = (start - equity) / start * HUNDRED
