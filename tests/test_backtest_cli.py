@@ -29,6 +29,7 @@ def backtest(tmp_path: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> 
     return code, out, err
 
 
+@pytest.mark.slow
 def test_ema_cross_json_report_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = tmp_path / "report"
     code, out, err = backtest(tmp_path, "--symbols", "BTCUSDT,ETHUSDT", "--start", "2025-02-01", "--end",

@@ -23,6 +23,7 @@ def table_rows(text: str) -> list[str]:
     return [line for line in text.splitlines() if line[:1].isdigit() and " runs on " not in line]
 
 
+@pytest.mark.slow
 def test_a_sweep_row_is_the_backtest_with_its_parameters(capsys):
     assert main([*ARGS, "--sweep", "fast=10,20", "--sweep", "stop=0.02,0.03", "--sort-by", "net_pnl"]) == 0
     serial = table_rows(capsys.readouterr().out)

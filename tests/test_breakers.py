@@ -293,6 +293,7 @@ class CrashDay:
         return all(p.symbol in stops for p in await self.rig.exchange.positions())
 
 
+@pytest.mark.slow
 async def test_real_crash_day_trips_daily_loss_and_next_utc_day_resets(tmp_path: Path):
     # 2025-04-06: BTC −6 %, ETH −13 %, SOL −14 % from 12:00 UTC (bundled Binance 5m data). Three 2 %-risk longs
     # opened at 00:00 lose 3 % of the day's equity by mid-morning: the daily-loss breaker trips while they are open.

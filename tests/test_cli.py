@@ -62,6 +62,7 @@ async def write_heartbeat(path: Path, when: datetime) -> None:
         await Repositories(db).state.set("monitor_heartbeat", when.isoformat(), when)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("age", "code"), [(timedelta(seconds=30), 0), (timedelta(minutes=10), 1), (None, 1)])
 def test_health_reflects_the_last_monitor_tick(tmp_path: Path, age, code):
     db_path = tmp_path / "vigil.sqlite3"
@@ -73,6 +74,7 @@ def test_health_reflects_the_last_monitor_tick(tmp_path: Path, age, code):
     assert proc.returncode == code, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 async def test_backtest_on_real_data_opens_and_closes_trades(tmp_path: Path):
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     options = DemoOptions(data_dir=SAMPLE, symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"],
@@ -100,6 +102,7 @@ def test_demo_command_end_to_end(tmp_path: Path):
     assert not (tmp_path / "vigil.sqlite3").exists()  # the demo never touches the operator's database
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_database_refuses_to_start(tmp_path: Path):
     from app.instance_lock import InstanceLock
 

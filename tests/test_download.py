@@ -320,6 +320,7 @@ async def test_ctrl_c_saves_the_pages_already_fetched(tmp_path: Path):
     assert not leftovers(out)
 
 
+@pytest.mark.slow
 def test_cli_says_what_to_do_when_binance_is_unreachable(tmp_path: Path, capsys, monkeypatch):
     monkeypatch.setenv("BINANCE_BASE_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
     code = main(["--env-file", str(tmp_path / "none"), "download", "--symbols", "BTCUSDT", "--start",

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -194,6 +195,7 @@ ticks = st.lists(st.tuples(st.integers(-300, 300), st.integers(0, 150), st.integ
 @given(ticks=ticks, side=st.sampled_from([PositionSide.LONG, PositionSide.SHORT]),
        method=st.sampled_from(list(TrailMethod)), share=st.integers(1, 9), atr=st.integers(1, 80),
        step=st.sampled_from(["0", "0.05", "0.1", "0.5"]))
+@pytest.mark.slow
 def test_trailing_stop_never_moves_against_the_position(ticks, side, method, share, atr, step):
     cfg = replace(CFG, trail_method=method, trail_lock_share=D(share) / 10, min_stop_step_pct=D(step),
                   time_stop=None, stale_after=None)

@@ -62,6 +62,7 @@ def test_nothing_bridges_a_gap(eth):
     pd.testing.assert_frame_equal(f.iloc[6_000:], alone, check_exact=False, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_funding_breadth_and_btc_context_are_causal():
     frames = {s: sample_frame(s).iloc[:8_000].reset_index(drop=True) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")}
     funding = {s: pd.read_csv(SAMPLE_DIR / f"{s}-funding.csv.gz") for s in frames}

@@ -145,6 +145,7 @@ async def test_the_daily_budget_stops_the_calls_and_survives_a_restart(fake, htt
     assert len(fake.requests) == 3
 
 
+@pytest.mark.slow
 async def test_the_panel_returns_by_its_deadline_with_the_votes_that_came(http, calls):
     async with FakeLlm() as healthy, FakeLlm() as stuck:
         stuck.default = Hang()

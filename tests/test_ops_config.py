@@ -64,6 +64,7 @@ def test_the_copied_example_leaves_the_docker_image_its_data_volume(tmp_path: Pa
     assert settings.backups_dir == tmp_path / "volume" / "backups"
 
 
+@pytest.mark.slow
 def test_the_cli_accepts_the_copied_example(tmp_path: Path):
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
@@ -169,6 +170,7 @@ async def test_a_cleared_mode_choice_gives_trading_mode_back(tmp_path: Path, mon
         assert await StateRepository(db).get(MODE_KEY) is None
 
 
+@pytest.mark.slow
 def test_run_starts_without_the_heavy_libraries(tmp_path: Path):
     """Start-up budget: scikit-learn, matplotlib, pandas, scipy and prometheus_client load only when used."""
     code = ("import sys; import main, app.run, app.operations, app.commands; "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import pytest
+
 from core.clock import SystemClock
 from engine.events import Alert, EventBus, RecordingSink
 from engine.scheduler import EngineScheduler, next_aligned
@@ -25,6 +27,7 @@ async def wait_for(predicate, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.02)
 
 
+@pytest.mark.slow
 async def test_job_that_raises_is_reported_and_runs_again():
     bus = EventBus()
     sink = RecordingSink()

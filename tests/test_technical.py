@@ -102,6 +102,7 @@ def test_params_are_used_and_checked():
         TrendMomentumParams(min_adx=30.0, adx_full=20.0)
 
 
+@pytest.mark.slow
 def test_on_real_candles_it_votes_both_ways_and_mostly_flat():
     """Hourly over ~2 months of the bundled real data: some LONG, some SHORT, FLAT most of the time."""
     counts: collections.Counter[Direction] = collections.Counter()
