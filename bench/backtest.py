@@ -1,13 +1,15 @@
 """Backtest benchmark: wall time, candles per second and peak RSS of ``python main.py backtest``, each case in a
 fresh subprocess (so peak RSS is the case's own, data loading and imports included).
 
-    .venv/bin/python bench/backtest.py [--cases a,b,c] [--data ../shared/data/binance-futures] [--reps 1]
+    .venv/bin/python bench/backtest.py [--cases a,b,b2,c] [--data ../shared/data/binance-futures] [--reps 1]
 
 Cases (issue 8):
   a  --strategy ema-cross on BTCUSDT, ETHUSDT, LTCUSDT, 2023-01-01 → 2024-05-14 (freqtrade: 48.9 s, 752 MB;
      target < 4.9 s and < 190 MB)
   b  the default pipeline with the fast engine on BTCUSDT, ETHUSDT, SOLUSDT, 2023-01-01 → 2025-06-30 (target
      < 30 s and < 400 MB)
+  b2 case b with ``--operator-reset-after 1``: trading goes on after each drawdown halt (case b halts for good at
+     the first one, as the default does), so the whole period is walked with positions
   c  --engine replay on the demo window (data/sample, BTC/ETH/SOL, 2025-03-24 + 21 days; baseline 560 candles/s)
 
 "wall" is measured inside the child from its first line (imports, data loading, run, metrics, summary);
@@ -41,6 +43,9 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "b": ("default, fast engine, BTC/ETH/SOL 2023-01-01→2025-06-30",
           ["--strategy", "default", "--engine", "fast", "--symbols", "BTCUSDT,ETHUSDT,SOLUSDT", "--start",
            "2023-01-01", "--end", "2025-06-30"]),
+    "b2": ("default, fast engine, BTC/ETH/SOL 2023-01-01→2025-06-30, drawdown halts reset after a day",
+           ["--strategy", "default", "--engine", "fast", "--symbols", "BTCUSDT,ETHUSDT,SOLUSDT", "--start",
+            "2023-01-01", "--end", "2025-06-30", "--operator-reset-after", "1"]),
     "c": ("default, replay engine, demo window (sample data)",
           ["--strategy", "default", "--engine", "replay", "--symbols", "BTCUSDT,ETHUSDT,SOLUSDT", "--start",
            "2025-03-24", "--end", "2025-04-14"]),
@@ -105,7 +110,7 @@ def parent(cases: list[str], data_dir: Path, reps: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default="a,b,c")
+    parser.add_argument("--cases", default="a,b,b2,c")
     parser.add_argument("--data", type=Path, default=SHARED)
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
