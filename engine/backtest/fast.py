@@ -140,7 +140,7 @@ class FastEngine:
         start_equity = self.account.balance(t)[1]
         steps = max((stop - delay - t) // STEP_MS + 1, 0)
         self._scan_index = scan_indices(self.open_times, self.universe,
-                                        t + delay + np.arange(steps, dtype=np.int64) * STEP_MS)
+                                        t + delay + np.arange(steps, dtype=np.int64) * STEP_MS, self.signals)
         self._candidates = np.zeros(steps, dtype=bool)  # a scan with no directional symbol opens nothing
         for symbol, rows in self._scan_index.items():
             table = self.signals.get(symbol)

@@ -153,13 +153,19 @@ class StepIndex:
         return [(s, int(rows[step])) for s, rows in self._indices.items() if rows[step] >= 0]
 
 
-def scan_indices(open_times: Mapping[str, np.ndarray], universe: Sequence[str], now_ms: np.ndarray
-                 ) -> dict[str, np.ndarray]:
-    """For each symbol and each scan time in ``now_ms``, the index of the 5m candle that just closed, or −1 when
-    that candle is missing (the symbol is then left out of that scan)."""
+def scan_indices(open_times: Mapping[str, np.ndarray], universe: Sequence[str], now_ms: np.ndarray,
+                 tables: Mapping[str, SymbolSignals] | None = None) -> dict[str, np.ndarray]:
+    """For each symbol and each scan time in ``now_ms``, the row whose signal that scan has, or −1 when the scan
+    leaves the symbol out. A table with ``rows_at`` (the vectorised one) answers as the live validation does: a
+    missing newest candle is tolerated while the lag allows (the scan then has the previous row), an invalid row
+    is left out. Otherwise: the index of the 5m candle that just closed, −1 when it is missing."""
     expected = (now_ms // BASE_MS) * BASE_MS - BASE_MS
     out: dict[str, np.ndarray] = {}
     for symbol in universe:
+        rows_at = getattr((tables or {}).get(symbol), "rows_at", None)
+        if rows_at is not None:
+            out[symbol] = np.asarray(rows_at(expected), dtype=np.int64)
+            continue
         times = open_times[symbol]
         i = np.searchsorted(times, expected, side="right") - 1
         ok = (i >= 0) & (times[np.maximum(i, 0)] == expected) if len(times) else np.zeros(len(expected), bool)
