@@ -42,40 +42,33 @@ class BreakoutParams:
         rules.check_positive(min_volume_z=self.min_volume_z, band_full=self.band_full)
         if self.volume_z_full <= self.min_volume_z:
             raise ValueError("volume_z_full must be above min_volume_z")
-        if self.timeframe not in ("entry", "momentum"):
-            raise ValueError(f"timeframe must be entry or momentum, got {self.timeframe!r}")
+        rules.check_role(self.timeframe)
 
 
-class BreakoutVoter:
-    name: str = "breakout"
-
-    def __init__(self, params: BreakoutParams = BreakoutParams(), *, name: str | None = None) -> None:
-        self.params = params
-        if name is not None:
-            self.name = name
+class BreakoutVoter(rules.RuleVoter):
+    name = "breakout"
+    default_params = BreakoutParams()
+    params: BreakoutParams
 
     def vote(self, symbol: str, features: Features) -> Vote:
         p = self.params
         tf = rules.assign_roles(features.timeframes).of(p.timeframe)
         sig = features[tf]
         if not rules.usable(sig, _INDICATORS):
-            return self._flat("indicators not defined yet")
+            return self.flat("indicators not defined yet")
         if sig.bb_pct_b > 1.0:
             direction, band_part, side = Direction.LONG, sig.bb_pct_b - 1.0, "above the upper"
         elif sig.bb_pct_b < 0.0:
             direction, band_part, side = Direction.SHORT, -sig.bb_pct_b, "below the lower"
         else:
-            return self._flat(f"{tf} inside the Bollinger bands (%B {sig.bb_pct_b:.2f})")
+            return self.flat(f"{tf} inside the Bollinger bands (%B {sig.bb_pct_b:.2f})")
         if not sig.volume_z >= p.min_volume_z:
-            return self._flat(f"{tf} closed {side} band on ordinary volume (z {sig.volume_z:.1f} "
+            return self.flat(f"{tf} closed {side} band on ordinary volume (z {sig.volume_z:.1f} "
                               f"< {p.min_volume_z:g})")
         volume_part = (sig.volume_z - p.min_volume_z) / (p.volume_z_full - p.min_volume_z)
         strength = (rules.clip(volume_part) + rules.clip(band_part / p.band_full)) / 2.0
         return Vote(self.name, direction, rules.confidence(p.base_confidence, strength),
                     f"{tf} closed {side} band (%B {sig.bb_pct_b:.2f}) on volume z {sig.volume_z:.1f}")
-
-    def _flat(self, reason: str) -> Vote:
-        return Vote(self.name, Direction.FLAT, 0.0, reason)
 
     def vote_arrays(self, columns: FeatureColumns) -> tuple[np.ndarray, np.ndarray]:
         """``vote`` for every candle at once, with the same floating-point operations in the same order."""

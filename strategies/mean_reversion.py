@@ -45,17 +45,13 @@ class MeanReversionParams:
         rules.check_positive(max_adx=self.max_adx, rsi_full=self.rsi_full, band_full=self.band_full)
         if not 0.0 < self.rsi_oversold < self.rsi_overbought < 100.0:
             raise ValueError("RSI levels must satisfy 0 < rsi_oversold < rsi_overbought < 100")
-        if self.timeframe not in ("entry", "momentum"):
-            raise ValueError(f"timeframe must be entry or momentum, got {self.timeframe!r}")
+        rules.check_role(self.timeframe)
 
 
-class MeanReversionVoter:
-    name: str = "mean_reversion"
-
-    def __init__(self, params: MeanReversionParams = MeanReversionParams(), *, name: str | None = None) -> None:
-        self.params = params
-        if name is not None:
-            self.name = name
+class MeanReversionVoter(rules.RuleVoter):
+    name = "mean_reversion"
+    default_params = MeanReversionParams()
+    params: MeanReversionParams
 
     def vote(self, symbol: str, features: Features) -> Vote:
         p = self.params
@@ -64,10 +60,10 @@ class MeanReversionVoter:
         sig = features[tf]
         trend = [features[t] for t in roles.trend]
         if not all(rules.usable(f, _INDICATORS) for f in (sig, *trend)):
-            return self._flat("indicators not defined yet")
+            return self.flat("indicators not defined yet")
         trend_adx = sum(t.adx for t in trend) / len(trend)
         if not (sig.adx < p.max_adx and trend_adx < p.max_adx):
-            return self._flat(f"not ranging: ADX {tf} {sig.adx:.1f}, {','.join(roles.trend)} {trend_adx:.1f} "
+            return self.flat(f"not ranging: ADX {tf} {sig.adx:.1f}, {','.join(roles.trend)} {trend_adx:.1f} "
                               f"(needs < {p.max_adx:g})")
         if sig.bb_pct_b < 0.0:
             direction, band_part, rsi_ok = Direction.LONG, -sig.bb_pct_b, sig.rsi <= p.rsi_oversold
@@ -76,17 +72,14 @@ class MeanReversionVoter:
             direction, band_part, rsi_ok = Direction.SHORT, sig.bb_pct_b - 1.0, sig.rsi >= p.rsi_overbought
             rsi_part = (sig.rsi - p.rsi_overbought) / p.rsi_full
         else:
-            return self._flat(f"{tf} inside the Bollinger bands (%B {sig.bb_pct_b:.2f})")
+            return self.flat(f"{tf} inside the Bollinger bands (%B {sig.bb_pct_b:.2f})")
         side = "below the lower" if direction is Direction.LONG else "above the upper"
         if not rsi_ok:
-            return self._flat(f"{tf} {side} band but RSI {sig.rsi:.0f} not extreme")
+            return self.flat(f"{tf} {side} band but RSI {sig.rsi:.0f} not extreme")
         strength = (rules.clip(band_part / p.band_full) + rules.clip(rsi_part)) / 2.0
         return Vote(self.name, direction, rules.confidence(p.base_confidence, strength),
                     f"range (ADX {sig.adx:.0f}): {tf} {side} band (%B {sig.bb_pct_b:.2f}), RSI {sig.rsi:.0f}; "
                     f"back toward the mean")
-
-    def _flat(self, reason: str) -> Vote:
-        return Vote(self.name, Direction.FLAT, 0.0, reason)
 
     def vote_arrays(self, columns: FeatureColumns) -> tuple[np.ndarray, np.ndarray]:
         """``vote`` for every candle at once, with the same floating-point operations in the same order."""

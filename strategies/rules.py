@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from strategies.features import TimeframeFeatures
+from strategies.types import Direction, Vote
 from strategies.voters import FeatureColumns
 
 
@@ -90,3 +91,25 @@ def confidence(base: float, strength: float) -> float:
 
 def confidence_arr(base: float, strength: np.ndarray) -> np.ndarray:
     return clip_arr(base + (1.0 - base) * strength)
+
+
+def check_role(role: str) -> None:
+    """The signal-timeframe role of a voter parameter: ``entry`` or ``momentum``."""
+    if role not in ("entry", "momentum"):
+        raise ValueError(f"timeframe must be entry or momentum, got {role!r}")
+
+
+class RuleVoter:
+    """Base of the rule voters: ``params`` (``default_params`` when not given), a ``name`` a panel may override
+    per instance (two of the same rule with other parameters), and the FLAT vote with its reason."""
+
+    name: str = ""
+    default_params: object = None
+
+    def __init__(self, params: object = None, *, name: str | None = None) -> None:
+        self.params = self.default_params if params is None else params
+        if name is not None:
+            self.name = name
+
+    def flat(self, reason: str) -> Vote:
+        return Vote(self.name, Direction.FLAT, 0.0, reason)

@@ -42,26 +42,23 @@ class TrendFollowingParams:
             raise ValueError("adx_full must be above min_adx")
 
 
-class TrendFollowingVoter:
-    name: str = "trend_following"
-
-    def __init__(self, params: TrendFollowingParams = TrendFollowingParams(), *, name: str | None = None) -> None:
-        self.params = params
-        if name is not None:
-            self.name = name
+class TrendFollowingVoter(rules.RuleVoter):
+    name = "trend_following"
+    default_params = TrendFollowingParams()
+    params: TrendFollowingParams
 
     def vote(self, symbol: str, features: Features) -> Vote:
         trend_tfs = rules.assign_roles(features.timeframes).trend
         trend = [features[tf] for tf in trend_tfs]
         if not all(rules.usable(t, _INDICATORS) for t in trend):
-            return Vote(self.name, Direction.FLAT, 0.0, "indicators not defined yet")
+            return self.flat("indicators not defined yet")
         direction = _stacked(trend)
         if direction is Direction.FLAT:
-            return Vote(self.name, Direction.FLAT, 0.0, f"EMAs and DI of {','.join(trend_tfs)} not aligned")
+            return self.flat(f"EMAs and DI of {','.join(trend_tfs)} not aligned")
         p = self.params
         mean_adx = sum(t.adx for t in trend) / len(trend)
         if mean_adx < p.min_adx:
-            return Vote(self.name, Direction.FLAT, 0.0, f"no trend: ADX {mean_adx:.1f} < {p.min_adx:g}")
+            return self.flat(f"no trend: ADX {mean_adx:.1f} < {p.min_adx:g}")
         adx_part = rules.clip((mean_adx - p.min_adx) / (p.adx_full - p.min_adx))
         trend_part = sum(rules.clip(abs(t.trend) / p.trend_full_atr) for t in trend) / len(trend)
         conf = rules.confidence(p.base_confidence, (adx_part + trend_part) / 2.0)
