@@ -39,14 +39,20 @@ def main() -> None:
     voters = build_voters(VOTER_NAMES)
     consensus = Consensus(voters)
     totals = {v.name: np.zeros(4, dtype=np.int64) for v in voters}  # scans, votes, long votes, onsets
+    agreeing = np.zeros(len(voters) + 1, dtype=np.int64)
+    panel_votes = 0
     print(f"{'symbol':<9} {'days':>7} " + " ".join(f"{v.name:>24}" for v in voters))
     for symbol in args.symbols.split(","):
         table = build_symbol_signals(read(Path(args.data), symbol, start_ms, end_ms), consensus, SignalConfig(),
                                      keep_features=True)
         rows = np.flatnonzero(table.valid)
         cells = []
+        long_n = np.zeros(len(rows), dtype=np.int64)
+        short_n = np.zeros(len(rows), dtype=np.int64)
         for voter in voters:
             direction = voter.vote_arrays(table)[0][rows]
+            long_n += direction > 0
+            short_n += direction < 0
             consecutive = np.concatenate(([False], np.diff(rows) == 1))
             previous = np.concatenate(([0], direction[:-1]))
             onsets = int(np.count_nonzero((direction != 0) & ~(consecutive & (previous == direction))))
@@ -54,9 +60,17 @@ def main() -> None:
             totals[voter.name] += counts
             cells.append(_cell(counts))
         print(f"{symbol:<9} {len(rows) / ROWS_PER_DAY:>7.1f} " + " ".join(f"{c:>24}" for c in cells), flush=True)
+        same_side = np.where(long_n > short_n, long_n, short_n) * (long_n != short_n)
+        agreeing += np.bincount(same_side, minlength=len(voters) + 1)
+        panel_votes += int(np.count_nonzero(table.direction[rows]))
     print(f"{'all':<9} {totals[voters[0].name][0] / ROWS_PER_DAY:>7.1f} "
           + " ".join(f"{_cell(totals[v.name]):>24}" for v in voters))
     print("cell: non-FLAT scans per symbol-day (LONG share) / onsets per symbol-day")
+    days = totals[voters[0].name][0] / ROWS_PER_DAY
+    print("scans per symbol-day with k voters on the majority side (no majority: 0): "
+          + ", ".join(f"k={k}: {n / days:.2f}" for k, n in enumerate(agreeing)))
+    print(f"the four-voter consensus at the default gates (score >= 0.6): {panel_votes / days:.3f} LONG/SHORT "
+          f"scans per symbol-day")
 
 
 def _cell(counts: np.ndarray) -> str:
