@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     max_stop_pct: Decimal = Field(Decimal("5.0"), gt=0, le=50)
     min_reward_risk: Decimal = Field(Decimal("1.5"), gt=0, le=20)
     entry_threshold: float = Field(0.6, gt=0, le=1)
+    voters: CommaList = Field(default_factory=lambda: ["trend_momentum"])
+    min_agreeing_voters: int = Field(1, ge=1, le=20)
+    min_agreement: float = Field(0.0, ge=0, le=1)
     max_position_notional_usdt: Decimal = Field(Decimal("0"), ge=0)
     max_total_exposure_pct: Decimal = Field(Decimal("300"), gt=0, le=5000)
     vol_scale_threshold: Decimal = Field(Decimal("1.5"), ge=0, le=20)
@@ -211,6 +214,13 @@ class Settings(BaseSettings):
         if not items:
             raise ValueError("at least one timeframe is needed, e.g. 5m,15m,1h,4h")
         return items
+
+    @field_validator("voters", mode="before")
+    @classmethod
+    def _parse_voters(cls, value: Any) -> list[str]:
+        from strategies.panel import check_voter_names
+
+        return check_voter_names(s.lower() for s in _split(value))
 
     @field_validator("stop_atr_timeframe")
     @classmethod

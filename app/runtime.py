@@ -31,7 +31,7 @@ from settings import Settings
 from storage.repositories import Repositories
 from strategies.consensus import Consensus
 from strategies.llm import LlmPanel
-from strategies.technical import TrendMomentumVoter
+from strategies.panel import build_voters
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,10 @@ class MonitorDegraded(Exception):
 
 
 def build_consensus(settings: Settings) -> Consensus:
-    return Consensus([TrendMomentumVoter()], threshold=settings.entry_threshold)
+    """The local panel ``VOTERS`` (default parameters), gated by ``ENTRY_THRESHOLD``, ``MIN_AGREEING_VOTERS`` and
+    ``MIN_AGREEMENT``; ``UnknownVoter`` (one line naming the valid voters) for a name that is not one."""
+    return Consensus(build_voters(settings.voters), threshold=settings.entry_threshold,
+                     min_agree=settings.min_agreeing_voters, min_agreement=settings.min_agreement)
 
 
 def build_market_service(settings: Settings, source: MarketData, clock: Clock) -> MarketDataService:
@@ -135,6 +138,8 @@ class Runtime:
         trader = self.trader
         trader.reconfigure(trader_config(new, trader.mode))
         trader.consensus.threshold = new.entry_threshold
+        trader.consensus.min_agree = new.min_agreeing_voters
+        trader.consensus.min_agreement = new.min_agreement
 
     async def start(self) -> None:
         """Pick the mode (last explicit switch stored in the database wins over TRADING_MODE) and build."""

@@ -6,7 +6,11 @@ Rule (weights default to 1.0 per voter name):
   equal weight on both sides (or nobody non-FLAT) means no majority → FLAT with score 0;
 - ``score = sum(weight * confidence of voters agreeing with the majority) / sum(weight of all voters that
   answered)`` — FLAT and dissenting voters stay in the denominator, so abstention and dissent lower it;
-- the signal is the majority direction if ``score >= threshold``, else FLAT (score kept for diagnostics).
+- ``agreement = sum(weight of voters on the majority side) / sum(weight of all voters that answered)``;
+- the signal is the majority direction if it passes three gates, else FLAT (score kept for diagnostics):
+  ``score >= threshold``, at least ``min_agree`` voters of positive weight on the majority side, and
+  ``agreement >= min_agreement``. At ``min_agree=1`` and ``min_agreement=0`` the last two never bind (a
+  majority always has a voter of positive weight behind it), so only the score decides.
 
 A voter that raises is logged and left out of the denominator (it did not answer); so is an async voter
 (LLM) whose vote the scanner did not get in time: pass the votes you have as ``extra_votes``.
@@ -28,9 +32,13 @@ logger = logging.getLogger(__name__)
 
 class Consensus:
     def __init__(self, voters: Sequence[Voter], weights: Mapping[str, float] | None = None,
-                 threshold: float = 0.6) -> None:
+                 threshold: float = 0.6, *, min_agree: int = 1, min_agreement: float = 0.0) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        if min_agree < 1:
+            raise ValueError(f"min_agree must be at least 1, got {min_agree}")
+        if not 0.0 <= min_agreement <= 1.0:
+            raise ValueError(f"min_agreement must be in [0, 1], got {min_agreement}")
         weights = dict(weights or {})
         bad = {k: w for k, w in weights.items() if not w >= 0}
         if bad:
@@ -41,6 +49,8 @@ class Consensus:
         self.voters = tuple(voters)
         self.weights = weights
         self.threshold = threshold
+        self.min_agree = min_agree
+        self.min_agreement = min_agreement
 
     def weight(self, voter: str) -> float:
         return self.weights.get(voter, 1.0)
@@ -71,8 +81,10 @@ class Consensus:
         majority = max(side_weight, key=side_weight.__getitem__)
         score = sum(self.weight(v.voter) * v.confidence for v in votes if v.direction == majority) / total
         score = min(1.0, max(0.0, score))
-        return (majority if score >= self.threshold else Direction.FLAT), score
-
+        agreeing = sum(1 for v in votes if v.direction == majority and self.weight(v.voter) > 0)
+        passes = (score >= self.threshold and agreeing >= self.min_agree
+                  and side_weight[majority] / total >= self.min_agreement)
+        return (majority if passes else Direction.FLAT), score
 
     def combine_arrays(self, votes: Sequence[tuple[str, np.ndarray, np.ndarray]], size: int
                        ) -> tuple[np.ndarray, np.ndarray]:
@@ -84,16 +96,25 @@ class Consensus:
             return np.zeros(n, dtype=np.int8), np.zeros(n)
         long_w = np.zeros(n)
         short_w = np.zeros(n)
+        long_n = np.zeros(n, dtype=np.int64)
+        short_n = np.zeros(n, dtype=np.int64)
         for name, direction, _ in votes:
             long_w = long_w + np.where(direction == Direction.LONG, self.weight(name), 0.0)
             short_w = short_w + np.where(direction == Direction.SHORT, self.weight(name), 0.0)
-        majority = np.where(long_w > short_w, Direction.LONG, Direction.SHORT).astype(np.int8)
+            if self.weight(name) > 0:
+                long_n += direction == Direction.LONG
+                short_n += direction == Direction.SHORT
+        is_long = long_w > short_w
+        majority = np.where(is_long, Direction.LONG, Direction.SHORT).astype(np.int8)
         agree = np.zeros(n)
         for name, direction, confidence in votes:
             agree = agree + np.where(direction == majority, self.weight(name) * confidence, 0.0)
         score = np.minimum(1.0, np.maximum(0.0, agree / total))
         score = np.where(long_w == short_w, 0.0, score)
-        return np.where((long_w != short_w) & (score >= self.threshold), majority, 0).astype(np.int8), score
+        passes = ((long_w != short_w) & (score >= self.threshold)
+                  & (np.where(is_long, long_n, short_n) >= self.min_agree)
+                  & (np.where(is_long, long_w, short_w) / total >= self.min_agreement))
+        return np.where(passes, majority, 0).astype(np.int8), score
 
 
 def rank(signals: Iterable[Signal]) -> list[Signal]:

@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 _MAX_LOG_GROWTH = 500.0
 
 
+#: Bollinger bands sit this many standard deviations from their mean (Bollinger's own 20-period, 2-sigma bands).
+BB_STDEVS = 2.0
+
+
 class InsufficientData(ValueError):
     """A series is too short for the indicators asked of it."""
 
@@ -235,6 +239,7 @@ class FeatureParams:
     macd_signal: int = 9
     slope_lookback: int = 3
     window: int = 50  # volatility and volume z-score window
+    bb: int = 20  # Bollinger bands: the mean and standard deviation of the last ``bb`` closes
     min_candles: int = 60
 
     def __post_init__(self) -> None:
@@ -244,7 +249,7 @@ class FeatureParams:
 
     @property
     def required_candles(self) -> int:
-        return max(self.min_candles, 2 * self.rsi + 1, self.slope_lookback + 1, 13, self.window + 1)
+        return max(self.min_candles, 2 * self.rsi + 1, self.slope_lookback + 1, 13, self.window + 1, self.bb)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +259,10 @@ class TimeframeFeatures:
     ``ema_fast_slope`` is the change of the fast EMA per candle over ``slope_lookback`` candles, in ATRs;
     ``trend`` is ``(ema_fast - ema_slow) / atr``; ``extension`` is ``(close - ema_fast) / atr``;
     ``volatility`` is the standard deviation of log returns over ``window`` candles (not annualised);
-    ``volume_z`` the z-score of the last volume against the ``window`` before it.
+    ``volume_z`` the z-score of the last volume against the ``window`` before it;
+    ``bb_pct_b`` is Bollinger's %B, ``(close - lower) / (upper - lower)`` with the bands ``BB_STDEVS`` population
+    standard deviations of the last ``bb`` closes (the close included) around their mean (0.5 when they are all
+    equal), and ``bb_width`` is ``(upper - lower) / mean``.
     """
 
     interval: str
@@ -280,6 +288,8 @@ class TimeframeFeatures:
     ret_12: float
     volatility: float
     volume_z: float
+    bb_pct_b: float
+    bb_width: float
 
     def as_dict(self) -> dict[str, float]:
         d = asdict(self)
@@ -438,13 +448,16 @@ def _stacked_features(batches: list[KlineBatch], p: FeatureParams) -> list[Timef
     volatility = logret.std(axis=1)
     hist = line - signal
     volume_z = _zscores_last(np.vstack([b.volume for b in batches]), p.window)
+    ref = close[:, -p.bb:]
+    pct_b, width = bollinger(close[:, -1], ref.mean(axis=1), ref.std(axis=1))
     # python floats in one go (``tolist``) rather than one ``float()`` per value: the same numbers, less time
     cols = {name: arr.tolist() for name, arr in (
         ("close", last_close), ("ema_fast", fast[:, -1]), ("ema_slow", slow[:, -1]), ("slope", slope),
         ("trend", trend), ("extension", extension), ("rsi", ind.rsi[:, -1]), ("macd", line[:, -1]),
         ("macd_signal", signal[:, -1]), ("macd_hist", hist[:, -1]), ("macd_hist_prev", hist[:, -2]),
         ("atr", last_atr), ("atr_pct", atr_pct), ("adx", ind.adx[:, -1]), ("plus_di", ind.plus_di[:, -1]),
-        ("minus_di", ind.minus_di[:, -1]), ("ret_1", ret_1), ("ret_12", ret_12), ("volatility", volatility))}
+        ("minus_di", ind.minus_di[:, -1]), ("ret_1", ret_1), ("ret_12", ret_12), ("volatility", volatility),
+        ("bb_pct_b", pct_b), ("bb_width", width))}
     out = []
     for r, b in enumerate(batches):
         out.append(TimeframeFeatures(
@@ -471,8 +484,20 @@ def _stacked_features(batches: list[KlineBatch], p: FeatureParams) -> list[Timef
             ret_12=_finite(cols["ret_12"][r]),
             volatility=_finite(cols["volatility"][r]),
             volume_z=volume_z[r],
+            bb_pct_b=cols["bb_pct_b"][r],
+            bb_width=cols["bb_width"][r],
         ))
     return out
+
+
+def bollinger(close: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bollinger %B and width from the close, the mean and the population standard deviation of the band window
+    (arrays; the live features and ``strategies.windowed`` share this, so both compute it the same way)."""
+    half = BB_STDEVS * sd
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pct_b = np.where(sd > 0, (close - (mean - half)) / (2.0 * half), 0.5)
+        width = np.where(mean > 0, 2.0 * half / mean, 0.0)
+    return pct_b, width
 
 
 def _zscores_last(x: np.ndarray, window: int) -> list[float]:

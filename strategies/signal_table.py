@@ -314,6 +314,12 @@ class SymbolSignals:
         row = int(self.rows_at(np.array([open_ms]))[0])
         return None if row < 0 else row
 
+    @property
+    def timeframes(self) -> tuple[str, ...]:
+        """The scan's timeframes, shortest first: with ``column``, the table is the ``FeatureColumns`` of its rows
+        (a voter's ``vote_arrays(table)`` votes on every row)."""
+        return self.config.timeframes
+
     def column(self, timeframe: str, name: str) -> np.ndarray:
         """Vectorised feature ``name`` of ``timeframe`` at every row (NaN where the symbol is left out of the
         scan); needs ``keep_features``."""

@@ -1,9 +1,6 @@
 """The first technical voter: multi-timeframe trend + momentum with an over-extension guard.
 
-Roles come from the timeframes present, shortest first (``Features.timeframes``):
-
-- 4 or more timeframes (default 5m, 15m, 1h, 4h): entry = 1st, momentum = 2nd, trend = the rest;
-- 3: entry = 1st, momentum = 2nd, trend = 3rd;  2: entry = momentum = 1st, trend = 2nd;  1: all roles.
+Timeframe roles (entry, momentum, trend) as ``strategies.rules.assign_roles`` gives them.
 
 LONG when every trend timeframe is up (fast EMA above slow EMA, fast EMA rising, close above the slow EMA)
 with a trend present (mean ADX of the trend timeframes >= ``min_adx``), the momentum timeframe confirms
@@ -18,16 +15,19 @@ above ``min_adx`` (full at ``adx_full``), EMA separation in ATRs on the trend ti
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from strategies.features import Features, TimeframeFeatures
+from strategies.rules import assign_roles, clip, clip_arr, usable, usable_arr
 from strategies.types import Direction, Vote
 from strategies.voters import FeatureColumns
 
 logger = logging.getLogger(__name__)
+
+#: Indicators the rule reads that may be undefined early in a window.
+_INDICATORS = ("adx", "rsi", "atr", "ema_fast", "ema_slow", "macd_hist")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,24 +52,6 @@ class TrendMomentumParams:
                 raise ValueError("RSI bands must satisfy 0 <= low < high <= 100")
 
 
-@dataclass(frozen=True, slots=True)
-class Roles:
-    entry: str
-    momentum: str
-    trend: tuple[str, ...]
-
-
-def assign_roles(timeframes: tuple[str, ...]) -> Roles:
-    """Entry, momentum and trend timeframes from the ones present (ordered shortest first)."""
-    if not timeframes:
-        raise ValueError("no timeframes")
-    if len(timeframes) == 1:
-        return Roles(timeframes[0], timeframes[0], (timeframes[0],))
-    if len(timeframes) == 2:
-        return Roles(timeframes[0], timeframes[0], (timeframes[1],))
-    return Roles(timeframes[0], timeframes[1], tuple(timeframes[2:]))
-
-
 class TrendMomentumVoter:
     name: str = "trend_momentum"
 
@@ -81,7 +63,7 @@ class TrendMomentumVoter:
     def vote(self, symbol: str, features: Features) -> Vote:
         roles = assign_roles(features.timeframes)
         used = {roles.entry, roles.momentum, *roles.trend}
-        if any(not _usable(features[tf]) for tf in used):
+        if any(not usable(features[tf], _INDICATORS) for tf in used):
             return self._flat("indicators not defined yet")
         trend = [features[tf] for tf in roles.trend]
         direction = _trend_direction(trend)
@@ -101,12 +83,12 @@ class TrendMomentumVoter:
         if abs(entry.extension) > p.max_extension_atr:
             return self._flat(f"{roles.entry} over-extended: {entry.extension:+.2f} ATR from EMA")
 
-        adx_part = _clip((mean_adx - p.min_adx) / (p.adx_full - p.min_adx))
-        trend_part = sum(_clip(abs(t.trend) / p.trend_full_atr) for t in trend) / len(trend)
+        adx_part = clip((mean_adx - p.min_adx) / (p.adx_full - p.min_adx))
+        trend_part = sum(clip(abs(t.trend) / p.trend_full_atr) for t in trend) / len(trend)
         centre, half = (lo + hi) / 2.0, (hi - lo) / 2.0
-        momentum_part = _clip(1.0 - abs(mom.rsi - centre) / half)
+        momentum_part = clip(1.0 - abs(mom.rsi - centre) / half)
         strength = (adx_part + trend_part + momentum_part) / 3.0
-        confidence = _clip(p.base_confidence + (1.0 - p.base_confidence) * strength)
+        confidence = clip(p.base_confidence + (1.0 - p.base_confidence) * strength)
         word = "up" if direction is Direction.LONG else "down"
         reason = (f"{','.join(roles.trend)} {word} (ADX {mean_adx:.0f}); {roles.momentum} RSI {mom.rsi:.0f}, "
                   f"MACD hist {'+' if mom.macd_hist > 0 else '-'}; {roles.entry} {entry.extension:+.2f} ATR "
@@ -125,22 +107,17 @@ class TrendMomentumVoter:
         def col(tf: str, name: str) -> np.ndarray:
             return columns.column(tf, name)
 
-        usable = np.ones(len(col(roles.entry, "close")), dtype=bool)
-        for tf in dict.fromkeys((roles.entry, roles.momentum, *roles.trend)):
-            atr = col(tf, "atr")
-            usable &= atr > 0
-            for name in ("adx", "rsi", "ema_fast", "ema_slow", "macd_hist"):
-                usable &= np.isfinite(col(tf, name))
-        up = usable.copy()
-        down = usable.copy()
-        mean_adx = np.zeros(len(usable))
-        trend_part = np.zeros(len(usable))
+        ok_rows = usable_arr(columns, (roles.entry, roles.momentum, *roles.trend), _INDICATORS)
+        up = ok_rows.copy()
+        down = ok_rows.copy()
+        mean_adx = np.zeros(len(ok_rows))
+        trend_part = np.zeros(len(ok_rows))
         for tf in roles.trend:
             fast, slow, slope, close = (col(tf, n) for n in ("ema_fast", "ema_slow", "ema_fast_slope", "close"))
             up &= (fast > slow) & (slope > 0) & (close > slow)
             down &= (fast < slow) & (slope < 0) & (close < slow)
             mean_adx = mean_adx + col(tf, "adx")
-            trend_part = trend_part + _clip_arr(np.abs(col(tf, "trend")) / p.trend_full_atr)
+            trend_part = trend_part + clip_arr(np.abs(col(tf, "trend")) / p.trend_full_atr)
         mean_adx = mean_adx / len(roles.trend)
         trend_part = trend_part / len(roles.trend)
         direction = np.where(up, 1, np.where(down, -1, 0)).astype(np.int8)
@@ -151,11 +128,11 @@ class TrendMomentumVoter:
         with np.errstate(invalid="ignore"):
             ok = ((direction != 0) & (mean_adx >= p.min_adx) & (lo < rsi) & (rsi < hi) & (hist * direction > 0)
                   & ~(np.abs(col(roles.entry, "extension")) > p.max_extension_atr))
-            adx_part = _clip_arr((mean_adx - p.min_adx) / (p.adx_full - p.min_adx))
+            adx_part = clip_arr((mean_adx - p.min_adx) / (p.adx_full - p.min_adx))
             centre, half = (lo + hi) / 2.0, (hi - lo) / 2.0
-            momentum_part = _clip_arr(1.0 - np.abs(rsi - centre) / half)
+            momentum_part = clip_arr(1.0 - np.abs(rsi - centre) / half)
             strength = (adx_part + trend_part + momentum_part) / 3.0
-            confidence = _clip_arr(p.base_confidence + (1.0 - p.base_confidence) * strength)
+            confidence = clip_arr(p.base_confidence + (1.0 - p.base_confidence) * strength)
         return np.where(ok, direction, 0).astype(np.int8), np.where(ok, confidence, 0.0)
 
 
@@ -165,15 +142,3 @@ def _trend_direction(trend: list[TimeframeFeatures]) -> Direction:
     if all(t.ema_fast < t.ema_slow and t.ema_fast_slope < 0 and t.close < t.ema_slow for t in trend):
         return Direction.SHORT
     return Direction.FLAT
-
-
-def _usable(f: TimeframeFeatures) -> bool:
-    return all(math.isfinite(v) for v in (f.adx, f.rsi, f.atr, f.ema_fast, f.ema_slow, f.macd_hist)) and f.atr > 0
-
-
-def _clip(x: float) -> float:
-    return min(1.0, max(0.0, x))
-
-
-def _clip_arr(x: np.ndarray) -> np.ndarray:
-    return np.minimum(1.0, np.maximum(0.0, x))

@@ -22,9 +22,9 @@ code (``loss == 0`` makes RSI 100), and is set to 0 here rather than left as rou
 whose DX is 0/0 somewhere (no directional move at all over the ``p`` seed candles) or whose volume reference
 is constant (``sd == 0``) are computed by the live ``compute_features`` itself.
 
-Feature families (``ema_family``, ``macd_family``, ``wilder_family``, ``return_family``, ``volume_family``)
-each take a ``Run`` and ``FeatureParams`` and return arrays aligned with ``run.rows``; ``run_features``
-combines them into the ``TimeframeFeatures`` fields. New families (issue 9) follow the same shape.
+Feature families (``ema_family``, ``macd_family``, ``wilder_family``, ``return_family``, ``volume_family``,
+``bollinger_family``) each take a ``Run`` and ``FeatureParams`` and return arrays aligned with ``run.rows``;
+``run_features`` combines them into the ``TimeframeFeatures`` fields. New families (issue 9) follow the same shape.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from engine.exchange.types import KlineBatch
-from strategies.features import FEATURE_NAMES, FeatureParams, _ewm, compute_features
+from strategies.features import FEATURE_NAMES, FeatureParams, _ewm, bollinger, compute_features
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +313,14 @@ def volume_family(run: Run, p: FeatureParams) -> dict[str, np.ndarray]:
     return {"volume_z": z, "volume_sd": sd}
 
 
+def bollinger_family(run: Run, p: FeatureParams) -> dict[str, np.ndarray]:
+    """Bollinger %B and width of each row over the last ``bb`` closes (the row's close included)."""
+    j = run.rows
+    sd, mean = _rolling_std(run.close, j - p.bb + 1, p.bb)
+    pct_b, width = bollinger(run.close[j], mean, sd)
+    return {"bb_pct_b": pct_b, "bb_width": width}
+
+
 def _rolling_std(x: np.ndarray, first: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Standard deviation and mean of ``x[f : f + width]`` for each ``f`` in ``first`` (consecutive; chunked)."""
     sd = np.empty(len(first))
@@ -335,6 +343,7 @@ def _rolling_std(x: np.ndarray, first: np.ndarray, width: int) -> tuple[np.ndarr
 
 RETURN_FEATURES = frozenset({"ret_1", "ret_12", "volatility"})
 VOLUME_FEATURES = frozenset({"volume_z"})
+BOLLINGER_FEATURES = frozenset({"bb_pct_b", "bb_width"})
 
 
 def run_features(run: Run, p: FeatureParams, state: WilderState | None = None,
@@ -372,6 +381,8 @@ def run_features(run: Run, p: FeatureParams, state: WilderState | None = None,
         if names is None or names & RETURN_FEATURES:
             r = return_family(run, p)
             out.update(ret_1=_finite(r["ret_1"]), ret_12=_finite(r["ret_12"]), volatility=_finite(r["volatility"]))
+        if names is None or names & BOLLINGER_FEATURES:
+            out.update(bollinger_family(run, p))
     degenerate = state.no_direction(run, p.rsi)
     if names is None or names & VOLUME_FEATURES:
         vol = volume_family(run, p)

@@ -154,7 +154,7 @@ def tff(interval: str, direction: int = 1, **overrides: float) -> TimeframeFeatu
                   rsi=50.0 + 10.0 * s, macd=0.3 * s, macd_signal=0.1 * s, macd_hist=0.2 * s, macd_hist_prev=0.1 * s,
                   atr=1.0, atr_pct=1.0, adx=30.0, plus_di=30.0 if s > 0 else 15.0,
                   minus_di=15.0 if s > 0 else 30.0, ret_1=0.001 * s, ret_12=0.01 * s, volatility=0.002,
-                  volume_z=0.0)
+                  volume_z=0.0, bb_pct_b=0.5 + 0.3 * s, bb_width=0.04)
     values.update(overrides)
     return TimeframeFeatures(**values)  # type: ignore[arg-type]
 

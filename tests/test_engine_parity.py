@@ -46,7 +46,18 @@ def key(t: TradeResult) -> tuple[object, ...]:
 @pytest.mark.slow
 @pytest.mark.parametrize(("data_dir", "symbols", "start"), WINDOWS)
 def test_fast_engine_matches_the_replay(data_dir: Path, symbols: list[str], start: datetime) -> None:
-    settings = Settings(_env_file=None, trading_mode="paper")  # type: ignore[call-arg]
+    assert_engines_agree(Settings(_env_file=None, trading_mode="paper"), data_dir, symbols, start)  # type: ignore[call-arg]
+
+
+@pytest.mark.slow
+def test_a_four_voter_panel_on_the_demo_window() -> None:
+    """Every local voter in the panel (score threshold lowered so that it trades): the same trade lists."""
+    settings = Settings(_env_file=None, trading_mode="paper", entry_threshold=0.25,  # type: ignore[call-arg]
+                        voters="trend_momentum,trend_following,mean_reversion,breakout")
+    assert_engines_agree(settings, SAMPLE, ["BTCUSDT", "ETHUSDT", "SOLUSDT"], datetime(2025, 3, 24, tzinfo=UTC))
+
+
+def assert_engines_agree(settings: Settings, data_dir: Path, symbols: list[str], start: datetime) -> None:
     summary = asyncio.run(replay(settings, DemoOptions(data_dir=data_dir, symbols=symbols, start=start, days=DAYS,
                                                        quiet=True)))
     fast = run_fast_backtest(settings, data_dir, symbols, start, summary.end + timedelta(seconds=1),

@@ -211,6 +211,27 @@ async def test_a_smaller_configuration(sample_tables):
                 **overrides)
 
 
+#: Every local voter, with a low score threshold so that the consensus also goes LONG/SHORT now and then.
+FULL_PANEL = dict(voters=["trend_momentum", "trend_following", "mean_reversion", "breakout"], entry_threshold=0.25)
+
+
+async def test_a_panel_of_all_four_voters():
+    """The full panel: sampled rows plus, for each voter, rows where it votes LONG or SHORT (the rarer rules
+    would hardly show up among random rows) — votes, reasons, confidences and the consensus equal the live scan."""
+    table = table_for(SAMPLE, ["ETHUSDT"], **FULL_PANEL)["ETHUSDT"]
+    assert [v.name for v in table.consensus.voters] == FULL_PANEL["voters"]
+    rng = np.random.default_rng(17)
+    picks: list[int] = []
+    for voter in table.consensus.voters:
+        direction, _ = voter.vote_arrays(table)  # type: ignore[attr-defined]
+        voting = np.flatnonzero((direction != 0) & table.valid)
+        assert len(voting) > 10, voter.name
+        picks += rng.choice(voting, 12, replace=False).tolist()
+    bursts = random_bursts(table, 40, seed=8, lo=first_valid_after(table, 0)) + around(table, picks, before=1)
+    present, directional = await check(SAMPLE, table, sorted(set(bursts)), **FULL_PANEL)
+    assert present >= 200 and directional >= 10
+
+
 def test_rows_are_causal(sample_tables):
     """A table built on a prefix of the history has the very same rows: nothing after a row reaches it."""
     full = sample_tables["ETHUSDT"]
