@@ -23,6 +23,8 @@ from engine.exchange.types import LeverageBracket, MarginType, ProtectiveKind, S
 ZERO = Decimal(0)
 BASE_MS = 300_000
 FUNDING_PERIOD_MS = 8 * 3_600_000
+#: relative margin of the float pre-check of a trigger level (float rounding is ~1e-16)
+REACH_MARGIN = 1e-9
 
 
 def dec(value: float) -> Decimal:
@@ -134,6 +136,8 @@ class Account:
     caught_up_ms: int | None = None
     _marks: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
     _trigger_cache: dict[str, tuple[tuple[object, ...], list[fills.Trigger]]] = field(default_factory=dict)
+    _float_cache: dict[str, tuple[list[fills.Trigger], list[tuple[fills.Trigger, float]]]] = field(
+        default_factory=dict)
     next_oid: int = 1
 
     # --- queries ------------------------------------------------------------------------------
@@ -145,6 +149,10 @@ class Account:
 
     def active_symbols(self) -> set[str]:
         return set(self.positions) | {o.symbol for o in self.algos.values()}
+
+    def is_active(self, symbol: str) -> bool:
+        """``symbol in active_symbols()`` without building the set."""
+        return symbol in self.positions or any(o.symbol == symbol for o in self.algos.values())
 
     def algos_of(self, symbol: str) -> list[Algo]:
         return [o for o in self.algos.values() if o.symbol == symbol]
@@ -216,7 +224,7 @@ class Account:
         price = fills.slipped(rules, mark, side, self.slippage_pct)
         fee = fills.taker_fee(price, fill_qty, self.taker_fee)
         self._check_margin(symbol, side, fill_qty, price, fee, position, now_ms)
-        was_active = symbol in self.active_symbols()
+        was_active = self.is_active(symbol)
         fill = self._trade(symbol, side, fill_qty, price, fee, now_ms)
         if symbol not in self.positions:
             self._expire_algos(symbol)
@@ -254,7 +262,7 @@ class Account:
         if fills.met(fills.protective_trigger(None, side, kind, trigger), mark):
             raise WouldTrigger(f"{symbol}: {kind.value} {side.value} at {trigger} would trigger immediately "
                                f"(mark price {mark})", code=-2021)
-        if symbol not in self.active_symbols():
+        if not self.is_active(symbol):
             self.cursors[symbol] = now_ms - now_ms % BASE_MS
         algo = Algo(self.next_oid, symbol, side, kind, trigger, now_ms, owner)
         self.next_oid += 1
@@ -293,7 +301,7 @@ class Account:
             return
         for symbol in sorted(self.active_symbols()):
             self._advance(symbol, now_ms)
-            if symbol in self.active_symbols():
+            if self.is_active(symbol):
                 self._check_mark(symbol, now_ms)
         self.caught_up_ms = now_ms
 
@@ -310,21 +318,27 @@ class Account:
         if symbol in self.positions:
             first, last = int(data.open_time[lo]), min(int(data.open_time[hi - 1]) + BASE_MS - 1, now_ms)
             a = int(data.funding_time.searchsorted(first, side="left"))
-            b = int(data.funding_time.searchsorted(last, side="right"))
-            pending = [(int(data.funding_time[k]), data.funding_rate[k]) for k in range(a, b)]
+            if a < len(data.funding_time) and data.funding_time[a] <= last:
+                b = int(data.funding_time.searchsorted(last, side="right"))
+                pending = [(int(data.funding_time[k]), data.funding_rate[k]) for k in range(a, b)]
         for i in range(lo, hi):
             open_ms = int(data.open_time[i])
             end_ms = open_ms + BASE_MS
-            due = [f for f in pending if f[0] < end_ms]
-            pending = pending[len(due):]
-            due = [f for f in due if f[0] >= open_ms]
-            candle = data.candle(i)
-            if due or any(fills.reach(t, candle) for t in self._triggers(symbol)):
+            due: list[tuple[int, Decimal]] = []
+            if pending:
+                due = [f for f in pending if f[0] < end_ms]
+                pending = pending[len(due):]
+                due = [f for f in due if f[0] >= open_ms]
+            if due or self._may_reach(symbol, float(data.low[i]), float(data.high[i])):
+                candle = data.candle(i)
+                if not due and not any(fills.reach(t, candle) for t in self._triggers(symbol)):
+                    self.cursors[symbol] = end_ms
+                    continue
                 for funding_ms, rate in due:
                     self._settle_funding(symbol, funding_ms, rate, candle.open)
                 self._resolve(symbol, candle, None, now_ms)
             self.cursors[symbol] = end_ms
-            if symbol not in self.active_symbols():
+            if not self.is_active(symbol):
                 return
 
     def _check_mark(self, symbol: str, now_ms: int) -> None:
@@ -343,6 +357,24 @@ class Account:
             position.holding = Holding(h.side, h.quantity, h.entry_price, h.leverage, h.margin_type,
                                        h.isolated_margin + amount)
         self.funding.append(FundingRecord(symbol, funding_ms, amount))
+
+    def _may_reach(self, symbol: str, low: float, high: float) -> bool:
+        """False only when no trigger can be reached by a candle with this low and high: a float pre-check with a
+        margin far wider than the float/Decimal rounding, so the exact Decimal test (``fills.reach``) decides every
+        case that is anywhere near a level."""
+        for trigger, level in self._float_levels(symbol):
+            if (low <= level * (1 + REACH_MARGIN)) if trigger.falls else (high >= level * (1 - REACH_MARGIN)):
+                return True
+        return False
+
+    def _float_levels(self, symbol: str) -> list[tuple[fills.Trigger, float]]:
+        triggers = self._triggers(symbol)
+        cached = self._float_cache.get(symbol)
+        if cached is not None and cached[0] is triggers:
+            return cached[1]
+        levels = [(t, float(t.level)) for t in triggers]
+        self._float_cache[symbol] = (triggers, levels)
+        return levels
 
     def _triggers(self, symbol: str) -> list[fills.Trigger]:
         """The symbol's protective orders and its liquidation level as triggers. They depend only on its open
