@@ -135,6 +135,7 @@ class Account:
     funding: list[FundingRecord] = field(default_factory=list)
     caught_up_ms: int | None = None
     _marks: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
+    _epoch: int = 0  # bumped by every change of the wallet, a position or the open orders
     _trigger_cache: dict[str, tuple[tuple[object, ...], list[fills.Trigger]]] = field(default_factory=dict)
     _float_cache: dict[str, tuple[list[fills.Trigger], list[tuple[fills.Trigger, float]]]] = field(
         default_factory=dict)
@@ -267,15 +268,18 @@ class Account:
         algo = Algo(self.next_oid, symbol, side, kind, trigger, now_ms, owner)
         self.next_oid += 1
         self.algos[algo.oid] = algo
+        self._epoch += 1
         return algo
 
     def cancel(self, algo: Algo) -> bool:
         """Cancel an open protective order; False when it is no longer open (fired or expired)."""
+        self._epoch += 1
         return self.algos.pop(algo.oid, None) is not None
 
     def _expire_algos(self, symbol: str) -> None:
         for o in self.algos_of(symbol):
             del self.algos[o.oid]
+            self._epoch += 1
 
     def _trade(self, symbol: str, side: Side, quantity: Decimal, price: Decimal, fee: Decimal, ms: int, *,
                liquidation: bool = False, algo: Algo | None = None) -> FillRecord:
@@ -284,6 +288,7 @@ class Account:
         realized, after, opened = fills.execute(None if position is None else position.holding, side, quantity,
                                                 price, leverage=leverage, margin_type=margin_type)
         self.wallet += realized - fee
+        self._epoch += 1
         if after is None:
             self.positions.pop(symbol, None)
         elif opened or position is None:
@@ -352,6 +357,7 @@ class Account:
             return
         amount = fills.funding_amount(position.side, position.quantity, price, rate)
         self.wallet += amount
+        self._epoch += 1
         if position.holding.margin_type is MarginType.ISOLATED:
             h = position.holding
             position.holding = Holding(h.side, h.quantity, h.entry_price, h.leverage, h.margin_type,
@@ -378,15 +384,14 @@ class Account:
 
     def _triggers(self, symbol: str) -> list[fills.Trigger]:
         """The symbol's protective orders and its liquidation level as triggers. They depend only on its open
-        orders, the wallet, every position and the others' last marks (a cross liquidation level moves with the
-        others' P&L), so they are kept until one of those changes."""
-        algos = self.algos_of(symbol)
-        key = (tuple(o.oid for o in algos), self.wallet,
-               tuple((s, p.holding, self.last_mark.get(s) if s != symbol else None)
-                     for s, p in self.positions.items()))
+        orders, the wallet, every position (all three bump ``_epoch``) and the others' last marks (a cross
+        liquidation level moves with the others' P&L), so they are kept until one of those changes."""
+        others = [self.last_mark.get(s) for s in self.positions if s != symbol]
+        key = (self._epoch, *others)
         cached = self._trigger_cache.get(symbol)
         if cached is not None and cached[0] == key:
             return cached[1]
+        algos = self.algos_of(symbol)
         out = [fills.protective_trigger(o, o.side, o.kind, o.trigger) for o in algos]
         if symbol in self.positions:
             level = self.liquidation_level(symbol)
@@ -423,11 +428,13 @@ class Account:
                 self._trade(symbol, h.side.exit_side, h.quantity, liq.price, liq.fee, when, liquidation=True)
             elif position is None or position.side.exit_side is not order.side:
                 del self.algos[order.oid]
+                self._epoch += 1
                 continue
             else:
                 price = fills.slipped(self.rules[symbol], hit.price, order.side, self.slippage_pct)
                 fee = fills.taker_fee(price, position.quantity, self.taker_fee)
                 del self.algos[order.oid]
+                self._epoch += 1
                 self._trade(symbol, order.side, position.quantity, price, fee, when, algo=order)
             self._expire_algos(symbol)
             return

@@ -270,8 +270,10 @@ class FastEngine:
     def _manage(self, trade: _Trade, mark: Decimal) -> None:
         against = Direction.SHORT if trade.state.side is PositionSide.LONG else Direction.LONG
         consensus, score, atr = self.last_scan.exit_inputs(trade.symbol, against)
-        state = replace(trade.state, quantity=self.account.positions[trade.symbol].quantity,
-                        stop_price=trade.stop_price, partials_done=max(trade.state.partials_done, trade.partials))
+        state = trade.state
+        quantity, partials = self.account.positions[trade.symbol].quantity, max(state.partials_done, trade.partials)
+        if state.quantity != quantity or state.stop_price != trade.stop_price or state.partials_done != partials:
+            state = replace(state, quantity=quantity, stop_price=trade.stop_price, partials_done=partials)
         market = MarketState(mark_price=mark, atr=Decimal(repr(atr)) if atr is not None else None,
                              consensus=consensus, consensus_score=score)
         assert self.config.exits is not None
