@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from app.configs import barrier_params
 from engine.progress import ProgressBar
 from settings import Settings
 from strategies.labels import BarrierParams
@@ -48,14 +49,6 @@ log = logging.getLogger(__name__)
 
 EXIT_CONFIG = 2
 MODEL_KIND = "ensemble-v1"
-
-
-def barrier_params(settings: Settings, horizon_hours: float) -> BarrierParams:
-    cost = float((settings.paper_taker_fee * 100 + settings.paper_slippage_pct) * 2)
-    return BarrierParams(horizon=max(1, round(horizon_hours * 12)), stop_mult=float(settings.stop_atr_mult),
-                         tp_mult=float(settings.take_profit_atr_mult), min_stop_pct=float(settings.min_stop_pct),
-                         max_stop_pct=float(settings.max_stop_pct), min_reward_risk=float(settings.min_reward_risk),
-                         cost_pct=cost)
 
 
 def _day(text: str, flag: str) -> datetime:

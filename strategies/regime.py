@@ -18,6 +18,8 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
+from strategies.features import wilder_indicators
+
 
 class Regime(StrEnum):
     TRENDING_UP = "trending_up"
@@ -71,3 +73,18 @@ def regime_series(adx: np.ndarray, di_diff: np.ndarray, atr_pct: np.ndarray, bb_
                   p: RegimeParams = RegimeParams()) -> np.ndarray:
     """Regime codes of a whole series from the raw ATR % and Bollinger width (percentiles computed here)."""
     return classify(adx, di_diff, percentile_rank(atr_pct, p.lookback), percentile_rank(bb_width, p.lookback), p)
+
+
+def regime_of_candles(high: np.ndarray, low: np.ndarray, close: np.ndarray, p: RegimeParams = RegimeParams(),
+                      *, period: int = 14, bb: int = 20) -> Regime | None:
+    """The regime at the last candle of one window (the live scan's stop-timeframe candles): ADX and ±DI (Wilder,
+    ``period``), the ATR % and the Bollinger width (``bb`` candles, 2 σ) and their percentiles over the window.
+    ``None`` when the window is too short for the percentiles."""
+    ind = wilder_indicators(*(np.asarray(v, dtype=np.float64).reshape(1, -1) for v in (high, low, close)),
+                            period=period)
+    c = pd.Series(np.asarray(close, dtype=np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        atr_pct = ind.atr[0] / c.to_numpy() * 100.0
+        bb_width = (4.0 * c.rolling(bb).std(ddof=0) / c.rolling(bb).mean()).to_numpy()
+    codes = regime_series(ind.adx[0], ind.plus_di[0] - ind.minus_di[0], atr_pct, bb_width, p)
+    return REGIMES[int(codes[-1])] if len(codes) and codes[-1] >= 0 else None
