@@ -43,7 +43,7 @@ from strategies.ml import (
     run_walk_forward,
     walk_forward_folds,
 )
-from strategies.model_store import ModelMeta, save_model
+from strategies.model_store import MODEL_FILE, ModelMeta, save_model
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         print("  " + render_side(e))
         print("  calibration (predicted → observed, rows): " + ", ".join(
             f"{p:.2f}→{o:.2f} ({n})" for p, o, n in e.calibration))
-    model_path = args.out or settings.models_dir / "vigil-ml.joblib"
+    model_path = args.out or settings.models_dir / MODEL_FILE
     final = _final_training_rows(data, args.train_days)
     estimators = {side: fit_calibrated(data.X[final], data.y[side][final]) for side in ("long", "short")}
     meta = ModelMeta(

@@ -147,6 +147,13 @@ class VoteRepository:
             " WHERE n <= ? ORDER BY scan_time, id", (window,))
         return [ResolvedRow(r[0], r[1], float(r[2]), r[3], float(r[4]), datetime.fromisoformat(r[5])) for r in rows]
 
+    async def resolved_counts(self) -> list[tuple[str, str, int, int]]:
+        """``(voter, regime, decided votes, wins)`` over every kept vote with a known regime."""
+        rows = await self.db.fetchall(
+            "SELECT voter, regime, COUNT(*), SUM(outcome = 'tp' AND outcome_r > 0) FROM votes"
+            " WHERE outcome IN ('tp', 'sl', 'timeout') AND regime IS NOT NULL GROUP BY voter, regime")
+        return [(r[0], r[1], int(r[2]), int(r[3] or 0)) for r in rows]
+
     async def prune(self, before: datetime) -> int:
         """Delete votes scanned before ``before``; the number deleted."""
         return await self._write("DELETE FROM votes WHERE scan_time < ?", (before.isoformat(),))
