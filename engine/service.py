@@ -36,7 +36,6 @@ from engine.vote_reports import (
 from settings import Settings, format_validation_error
 from storage.db import Database
 from storage.records import EquityPoint, TradeRecord
-from strategies.model_store import MODEL_FILE
 from strategies.weights import WeightParams
 
 if TYPE_CHECKING:
@@ -303,7 +302,7 @@ class EngineService:
         panel = tuple(v.name for v in trader.consensus.voters) + tuple(v.name for v in (trader.llm.voters
                                                                                           if trader.llm else ()))
         params = trader.vote_log.config.weights if trader.vote_log is not None else WeightParams()
-        return await model_report(settings.models_dir / MODEL_FILE, self._repos.votes, panel,
+        return await model_report(settings.models_dir, self._repos.votes, panel,
                                   live_window=settings.model_live_window, params=params,
                                   learned_weights=settings.learned_weights)
 

@@ -16,13 +16,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.trading.vote_log import VoteLog
 from storage.votes import VoteRepository
-from strategies.model_store import ModelMeta, ModelMismatch, check_compatible, read_meta
 from strategies.types import Direction
 from strategies.weights import ResolvedVote, WeightParams, learn_weights
+
+if TYPE_CHECKING:
+    from strategies.model_store import ModelMeta
 
 ML_VOTER_PREFIX = "ml"          # the ML voter's name starts with it ("ml", "ml:ensemble-v1")
 SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{2,20}$")
@@ -135,24 +137,28 @@ def out_of_sample(meta: ModelMeta) -> tuple[dict[str, dict[str, Any]], float | N
     return sides, (hits / acted if acted else None), acted
 
 
-def read_model_meta(path: Path) -> tuple[ModelMeta | None, str]:
-    """The model's metadata and why it cannot be used ("" when it can; its features are checked when loaded)."""
+def read_model_meta(models_dir: Path) -> tuple[Path, ModelMeta | None, str]:
+    """The model file, its metadata and why it cannot be used ("" when it can; its features are checked when it is
+    loaded). Imports the model store (scikit-learn, joblib) only when asked."""
+    from strategies.model_store import MODEL_FILE, ModelMismatch, check_compatible, read_meta
+
+    path = models_dir / MODEL_FILE
     if not path.is_file():
-        return None, "no model: the ML voter abstains"
+        return path, None, "no model: the ML voter abstains"
     try:
         meta = read_meta(path)
     except ModelMismatch as exc:
-        return None, f"model refused, the ML voter abstains: {exc}"
+        return path, None, f"model refused, the ML voter abstains: {exc}"
     try:
         check_compatible(meta, meta.features, path)  # the format and the library versions
     except ModelMismatch as exc:
-        return meta, f"model refused, the ML voter abstains: {exc}"
-    return meta, ""
+        return path, meta, f"model refused, the ML voter abstains: {exc}"
+    return path, meta, ""
 
 
-async def model_report(path: Path, repo: VoteRepository, panel: tuple[str, ...], *, live_window: int,
+async def model_report(models_dir: Path, repo: VoteRepository, panel: tuple[str, ...], *, live_window: int,
                        params: WeightParams, learned_weights: bool) -> ModelReport:
-    meta, problem = await asyncio.to_thread(read_model_meta, path)
+    path, meta, problem = await asyncio.to_thread(read_model_meta, models_dir)
     sides, oos_hit, acted = out_of_sample(meta) if meta is not None else ({}, None, 0)
     live = await repo.resolved(voter_prefix=ML_VOTER_PREFIX, limit=live_window)
     live_hit = sum(r.won for r in live) / len(live) if live else None

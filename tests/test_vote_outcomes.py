@@ -118,3 +118,30 @@ def test_equals_the_triple_barrier_label_on_real_candles():
             assert res.decided and res.won == bool(label), (t, side)
             checked += 1
     assert checked > 250
+
+
+def test_the_live_regime_equals_the_vectorised_one_on_real_candles():
+    from strategies.feature_frame import resample
+    from strategies.features import wilder_indicators
+    from strategies.regime import REGIMES, last_percentile, percentile_rank, regime_of_candles, regime_series
+
+    rng = np.random.default_rng(3)
+    values = np.round(rng.normal(size=700), 1)            # ties
+    values[rng.choice(700, 40, replace=False)] = np.nan
+    for end in (10, 99, 100, 101, 350, 700):
+        want = percentile_rank(values[:end], 500)[-1]
+        got = last_percentile(values[:end], 500)
+        assert (np.isnan(want) and np.isnan(got)) or got == pytest.approx(want), end
+
+    d = resample(pd.read_csv(SAMPLE / "BTCUSDT-5m.csv.gz").drop_duplicates("open_time").reset_index(drop=True), 12)
+    seen = set()
+    for end in range(120, len(d), 97):
+        w = d.iloc[max(0, end - 300):end]
+        h, lo, c = (w[k].to_numpy() for k in ("high", "low", "close"))
+        ind = wilder_indicators(h.reshape(1, -1), lo.reshape(1, -1), c.reshape(1, -1))
+        bb = (4.0 * w["close"].rolling(20).std(ddof=0) / w["close"].rolling(20).mean()).to_numpy()
+        code = regime_series(ind.adx[0], ind.plus_di[0] - ind.minus_di[0], ind.atr[0] / c * 100.0, bb)[-1]
+        live = regime_of_candles(h, lo, c)
+        assert live == (REGIMES[code] if code >= 0 else None), end
+        seen.add(live)
+    assert len(seen) >= 3
