@@ -31,6 +31,8 @@ from bench.signals import day, read  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.votes import PendingEntry, VoteRepository, VoteRow  # noqa: E402
 from strategies.consensus import Consensus  # noqa: E402
+from strategies.labels import BarrierParams  # noqa: E402
+from strategies.outcomes import resolve_vote  # noqa: E402
 from strategies.signal_table import SignalConfig, build_signal_tables  # noqa: E402
 from strategies.technical import TrendMomentumVoter  # noqa: E402
 
@@ -110,6 +112,20 @@ def main() -> None:
           + (f"; + {llm_rows:,} with {args.llm_providers} LLM provider(s)" if llm_rows else ""))
     reasons = [len(s.reason) for s in samples]
     print(f"reasons: {len(samples):,} sampled, mean {np.mean(reasons):.0f} chars, max {max(reasons)}")
+    # the outcome job's CPU: one resolve_vote per pending entry on a cached 300-candle 5m window
+    barrier = BarrierParams(horizon=288)
+    batch = next(iter(histories.values()))
+    n = min(2_000, len(batch) - 600)
+    cpu = time.process_time()
+    for i in range(n):
+        j = 300 + i
+        resolve_vote(1, float(batch.close[j]), float(batch.close[j]) * 0.006, int(batch.open_time[j]),
+                     batch.open_time[j - 50:j + 250], batch.high[j - 50:j + 250], batch.low[j - 50:j + 250],
+                     batch.close[j - 50:j + 250], barrier)
+    per_call = (time.process_time() - cpu) / n
+    pending = per_day + llm_rows   # at most one entry per non-FLAT row younger than the 24 h horizon
+    print(f"resolve_vote: {per_call * 1e6:.0f} µs cpu per pending entry; ~{pending:,.0f} pending at 100 symbols → "
+          f"{pending * per_call * 1000:.0f} ms cpu per outcome run (every 15 min)")
     bytes_per_row, count = asyncio.run(measure_bytes(samples, args.rows))
     total = (per_day + llm_rows) * args.retention_days
     print(f"bytes/row (indexes included, resolved): {bytes_per_row:.0f} over {count:,} rows")

@@ -15,7 +15,7 @@ import pytest
 from app.runtime import build_trader, build_vote_log
 from core.enums import Mode
 from engine.events import EventBus
-from engine.trading.vote_log import VoteLog, VoteLogConfig
+from engine.trading.vote_log import ResolveReport, VoteLog, VoteLogConfig
 from storage.db import Database
 from storage.migrations import MIGRATIONS
 from storage.votes import VoteRepository, VoteRow
@@ -124,12 +124,16 @@ async def test_outcomes_resolve_from_the_market_and_equal_the_label(rig: Rig):
     log = attach_vote_log(rig, vote_horizon_hours=4)
     await rig.trader.scan()
     (row,) = [r.row for r in await rig.repos.votes.latest("BTCUSDT")]
-    assert (await log.resolve()).still_open == 1           # nothing after the entry candle yet
+    assert (await log.resolve()) == ResolveReport(still_open=1)   # nothing after the entry candle yet: no request
+    await rig.step(5)
+    await rig.trader.scan()                                        # a second entry on BTCUSDT (in a position now)
+    assert len(await rig.repos.votes.pending()) == 2
     rig.clock.advance(timedelta(hours=5))
-    report = await log.resolve()                            # past the horizon: one klines request
-    assert report.fetched <= 1 and report.resolved + report.voided == 1 and report.still_open == 0
-    (stored,) = await rig.repos.votes.latest("BTCUSDT")
-    assert stored.outcome in ("tp", "sl", "timeout") and stored.resolved_at == rig.clock.now()
+    report = await log.resolve()             # past the horizon, not in the cache: ONE klines request for both
+    assert report.fetched == 1 and report.resolved == 2 and report.still_open == 0
+    outcome, outcome_r, resolved_at = await rig.repos.db.fetchone(
+        "SELECT outcome, outcome_r, resolved_at FROM votes WHERE candle_ms = ?", (row.candle_ms,))
+    assert outcome in ("tp", "sl", "timeout") and resolved_at == rig.clock.now().isoformat()
     # the same entry as a triple-barrier label on the sample's candles
     d = pd.read_csv(SAMPLE / "BTCUSDT-5m.csv.gz").drop_duplicates("open_time").reset_index(drop=True)
     t = int(np.flatnonzero(d["open_time"].to_numpy() == row.candle_ms)[0])
@@ -137,8 +141,8 @@ async def test_outcomes_resolve_from_the_market_and_equal_the_label(rig: Rig):
     a = np.full(len(d), np.nan)
     a[t] = row.stop_atr
     labels = triple_barrier(h, lo, c, a, log.config.barrier)
-    assert (stored.outcome == "tp" and stored.outcome_r > 0) == bool(labels.long[t])
-    assert stored.outcome_r == pytest.approx(labels.long_outcome[t])
+    assert (outcome == "tp" and outcome_r > 0) == bool(labels.long[t])
+    assert outcome_r == pytest.approx(labels.long_outcome[t])
     assert await rig.repos.votes.pending() == []
 
 

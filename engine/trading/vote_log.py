@@ -7,8 +7,9 @@ After every scan the trader hands its report and signals here:
   symbol did or did not trade; the whole scan (FLAT symbols included) is also kept in memory for ``/why``;
 - **resolve** (every ``resolve_every``): each pending entry is resolved by ``strategies.outcomes.resolve_vote``
   from the entry-timeframe candles the market cache already holds (no request); only an entry past its horizon
-  whose candles are no longer cached (the symbol left the universe, the bot was down) costs one klines request,
-  at most ``max_fetch`` per run; one still undecided ``give_up_after`` past its horizon is void;
+  whose candles are no longer cached (the symbol left the universe, the bot was down) costs a klines request for
+  its symbol (1,000 candles from its oldest such entry, weight 5), at most ``max_fetch`` symbols per run; one
+  still undecided ``give_up_after`` past its horizon is void;
 - **learn**: after resolving, the weights per voter and regime (``strategies.weights``) are recomputed from the
   newest ``WeightParams.window`` decided votes of each;
 - **prune** (once a UTC day): votes older than the retention are deleted.
@@ -23,8 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from core.clock import Clock
 from core.intervals import interval_ms
@@ -43,6 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FETCH_LIMIT = 1000  # 5m candles per klines request for outcomes (3.5 days; Binance request weight 5)
+
 
 @dataclass(frozen=True, slots=True)
 class VoteLogConfig:
@@ -51,8 +52,9 @@ class VoteLogConfig:
     entry_interval: str = "5m"                # the timeframe the price is read on and the horizon counts
     stop_timeframe: str | None = "1h"         # the regime is read on it
     resolve_every: timedelta = timedelta(minutes=15)
-    max_fetch: int = 10                       # klines requests per run for entries no longer in the cache
+    max_fetch: int = 10                       # klines requests (one per symbol) per run for uncached entries
     give_up_after: timedelta = timedelta(days=1)
+    max_pending: int = 20_000                 # entries looked at per run, oldest first
     weights: WeightParams = field(default_factory=WeightParams)
 
 
@@ -171,13 +173,15 @@ class VoteLog:
         now = self.clock.now()
         self._last_resolve = now
         horizon = timedelta(milliseconds=self._interval_ms * self.config.barrier.horizon)
-        resolved = voided = still_open = fetched = 0
-        for entry in await self.repo.pending():
-            resolution = self._from_cache(entry)
+        resolved = voided = still_open = 0
+        fetched: dict[str, KlineBatch | None] = {}   # symbol → candles read from the exchange in this run
+        for entry in await self.repo.pending(limit=self.config.max_pending):
+            resolution = self._from(self.market.cached(entry.symbol, self.config.entry_interval), entry)
             due = entry.first_scan + horizon <= now
-            if resolution.outcome is None and due and fetched < self.config.max_fetch:
-                fetched += 1
-                resolution = await self._from_exchange(entry, now)
+            if resolution.outcome is None and due:
+                if entry.symbol not in fetched and len(fetched) < self.config.max_fetch:
+                    fetched[entry.symbol] = await self._fetch(entry, now)   # its oldest pending entry comes first
+                resolution = self._from(fetched.get(entry.symbol), entry)
             if resolution.outcome is None and entry.first_scan + horizon + self.config.give_up_after <= now:
                 resolution = Resolution(Outcome.VOID)
             if resolution.outcome is None:
@@ -189,33 +193,30 @@ class VoteLog:
             else:
                 resolved += 1
         await self.learn()
-        report = ResolveReport(resolved, voided, still_open, fetched)
+        report = ResolveReport(resolved, voided, still_open, len(fetched))
         log.info("votes resolved: %d decided, %d void, %d still open, %d klines requests", *(
             report.resolved, report.voided, report.still_open, report.fetched))
         return report
 
-    def _from_cache(self, entry: PendingEntry) -> Resolution:
-        batch = self.market.cached(entry.symbol, self.config.entry_interval)
+    def _from(self, batch: KlineBatch | None, entry: PendingEntry) -> Resolution:
+        """The entry's outcome from ``batch`` if it holds the candles right after the entry, else still open."""
         if batch is None or len(batch) == 0 or int(batch.open_time[0]) > entry.candle_ms + self._interval_ms:
-            return Resolution(None)  # the candles after the entry are not (all) in the cache
-        return self._resolve(entry, batch)
+            return Resolution(None)
+        return resolve_vote(entry.direction, entry.price, entry.stop_atr, entry.candle_ms, batch.open_time,
+                            batch.high, batch.low, batch.close, self.config.barrier, self._interval_ms)
 
-    async def _from_exchange(self, entry: PendingEntry, now: datetime) -> Resolution:
+    async def _fetch(self, entry: PendingEntry, now: datetime) -> KlineBatch | None:
+        """The closed candles of ``entry.symbol`` from just after ``entry`` (``FETCH_LIMIT`` of them: they cover
+        its later pending entries too), or ``None`` when they cannot be read now (retried at the next run)."""
         try:
             batch = await self.market.source.klines(entry.symbol, self.config.entry_interval,
-                                                    start_ms=entry.candle_ms + self._interval_ms,
-                                                    limit=self.config.barrier.horizon)
+                                                    start_ms=entry.candle_ms + self._interval_ms, limit=FETCH_LIMIT)
         except Exception as exc:
-            log.warning("candles for the outcome of %s could not be read (%s); retried later", entry.symbol, exc)
-            return Resolution(None)
+            log.warning("candles for the vote outcomes of %s could not be read (%s); retried later", entry.symbol, exc)
+            return None
         closed = (batch.open_time + self._interval_ms) <= int(now.timestamp() * 1000)
-        return self._resolve(entry, batch, closed)
-
-    def _resolve(self, entry: PendingEntry, batch: KlineBatch, mask: np.ndarray | None = None) -> Resolution:
-        pick = (lambda a: a[mask]) if mask is not None else (lambda a: a)
-        return resolve_vote(entry.direction, entry.price, entry.stop_atr, entry.candle_ms, pick(batch.open_time),
-                            pick(batch.high), pick(batch.low), pick(batch.close), self.config.barrier,
-                            self._interval_ms)
+        return KlineBatch(batch.symbol, batch.interval, *(a[closed] for a in (
+            batch.open_time, batch.open, batch.high, batch.low, batch.close, batch.volume)))
 
     # ------------------------------------------------------------------ weights
     async def learn(self) -> dict[tuple[str, str], VoterSkill]:
