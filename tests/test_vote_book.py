@@ -183,16 +183,36 @@ async def test_learned_weights_reach_the_live_consensus_only_when_switched_on(ri
     assert build_trader(settings, **args).vote_log is None                       # backtests: no vote book
     learned = build_trader(make_settings(learned_weights=True), **args, record_votes=True)
     assert isinstance(learned.consensus, LearnedConsensus)
-    log = learned.vote_log
-    from strategies.weights import VoterSkill
-    log.skills = {("a", "ranging"): VoterSkill("a", "ranging", 50, 0.3, 0.2, 0.0),
-                  ("b", "ranging"): VoterSkill("b", "ranging", 50, 0.1, 0.2, 0.5)}
-    log._regimes["BTCUSDT"] = (object(), "ranging")  # type: ignore[assignment]
-    assert log.weights("BTCUSDT") == {"a": 0.0, "b": 0.5} and log.weights("ETHUSDT") == {}
-    consensus = LearnedConsensus([], log.weights, threshold=0.5)
-    votes = [Vote("a", Direction.SHORT, 1.0), Vote("b", Direction.LONG, 0.8)]
-    assert consensus.combine(votes, consensus.weights_for_symbol("BTCUSDT")) == (Direction.LONG, pytest.approx(0.8))
-    assert consensus.combine(votes, consensus.weights_for_symbol("ETHUSDT")) == (Direction.FLAT, 0.0)  # prior: tie
+
+
+async def test_learned_weights_change_a_real_scan(rig: Rig):
+    """A voter whose stored votes were badly calibrated in the symbol's regime loses its say: the tie it made with
+    a good voter becomes a trade once the weights are learned."""
+    log = attach_vote_log(rig)
+    rig.trader.consensus = LearnedConsensus([rig.voter, HalfVoter(Direction.SHORT, 1.0)], log.weights, threshold=0.6)
+    first = await rig.trader.scan()
+    assert first.opened == [] and log.latest["BTCUSDT"].decision == "no trade: no majority (the sides weigh the same)"
+    regime = log.regime_for("BTCUSDT")
+    assert regime is not None
+    t0 = rig.clock.now() - timedelta(days=2)
+    rows = []
+    for i in range(40):
+        won = i % 2 == 0
+        rows += [VoteRow(t0 + timedelta(minutes=5 * i), "ETHUSDT", i, "fixed", 1, 0.8 if won else 0.2, "", 1, 0.5,
+                         regime, 100.0, 1.0, ""),
+                 VoteRow(t0 + timedelta(minutes=5 * i), "ETHUSDT", i, "half", -1, 0.9, "", 1, 0.5, regime, 100.0, 1.0,
+                         "")]
+    await rig.repos.votes.record(rows)
+    for entry in await rig.repos.votes.pending():
+        if entry.symbol == "ETHUSDT":
+            won = entry.candle_ms % 2 == 0
+            await rig.repos.votes.resolve(entry, "tp" if won else "sl", 1.4 if won else -1.1, rig.clock.now())
+    await log.learn()
+    assert log.weights("BTCUSDT") == {"fixed": pytest.approx(1 - 0.04 / 0.25), "half": 0.0}
+    await rig.step(5)
+    second = await rig.trader.scan()
+    assert len(second.opened) == 1 and log.latest["BTCUSDT"].decision == f"opened trade #{second.opened[0]}"
+    assert log.latest["BTCUSDT"].score == pytest.approx(1.0)
 
 
 async def test_retention_prunes_old_votes_once_a_day(rig: Rig):
