@@ -147,6 +147,12 @@ class Settings(BaseSettings):
     llm_scan_deadline_seconds: float = Field(20.0, gt=0, le=240)
     llm_daily_budget_usd: Decimal = Field(Decimal("1"), ge=0, le=10_000)
 
+    # --- the vote book (every vote and its outcome; learned weights) ----------------------------
+    votes_retention_days: int = Field(30, ge=1, le=3_650)
+    vote_horizon_hours: float = Field(24, gt=0, le=24 * 14)
+    learned_weights: bool = False
+    model_live_window: int = Field(200, ge=10, le=100_000)
+
     # --- notifications ---------------------------------------------------------------------------
     notify_daily_summary_utc: str = "00:00"
     notify_levels: str = ""

@@ -10,6 +10,7 @@ from engine.policy.exits import ExitConfig, LadderStep, TrailMethod
 from engine.policy.risk import LimitsConfig, RiskConfig
 from engine.trading.breakers import BreakerConfig
 from settings import Settings, parse_ladder
+from strategies.labels import BarrierParams
 
 HUNDRED = Decimal(100)
 
@@ -61,3 +62,13 @@ def breaker_config(s: Settings) -> BreakerConfig:
         volatility_ratio=s.volatility_breaker_ratio, api_errors_max=s.api_errors_max,
         api_errors_window=timedelta(minutes=s.api_errors_window_minutes),
         symbol_cooldown=timedelta(minutes=s.symbol_cooldown_minutes), symbol_daily_loss_pct=s.symbol_daily_loss_pct)
+
+
+def barrier_params(s: Settings, horizon_hours: float) -> BarrierParams:
+    """Vigil's own stop and take-profit rule as triple barriers (the ML labels and the vote outcomes); the horizon
+    in 5m candles."""
+    cost = float((s.paper_taker_fee * 100 + s.paper_slippage_pct) * 2)
+    return BarrierParams(horizon=max(1, round(horizon_hours * 12)), stop_mult=float(s.stop_atr_mult),
+                         tp_mult=float(s.take_profit_atr_mult), min_stop_pct=float(s.min_stop_pct),
+                         max_stop_pct=float(s.max_stop_pct), min_reward_risk=float(s.min_reward_risk),
+                         cost_pct=cost)

@@ -10,9 +10,9 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from app.configs import adaptive_config, breaker_config, exit_config, limits_config, risk_config
+from app.configs import adaptive_config, barrier_params, breaker_config, exit_config, limits_config, risk_config
 from app.llm import LlmRuntime, build_llm
 from core.clock import Clock, ExchangeClock
 from core.enums import Mode
@@ -27,9 +27,10 @@ from engine.retrying import Sleep
 from engine.scheduler import EngineScheduler
 from engine.trading.breakers import Breakers
 from engine.trading.trader import Trader, TraderConfig
+from engine.trading.vote_log import VoteLog, VoteLogConfig
 from settings import Settings
 from storage.repositories import Repositories
-from strategies.consensus import Consensus
+from strategies.consensus import Consensus, LearnedConsensus
 from strategies.llm import LlmPanel
 from strategies.panel import build_voters
 
@@ -49,6 +50,13 @@ def build_consensus(settings: Settings) -> Consensus:
     ``MIN_AGREEMENT``; ``UnknownVoter`` (one line naming the valid voters) for a name that is not one."""
     return Consensus(build_voters(settings.voters), threshold=settings.entry_threshold,
                      min_agree=settings.min_agreeing_voters, min_agreement=settings.min_agreement)
+
+
+def build_vote_log(settings: Settings, repos: Repositories, market: MarketDataService, clock: Clock) -> VoteLog:
+    return VoteLog(repos.votes, market, clock, VoteLogConfig(
+        barrier=barrier_params(settings, settings.vote_horizon_hours),
+        retention=timedelta(days=settings.votes_retention_days), entry_interval=settings.timeframes[0],
+        stop_timeframe=settings.stop_atr_timeframe))
 
 
 def build_market_service(settings: Settings, source: MarketData, clock: Clock) -> MarketDataService:
@@ -72,11 +80,18 @@ def build_breakers(settings: Settings, repos: Repositories, mode: Mode) -> Break
 
 def build_trader(settings: Settings, *, mode: Mode, exchange: Exchange, repos: Repositories, bus: EventBus,
                  clock: Clock, market: MarketDataService | None = None, consensus: Consensus | None = None,
-                 llm: LlmPanel | None = None, sleep: Sleep | None = None) -> Trader:
-    return Trader(exchange=exchange, market=market or build_market_service(settings, exchange, clock),
+                 llm: LlmPanel | None = None, sleep: Sleep | None = None, record_votes: bool = False) -> Trader:
+    """``record_votes``: keep the vote book (the running bot; backtests do not); with ``LEARNED_WEIGHTS=true`` its
+    learned weights then weigh the panel."""
+    market = market or build_market_service(settings, exchange, clock)
+    vote_log = build_vote_log(settings, repos, market, clock) if record_votes else None
+    if consensus is None and vote_log is not None and settings.learned_weights:
+        base = build_consensus(settings)
+        consensus = LearnedConsensus(base.voters, vote_log.weights, threshold=base.threshold)
+    return Trader(exchange=exchange, market=market,
                   consensus=consensus or build_consensus(settings), repos=repos, bus=bus, clock=clock,
                   config=trader_config(settings, mode), breakers=build_breakers(settings, repos, mode), llm=llm,
-                  sleep=sleep)
+                  sleep=sleep, vote_log=vote_log)
 
 
 async def check_account(exchange: Exchange) -> None:
@@ -159,8 +174,10 @@ class Runtime:
         exchange = await self._build_exchange(mode)
         try:
             trader = build_trader(self.settings, mode=mode, exchange=exchange, repos=self.repos, bus=self.bus,
-                                  clock=self.clock, llm=self.llm.panel)
+                                  clock=self.clock, llm=self.llm.panel, record_votes=True)
             await trader.start()
+            if trader.vote_log is not None:
+                await trader.vote_log.learn()
         except BaseException:
             await exchange.close()
             raise

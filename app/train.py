@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from app.configs import barrier_params
 from engine.progress import ProgressBar
 from settings import Settings
 from strategies.labels import BarrierParams
@@ -42,20 +43,12 @@ from strategies.ml import (
     run_walk_forward,
     walk_forward_folds,
 )
-from strategies.model_store import ModelMeta, save_model
+from strategies.model_store import MODEL_FILE, ModelMeta, save_model
 
 log = logging.getLogger(__name__)
 
 EXIT_CONFIG = 2
 MODEL_KIND = "ensemble-v1"
-
-
-def barrier_params(settings: Settings, horizon_hours: float) -> BarrierParams:
-    cost = float((settings.paper_taker_fee * 100 + settings.paper_slippage_pct) * 2)
-    return BarrierParams(horizon=max(1, round(horizon_hours * 12)), stop_mult=float(settings.stop_atr_mult),
-                         tp_mult=float(settings.take_profit_atr_mult), min_stop_pct=float(settings.min_stop_pct),
-                         max_stop_pct=float(settings.max_stop_pct), min_reward_risk=float(settings.min_reward_risk),
-                         cost_pct=cost)
 
 
 def _day(text: str, flag: str) -> datetime:
@@ -139,7 +132,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         print("  " + render_side(e))
         print("  calibration (predicted → observed, rows): " + ", ".join(
             f"{p:.2f}→{o:.2f} ({n})" for p, o, n in e.calibration))
-    model_path = args.out or settings.models_dir / "vigil-ml.joblib"
+    model_path = args.out or settings.models_dir / MODEL_FILE
     final = _final_training_rows(data, args.train_days)
     estimators = {side: fit_calibrated(data.X[final], data.y[side][final]) for side in ("long", "short")}
     meta = ModelMeta(

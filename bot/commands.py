@@ -9,7 +9,7 @@ from functools import partial
 from telegram import BotCommand
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
-from bot import cmd_control, cmd_info, cmd_view
+from bot import cmd_control, cmd_info, cmd_view, cmd_votes
 from bot.auth import AUTH_GROUP, AuthGate
 from bot.confirm import CALLBACK_PATTERN
 from bot.context import BotContext
@@ -56,6 +56,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("config", "", "settings (secrets hidden) and notification levels", cmd_view.config),
     Command("set", "KEY VALUE", "change a risk setting or a notification level", cmd_control.set_value),
     Command("scan", "", "run a market scan now", cmd_control.scan),
+    Command("why", "SYMBOL", "the last votes and reasons on a symbol, and why it traded or not", cmd_votes.why),
+    Command("model", "", "the ML model, its out-of-sample and live hit rate, learned voter weights",
+            cmd_votes.model),
     Command("blacklist", "[add|remove SYMBOL]", "symbols never traded", cmd_control.blacklist),
     Command("chart", "[days]", "equity and drawdown chart (default 7 days)", cmd_view.chart),
     Command("logs", "[n]", "recent warnings and errors from the log (default 10)", cmd_info.logs),

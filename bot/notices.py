@@ -25,6 +25,7 @@ from storage.records import TradeRecord
 CATEGORIES: tuple[str, ...] = ("trade_opened", "trade_closed", "stop_moved", "partial_exit", "breaker", "state",
                                "alert", "scan", "daily_summary", "other")
 LEVELS: tuple[str, ...] = ("on", "silent", "off")
+VOTE_CHARS = 100  # a vote and its reason in the trade-opened notification
 DEFAULT_LEVELS: dict[str, str] = {**{c: "on" for c in CATEGORIES}, "stop_moved": "silent", "scan": "off"}
 
 
@@ -88,15 +89,24 @@ def _opened(e: TradeOpened) -> str:
     notional = e.quantity * e.entry_price
     stop_pct = _distance(e.stop_price, e.entry_price)
     tp_pct = _distance(e.take_profit_price, e.entry_price)
-    votes = ", ".join(esc(v) for v in e.votes) or "—"
-    origin = "Opened by hand (/long, /short)" if MANUAL_VOTE in e.votes else f"Consensus {e.score:.2f}: {votes}"
+    if MANUAL_VOTE in e.votes:
+        origin = ["Opened by hand (/long, /short)"]
+    else:
+        origin = [f"Consensus {e.score:.2f} · votes:", *(f"• {esc(_short(v))}" for v in e.votes)] if e.votes \
+            else [f"Consensus {e.score:.2f}"]
     return "\n".join([
         f"🟢 <b>Opened</b> #{e.trade_id} <b>{esc(e.symbol)}</b> {esc(e.side)} {e.leverage}x · {esc(e.mode)}",
         f"Size {qty(e.quantity)} (≈ {money(notional, signed=False)}) @ {price(e.entry_price)}",
         f"SL {price(e.stop_price)} ({pct(stop_pct)}) · TP {price(e.take_profit_price)} ({pct(tp_pct)})",
         f"Liquidation {price(e.liquidation_price)} · fee {money(-e.fee)}",
-        origin,
-    ])
+        *origin,
+        f"/why {esc(e.symbol)} for the full reasons" if e.votes and MANUAL_VOTE not in e.votes else "",
+    ]).rstrip()
+
+
+def _short(vote: str, limit: int = VOTE_CHARS) -> str:
+    """One vote (``voter SIDE 0.80 — reason``) cut to fit a phone line or two."""
+    return vote if len(vote) <= limit else vote[:limit - 1] + "…"
 
 
 def _closed(e: TradeClosed, trade: TradeRecord | None) -> str:

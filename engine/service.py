@@ -24,9 +24,19 @@ from engine.policy.risk import EntryPlan
 from engine.results import Period, PeriodResult, TradeStats, period_starts, results_by_period, trade_stats
 from engine.trading.halts import HaltState, load_halts, save_halts
 from engine.trading.trader import HEARTBEAT_KEY, LAST_SCAN_KEY, EntryRefused
+from engine.vote_reports import (
+    ModelReport,
+    UnknownSymbol,
+    WhyReport,
+    model_report,
+    normalise_symbol,
+    why_from_memory,
+    why_from_table,
+)
 from settings import Settings, format_validation_error
 from storage.db import Database
 from storage.records import EquityPoint, TradeRecord
+from strategies.weights import WeightParams
 
 if TYPE_CHECKING:
     from engine.control import RuntimeControl as Runtime
@@ -268,6 +278,33 @@ class EngineService:
         """What the last scan stored: time, symbols, signals, opened, halted."""
         value = await self._repos.state.get(LAST_SCAN_KEY)
         return value if isinstance(value, dict) else None
+
+    async def why(self, symbol: str) -> WhyReport:
+        """The last votes on ``symbol``: the latest scan from memory, else the latest stored one."""
+        try:
+            symbol = normalise_symbol(symbol)
+        except UnknownSymbol as exc:
+            raise CommandRefused(str(exc)) from None
+        trader = self.runtime.trader
+        found = why_from_memory(trader.vote_log, symbol) or await why_from_table(self._repos.votes, symbol)
+        if found is not None:
+            return found
+        if not trader.knows_symbol(symbol):
+            raise CommandRefused(f"{symbol} is not a USDⓈ-M perpetual on this exchange; check the spelling")
+        days = self.runtime.settings.votes_retention_days
+        raise CommandRefused(f"no votes on {symbol}: it was not in the last scan and no vote on it is stored "
+                             f"(votes are kept {days} days); /scan runs a scan now")
+
+    async def model(self) -> ModelReport:
+        """The model file and its out-of-sample figures, its live hit rate, and the learned voter weights."""
+        settings = self.runtime.settings
+        trader = self.runtime.trader
+        panel = tuple(v.name for v in trader.consensus.voters) + tuple(v.name for v in (trader.llm.voters
+                                                                                          if trader.llm else ()))
+        params = trader.vote_log.config.weights if trader.vote_log is not None else WeightParams()
+        return await model_report(settings.models_dir, self._repos.votes, panel,
+                                  live_window=settings.model_live_window, params=params,
+                                  learned_weights=settings.learned_weights)
 
     async def breakers(self) -> list[BreakerView]:
         """Every circuit breaker with its state, threshold and reset rule, tripped ones first.

@@ -252,4 +252,29 @@ CREATE INDEX llm_calls_time ON llm_calls(time);
 CREATE INDEX llm_calls_answer ON llm_calls(provider, symbol, candle_ms)
 """
 
-MIGRATIONS: list[str] = [V1_CORE, V2_TELEGRAM, V3_ORDER_REASON, V4_LLM_CALLS]
+V5_VOTES = """
+CREATE TABLE votes (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    scan_time   TEXT NOT NULL,
+    symbol      TEXT NOT NULL,
+    candle_ms   INTEGER NOT NULL,
+    voter       TEXT NOT NULL,
+    direction   INTEGER NOT NULL CHECK (direction IN (-1, 0, 1)),
+    confidence  REAL NOT NULL,
+    reason      TEXT NOT NULL DEFAULT '',
+    consensus   INTEGER NOT NULL CHECK (consensus IN (-1, 0, 1)),
+    score       REAL NOT NULL,
+    regime      TEXT,
+    price       REAL NOT NULL,
+    stop_atr    REAL NOT NULL,
+    decision    TEXT NOT NULL DEFAULT '',
+    trade_id    INTEGER,
+    outcome     TEXT CHECK (outcome IN ('tp', 'sl', 'timeout', 'void')),
+    outcome_r   REAL,
+    resolved_at TEXT
+);
+CREATE INDEX votes_symbol_time ON votes(symbol, scan_time);
+CREATE INDEX votes_pending ON votes(scan_time) WHERE outcome IS NULL AND direction != 0
+"""
+
+MIGRATIONS: list[str] = [V1_CORE, V2_TELEGRAM, V3_ORDER_REASON, V4_LLM_CALLS, V5_VOTES]

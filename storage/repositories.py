@@ -20,6 +20,7 @@ from storage.records import (
     TradeStatus,
     text,
 )
+from storage.votes import VoteRepository
 
 OPEN_STATUSES = (TradeStatus.PENDING.value, TradeStatus.OPEN.value)
 
@@ -294,3 +295,4 @@ class Repositories:
         self.equity = EquityRepository(db)
         self.state = StateRepository(db)
         self.events = EventLogRepository(db)
+        self.votes = VoteRepository(db)

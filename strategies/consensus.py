@@ -19,7 +19,7 @@ A voter that raises is logged and left out of the denominator (it did not answer
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -52,8 +52,12 @@ class Consensus:
         self.min_agree = min_agree
         self.min_agreement = min_agreement
 
-    def weight(self, voter: str) -> float:
-        return self.weights.get(voter, 1.0)
+    def weight(self, voter: str, weights: Mapping[str, float] | None = None) -> float:
+        return (self.weights if weights is None else weights).get(voter, 1.0)
+
+    def weights_for_symbol(self, symbol: str) -> Mapping[str, float] | None:
+        """The weights to combine ``symbol``'s votes with (``None``: the panel's fixed ``weights``)."""
+        return None
 
     def decide(self, symbol: str, features: Features, extra_votes: Iterable[Vote] = ()) -> Signal:
         """Ask every voter, add ``extra_votes`` (already gathered async votes) and combine."""
@@ -64,22 +68,22 @@ class Consensus:
             except Exception:
                 logger.exception("voter %s failed on %s; counted as not answering", voter.name, symbol)
         votes.extend(extra_votes)
-        direction, score = self.combine(votes)
+        direction, score = self.combine(votes, self.weights_for_symbol(symbol))
         entry = features.entry
         return Signal(symbol=symbol, direction=direction, score=score, price=entry.close, atr=entry.atr,
                       votes=tuple(votes))
 
-    def combine(self, votes: Sequence[Vote]) -> tuple[Direction, float]:
-        """Direction and score of a set of votes (see the module docstring)."""
-        total = sum(self.weight(v.voter) for v in votes)
+    def combine(self, votes: Sequence[Vote], weights: Mapping[str, float] | None = None) -> tuple[Direction, float]:
+        """Direction and score of a set of votes (see the module docstring); ``weights`` replace the panel's."""
+        total = sum(self.weight(v.voter, weights) for v in votes)
         if total <= 0:
             return Direction.FLAT, 0.0
-        side_weight = {d: sum(self.weight(v.voter) for v in votes if v.direction == d)
+        side_weight = {d: sum(self.weight(v.voter, weights) for v in votes if v.direction == d)
                        for d in (Direction.LONG, Direction.SHORT)}
         if side_weight[Direction.LONG] == side_weight[Direction.SHORT]:
             return Direction.FLAT, 0.0
         majority = max(side_weight, key=side_weight.__getitem__)
-        score = sum(self.weight(v.voter) * v.confidence for v in votes if v.direction == majority) / total
+        score = sum(self.weight(v.voter, weights) * v.confidence for v in votes if v.direction == majority) / total
         score = min(1.0, max(0.0, score))
         agreeing = sum(1 for v in votes if v.direction == majority and self.weight(v.voter) > 0)
         passes = (score >= self.threshold and agreeing >= self.min_agree
@@ -115,6 +119,20 @@ class Consensus:
                   & (np.where(is_long, long_n, short_n) >= self.min_agree)
                   & (np.where(is_long, long_w, short_w) / total >= self.min_agreement))
         return np.where(passes, majority, 0).astype(np.int8), score
+
+
+class LearnedConsensus(Consensus):
+    """The same rule with each symbol's weights from ``source(symbol)`` (the vote book's weights learned in that
+    symbol's current regime, ``LEARNED_WEIGHTS=true``); a voter it does not name keeps weight 1.0. Live only: the
+    backtest engines do not model it."""
+
+    def __init__(self, voters: Sequence[Voter], source: Callable[[str], Mapping[str, float]],
+                 threshold: float = 0.6) -> None:
+        super().__init__(voters, threshold=threshold)
+        self.source = source
+
+    def weights_for_symbol(self, symbol: str) -> Mapping[str, float] | None:
+        return self.source(symbol)
 
 
 def rank(signals: Iterable[Signal]) -> list[Signal]:

@@ -91,16 +91,31 @@ def _label_chunk(start: int, stop: int, high: np.ndarray, low: np.ndarray, close
     for side, label_out, outcome_out in ((1, out[0], out[2]), (-1, out[1], out[3])):
         tp_price = entry + side * td
         sl_price = entry - side * sd
-        tp_hit = (hi >= tp_price[:, None]) if side == 1 else (lo <= tp_price[:, None])
-        sl_hit = (lo <= sl_price[:, None]) if side == 1 else (hi >= sl_price[:, None])
-        first_tp = np.where(tp_hit.any(axis=1), tp_hit.argmax(axis=1), h)
-        first_sl = np.where(sl_hit.any(axis=1), sl_hit.argmax(axis=1), h)
-        tp_first = first_tp < first_sl                              # a tie is the stop: conservative
-        sl_first = (first_sl <= first_tp) & (first_sl < h)
+        first_tp, first_sl = first_touches(hi, lo, tp_price, sl_price, side)
+        tp_first, sl_first = barrier_order(first_tp, first_sl, h)
         gross = np.where(tp_first, td, np.where(sl_first, -sd, side * (horizon_close - entry)))
         net = gross - cost
         label_out[rows] = (tp_first & (td - cost > 0)).astype(np.float64)
         outcome_out[rows] = net / sd
+
+
+def first_touches(hi: np.ndarray, lo: np.ndarray, tp_price: np.ndarray, sl_price: np.ndarray, side: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``hi``/``lo`` (rows × candles after entry), the index of the first candle that reaches the
+    take-profit and the stop (the number of candles when it never does)."""
+    h = hi.shape[1]
+    tp_hit = (hi >= tp_price[:, None]) if side == 1 else (lo <= tp_price[:, None])
+    sl_hit = (lo <= sl_price[:, None]) if side == 1 else (hi >= sl_price[:, None])
+    first_tp = np.where(tp_hit.any(axis=1), tp_hit.argmax(axis=1), h)
+    first_sl = np.where(sl_hit.any(axis=1), sl_hit.argmax(axis=1), h)
+    return first_tp, first_sl
+
+
+def barrier_order(first_tp: np.ndarray, first_sl: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(take-profit first, stop first)``: a tie (both inside one candle) is the stop, as the fill model does."""
+    tp_first = first_tp < first_sl
+    sl_first = (first_sl <= first_tp) & (first_sl < horizon)
+    return tp_first, sl_first
 
 
 def segment_ends(open_ms: np.ndarray, interval_ms: int) -> np.ndarray:

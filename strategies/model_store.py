@@ -23,6 +23,7 @@ import numpy as np
 import sklearn
 
 FORMAT = 1
+MODEL_FILE = "vigil-ml.joblib"   # in DATA_DIR/models: where `train` writes and the bot looks
 
 
 class ModelMismatch(Exception):

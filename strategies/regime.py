@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
-import pandas as pd
+
+from strategies.features import wilder_indicators
 
 
 class Regime(StrEnum):
@@ -40,6 +41,8 @@ class RegimeParams:
 def percentile_rank(values: np.ndarray, lookback: int) -> np.ndarray:
     """Where each value sits among the ``lookback`` values up to it (itself included), 0–100; NaN before enough
     history. Causal."""
+    import pandas as pd  # only research and training pay for pandas; the live scan uses ``last_percentile``
+
     series = pd.Series(np.asarray(values, dtype=np.float64))
     min_periods = max(20, lookback // 5)
     return series.rolling(lookback, min_periods=min_periods).rank(pct=True).to_numpy() * 100.0
@@ -71,3 +74,32 @@ def regime_series(adx: np.ndarray, di_diff: np.ndarray, atr_pct: np.ndarray, bb_
                   p: RegimeParams = RegimeParams()) -> np.ndarray:
     """Regime codes of a whole series from the raw ATR % and Bollinger width (percentiles computed here)."""
     return classify(adx, di_diff, percentile_rank(atr_pct, p.lookback), percentile_rank(bb_width, p.lookback), p)
+
+
+def last_percentile(values: np.ndarray, lookback: int) -> float:
+    """``percentile_rank(values, lookback)[-1]`` without pandas: where the last value sits among the last
+    ``lookback`` (NaN ignored, ties averaged), 0–100; NaN before enough history."""
+    window = np.asarray(values, dtype=np.float64)[-lookback:]
+    x = window[-1] if len(window) else np.nan
+    window = window[np.isfinite(window)]
+    if not np.isfinite(x) or len(window) < max(20, lookback // 5):
+        return float("nan")
+    rank = np.sum(window < x) + (np.sum(window == x) + 1) / 2.0
+    return float(rank / len(window) * 100.0)
+
+
+def regime_of_candles(high: np.ndarray, low: np.ndarray, close: np.ndarray, p: RegimeParams = RegimeParams(),
+                      *, period: int = 14, bb: int = 20) -> Regime | None:
+    """The regime at the last candle of one window (the live scan's stop-timeframe candles): ADX and ±DI (Wilder,
+    ``period``), the ATR % and the Bollinger width (``bb`` candles, 2 σ) and their percentiles over the window.
+    ``None`` when the window is too short for the percentiles. NumPy only (the running bot does not load pandas)."""
+    c = np.asarray(close, dtype=np.float64)
+    if len(c) < bb:
+        return None
+    ind = wilder_indicators(*(np.asarray(v, dtype=np.float64).reshape(1, -1) for v in (high, low, c)), period=period)
+    windows = np.lib.stride_tricks.sliding_window_view(c, bb)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        atr_pct = ind.atr[0] / c * 100.0
+        bb_width = np.concatenate([np.full(bb - 1, np.nan), 4.0 * windows.std(axis=1) / windows.mean(axis=1)])
+    return regime_of(float(ind.adx[0][-1]), float(ind.plus_di[0][-1] - ind.minus_di[0][-1]),
+                     last_percentile(atr_pct, p.lookback), last_percentile(bb_width, p.lookback), p)

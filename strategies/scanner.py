@@ -93,11 +93,16 @@ class ScanResult:
             if symbol in signals and votes:
                 signal = signals[symbol]
                 all_votes = (*signal.votes, *votes)
-                direction, score = consensus.combine(all_votes)
+                direction, score = consensus.combine(all_votes, consensus.weights_for_symbol(symbol))
                 signals[symbol] = replace(signal, direction=direction, score=score, votes=all_votes)
         result = ScanResult(rank(signals.values()), signals, self._stop_frames, self.features, self._memo)
         result._context = self._context
         return result
+
+    def stop_frame(self, symbol: str) -> KlineBatch | None:
+        """The stop-timeframe candles ``symbol`` was evaluated on."""
+        frame = self._stop_frames.get(symbol)
+        return frame[0] if frame is not None else None
 
     def context(self, symbol: str) -> SymbolContext | None:
         if symbol not in self._context:

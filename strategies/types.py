@@ -25,6 +25,14 @@ class Vote:
         if not 0.0 <= self.confidence <= 1.0:
             raise ValueError(f"confidence must be in [0, 1], got {self.confidence}")
 
+    def describe(self, reason_chars: int = 120) -> str:
+        """``voter SIDE 0.80 — reason`` (the reason cut to ``reason_chars``): how a trade remembers its votes."""
+        text = f"{self.voter} {self.direction.name} {self.confidence:.2f}"
+        reason = " ".join(self.reason.split())
+        if len(reason) > reason_chars:
+            reason = reason[:reason_chars - 1] + "…"
+        return f"{text} — {reason}" if reason else text
+
 
 @dataclass(frozen=True, slots=True)
 class Signal:

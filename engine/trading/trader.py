@@ -41,6 +41,7 @@ from engine.trading.halts import HaltState, load_halts
 from engine.trading.order_desk import OrderDesk
 from engine.trading.reconciler import Reconciler, ReconcileReport
 from engine.trading.trade_memory import TradeMemory
+from engine.trading.vote_log import VoteLog
 from storage.records import OrderPurpose, TradeRecord, TradeStatus
 from storage.repositories import Repositories
 from strategies.consensus import Consensus
@@ -98,6 +99,7 @@ class ScanReport:
     symbols: int = 0
     signals: list[Signal] = field(default_factory=list)
     opened: list[int] = field(default_factory=list)
+    opened_symbols: dict[str, int] = field(default_factory=dict)  # symbol → trade id
     skipped: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
     halted: str = ""
@@ -112,11 +114,13 @@ class FlattenReport:
 class Trader:
     def __init__(self, *, exchange: Exchange, market: MarketDataService, consensus: Consensus,
                  repos: Repositories, bus: EventBus, clock: Clock, config: TraderConfig,
-                 breakers: Breakers | None = None, llm: LlmPanel | None = None, sleep: Sleep | None = None) -> None:
+                 breakers: Breakers | None = None, llm: LlmPanel | None = None, sleep: Sleep | None = None,
+                 vote_log: VoteLog | None = None) -> None:
         self.exchange = exchange
         self.market = market
         self.consensus = consensus
         self.llm = llm
+        self.vote_log = vote_log  # records every scan's votes and resolves their outcomes (None: not recorded)
         self.repos = repos
         self.bus = bus
         self.clock = clock
@@ -214,13 +218,14 @@ class Trader:
                     report.skipped[signal.symbol] = f"breaker: {reason}"
                     continue
                 side = PositionSide.LONG if signal.direction is Direction.LONG else PositionSide.SHORT
-                votes = tuple(f"{v.voter}:{v.direction.name}:{v.confidence:.2f}" for v in signal.votes)
+                votes = tuple(v.describe() for v in signal.votes)
                 outcome = await self._enter(EntryRequest(signal.symbol, side, signal.atr, signal.score, votes),
                                             result, open_positions)
                 if isinstance(outcome, str):
                     report.skipped[signal.symbol] = outcome
                     continue
                 report.opened.append(outcome.id)
+                report.opened_symbols[signal.symbol] = outcome.id
                 busy.add(signal.symbol)
                 open_positions.append(OpenPosition(
                     outcome.symbol, PositionSide(outcome.side), outcome.quantity * (outcome.entry_price or Decimal(0)),
@@ -300,6 +305,8 @@ class Trader:
             if reason != "already in a position":
                 await self.repos.events.append(time=now, kind="EntrySkipped",
                                                payload={"symbol": symbol, "reason": reason})
+        if self.vote_log is not None:
+            await self.vote_log.after_scan(report, self._scan_result, self.consensus.threshold)
         await self.bus.publish(ScanCompleted(
             time=now, symbols=report.symbols, signals=len(report.signals), opened=len(report.opened),
             cpu_ms=(time.process_time() - started_cpu) * 1000, skipped_reason=report.halted))
