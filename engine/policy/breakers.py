@@ -120,7 +120,13 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _dt(value: str | None) -> datetime | None:
-    return None if not value else datetime.fromisoformat(value)
+    return None if not value else _parse_time(value)
+
+
+@lru_cache(maxsize=256)
+def _parse_time(value: str) -> datetime:
+    """States keep times as ISO strings; the monitor reads the same few (pause ends, cooldowns) on every tick."""
+    return datetime.fromisoformat(value)
 
 
 def _dec(value: str | None) -> Decimal | None:
@@ -282,7 +288,7 @@ class BreakerRules:
                 events.append(BreakerReset(now, name, "pause over"))
         cooldown = self._load(SYMBOL_COOLDOWN)
         symbols = dict(cooldown.get("symbols", {}))
-        expired = [s for s, v in symbols.items() if now >= datetime.fromisoformat(v["until"])]
+        expired = [s for s, v in symbols.items() if now >= _parse_time(v["until"])]
         if expired:
             for symbol in expired:
                 symbols.pop(symbol)
@@ -454,7 +460,7 @@ class BreakerRules:
         out: list[BreakerStatus] = []
         threshold, rule = self._describe(SYMBOL_COOLDOWN)
         for symbol, v in sorted((self._load(SYMBOL_COOLDOWN)).get("symbols", {}).items()):
-            until = datetime.fromisoformat(v["until"])
+            until = _parse_time(v["until"])
             if now < until:
                 out.append(BreakerStatus(f"{SYMBOL_COOLDOWN}:{symbol}", True, v["reason"], _dt(v["since"]), until,
                                          threshold, rule))
