@@ -168,3 +168,29 @@ def test_a_drawdown_halt_stops_entries_for_the_rest_of_the_run_unless_an_operato
                 cfg=config(20, max_drawdown_pct=D("0.5"), operator_reset_after=timedelta(minutes=30)))
     assert [(h.time, h.resumed_at) for h in reset.halts] == [(at(40, 5000), at(70, 5000))]
     assert [t.opened_at for t in reset.trades][:2] == [at(30, 5000), at(90, 5000)]
+
+
+def test_a_cross_liquidation_level_follows_the_other_positions_marks() -> None:
+    """Two CROSSED longs: as the second one's price falls, the shared wallet shrinks and the first one's
+    liquidation level rises. The account keeps its triggers between changes; at every step the level it checks
+    against is the one computed afresh."""
+    from core.enums import Side
+    from engine.backtest.account import Account
+
+    falling = {i: (100.0 - 0.5 * (i - 1), 100.0 - 0.5 * (i - 1), 100.0 - 0.5 * i, 100.0 - 0.5 * i)
+               for i in range(1, 30)}
+    data = {"AUSDT": candles("AUSDT", {}), "BUSDT": candles("BUSDT", falling)}
+    account = Account({s: rules(s) for s in data}, data, D(1000), D("0.0005"), D(0), 10, MarginType.CROSSED)
+    start = int(T0.timestamp() * 1000) + 5_000
+    account.market_order("AUSDT", Side.BUY, D(40), start, reduce_only=False)
+    account.market_order("BUSDT", Side.BUY, D(40), start, reduce_only=False)
+    levels = []
+    for k in range(1, 30):
+        now = start + k * STEP
+        account.catch_up(now)
+        if "AUSDT" not in account.positions or "BUSDT" not in account.positions:
+            break
+        checked = [t.level for t in account._triggers("AUSDT") if t.ref is None]
+        assert checked == [account.liquidation_level("AUSDT")], k
+        levels.append(checked[0])
+    assert len(levels) > 10 and levels == sorted(levels) and levels[-1] > levels[0]

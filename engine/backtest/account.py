@@ -384,9 +384,11 @@ class Account:
 
     def _triggers(self, symbol: str) -> list[fills.Trigger]:
         """The symbol's protective orders and its liquidation level as triggers. They depend only on its open
-        orders, the wallet, every position (all three bump ``_epoch``) and the others' last marks (a cross
-        liquidation level moves with the others' P&L), so they are kept until one of those changes."""
-        others = [self.last_mark.get(s) for s in self.positions if s != symbol]
+        orders, the wallet, every position (all three bump ``_epoch``) and, for a CROSSED position, the others'
+        last marks (its liquidation level moves with their P&L), so they are kept until one of those changes."""
+        own = self.positions.get(symbol)
+        cross = own is not None and own.holding.margin_type is MarginType.CROSSED
+        others = (self.last_mark.get(s) for s in self.positions if s != symbol) if cross else ()
         key = (self._epoch, *others)
         cached = self._trigger_cache.get(symbol)
         if cached is not None and cached[0] == key:
