@@ -178,6 +178,12 @@ class Account:
         upnl = sum((fills.unrealized_pnl(p.holding, marks[s]) for s, p in self.positions.items()), ZERO)
         return self.wallet, self.wallet + upnl, self._available(marks)
 
+    def equity(self, now_ms: int) -> Decimal:
+        """``balance(now_ms)[1]`` alone (the monitor's breakers and equity curve need nothing else)."""
+        self.catch_up(now_ms)
+        return self.wallet + sum((fills.unrealized_pnl(p.holding, self.mark(s, now_ms))
+                                  for s, p in self.positions.items()), ZERO)
+
     def _available(self, marks: dict[str, Decimal]) -> Decimal:
         margin = sum((fills.position_margin(p.holding, marks[s]) for s, p in self.positions.items()), ZERO)
         cross = sum((fills.unrealized_pnl(p.holding, marks[s]) for s, p in self.positions.items()

@@ -183,7 +183,7 @@ class FastEngine:
     def monitor(self) -> None:
         now = self._now
         self._operator_reset(now)
-        _, equity, _ = self.account.balance(now)
+        equity = self.account.equity(now)
         btc_ratio = self.last_scan.atr_ratio("BTCUSDT")
         for event in self.breakers.evaluate(AccountSnapshot(equity, btc_ratio), self._now_dt):
             if getattr(event, "breaker", "") == DRAWDOWN and event.kind == "BreakerTripped":

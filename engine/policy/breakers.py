@@ -280,16 +280,18 @@ class BreakerRules:
         events: list[Event] = []
         for name in (CONSECUTIVE_LOSSES, API_ERRORS):
             state = self._load(name)
+            if not state.get("tripped"):
+                continue
             until = _dt(state.get("until"))
-            if state.get("tripped") and until is not None and now >= until:
+            if until is not None and now >= until:
                 state = {**state, **_FRESH[name]}
                 _cleared(state)
                 self._save(name, state, now)
                 events.append(BreakerReset(now, name, "pause over"))
         cooldown = self._load(SYMBOL_COOLDOWN)
-        symbols = dict(cooldown.get("symbols", {}))
-        expired = [s for s, v in symbols.items() if now >= _parse_time(v["until"])]
+        expired = [s for s, v in cooldown.get("symbols", {}).items() if now >= _parse_time(v["until"])]
         if expired:
+            symbols = dict(cooldown["symbols"])
             for symbol in expired:
                 symbols.pop(symbol)
                 events.append(BreakerReset(now, f"{SYMBOL_COOLDOWN}:{symbol}", "cooldown over"))
