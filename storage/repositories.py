@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from storage.db import Database
+from storage.db import Database, ReadCache
 from storage.records import (
     EquityPoint,
     OrderPurpose,
@@ -238,23 +238,38 @@ class EquityRepository:
 
 
 class StateRepository:
-    """Small JSON values under string keys: halts, mode, heartbeats, instance id."""
+    """Small JSON values under string keys: halts, mode, heartbeats, instance id.
+
+    Reads are served from ``db.read_cache["state"]`` (the JSON text of each key read, ``None`` for a key known to be
+    absent): the trader reads the halts several times a tick, and they change only when someone writes them. The
+    rule that keeps it true: every write to the ``state`` table goes through ``set``/``delete`` of a repository
+    over the same ``Database`` object (the cache lives on it, so every ``Repositories(db)`` shares it), and one
+    process holds a database at a time (``InstanceLock``). A write drops its key before and after it.
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._cache = db.read_cache["state"]
 
     async def get(self, key: str, default: Any = None) -> Any:
-        row = await self.db.fetchone("SELECT value FROM state WHERE key = ?", (key,))
-        return default if row is None else json.loads(row[0])
+        cache = self._cache
+        if key in cache.values:
+            text = cache.values[key]
+        else:
+            version = cache.version
+            row = await self.db.fetchone("SELECT value FROM state WHERE key = ?", (key,))
+            text = None if row is None else str(row[0])
+            cache.store(key, text, version)
+        return default if text is None else json.loads(text)
 
     async def set(self, key: str, value: Any, now: datetime) -> None:
-        await self.db.execute(
-            "INSERT INTO state(key, value, updated_at) VALUES (?,?,?)"
-            " ON CONFLICT(key) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
-            (key, json.dumps(value), now.isoformat()))
+        await _write(self.db, self._cache,
+                     "INSERT INTO state(key, value, updated_at) VALUES (?,?,?)"
+                     " ON CONFLICT(key) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
+                     (key, json.dumps(value), now.isoformat()), key)
 
     async def delete(self, key: str) -> None:
-        await self.db.execute("DELETE FROM state WHERE key = ?", (key,))
+        await _write(self.db, self._cache, "DELETE FROM state WHERE key = ?", (key,), key)
 
     async def instance_id(self, now: datetime) -> str:
         """A short random id fixed for the life of this database; prefixes every client order id."""
@@ -294,3 +309,13 @@ class Repositories:
         self.equity = EquityRepository(db)
         self.state = StateRepository(db)
         self.events = EventLogRepository(db)
+
+
+async def _write(db: Database, cache: ReadCache, sql: str, params: Sequence[Any], key: Any = None) -> int:
+    """One write statement to a table whose reads ``cache`` holds: cleared before and after (see ``ReadCache``),
+    only ``key`` when the statement writes that one entry, else all of it."""
+    cache.clear(key)
+    try:
+        return await db.execute(sql, params)
+    finally:
+        cache.clear(key)

@@ -1,0 +1,62 @@
+"""The repositories' read caches (``storage.db.ReadCache``): a read is answered without SQL until a write through any
+repository over the same database changes what it would return."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from storage.db import Database, ReadCache
+from storage.repositories import Repositories
+from storage.scratch_db import ScratchDatabase
+
+NOW = datetime(2025, 1, 2, tzinfo=UTC)
+
+
+def trace(db: Database) -> list[str]:
+    """Every SQL statement the (inline) connection runs from now on."""
+    statements: list[str] = []
+    db.conn._conn.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+    return statements
+
+
+async def test_state_reads_are_cached_until_a_write_through_any_repository(tmp_path: Path) -> None:
+    db = await ScratchDatabase(tmp_path / "s.sqlite3").open()
+    try:
+        bot, trader = Repositories(db), Repositories(db)
+        assert await trader.state.get("halts") is None
+        sql = trace(db)
+        assert await trader.state.get("halts", {}) == {}  # a known-absent key: no query either
+        await bot.state.set("halts", {"paused": True}, NOW)
+        value = await trader.state.get("halts")
+        assert value == {"paused": True}
+        value["paused"] = False  # the caller's copy: the cache keeps the stored text
+        assert await trader.state.get("halts") == {"paused": True}
+        await bot.state.set("monitor_heartbeat", NOW.isoformat(), NOW)  # another key leaves this one cached
+        reads = [s for s in sql if s.startswith("SELECT")]
+        assert reads == ["SELECT value FROM state WHERE key = 'halts'"]
+        await bot.state.delete("halts")
+        assert await trader.state.get("halts", "none") == "none"
+    finally:
+        await db.close()
+
+
+async def test_a_new_connection_reads_what_the_file_holds(tmp_path: Path) -> None:
+    path = tmp_path / "v.sqlite3"
+    async with Database(path) as db:
+        await Repositories(db).state.set("k", [1, 2], NOW)
+        assert await Repositories(db).state.get("k") == [1, 2]
+    async with Database(path) as db:
+        assert await Repositories(db).state.get("k") == [1, 2]
+
+
+def test_a_read_that_straddles_a_write_is_not_kept() -> None:
+    cache = ReadCache()
+    version = cache.version   # a read starts ...
+    cache.clear("k")          # ... a write begins meanwhile ...
+    cache.store("k", "old", version)
+    assert "k" not in cache.values
+    cache.store("k", "new", cache.version)
+    assert cache.values == {"k": "new"}
+    cache.clear()
+    assert cache.values == {}
