@@ -62,7 +62,7 @@ class Database:
         self._write_lock = asyncio.Lock()
         #: the repositories' read caches, per table (``storage.repositories`` says what each holds and the rule that
         #: keeps it true); cleared on close
-        self.read_cache: dict[str, ReadCache] = {"state": ReadCache()}
+        self.read_cache: dict[str, ReadCache] = {"state": ReadCache(), "trades": ReadCache(), "orders": ReadCache()}
 
     @property
     def conn(self) -> aiosqlite.Connection:

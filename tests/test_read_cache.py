@@ -4,9 +4,11 @@ repository over the same database changes what it would return."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 from storage.db import Database, ReadCache
+from storage.records import OrderPurpose, OrderState
 from storage.repositories import Repositories
 from storage.scratch_db import ScratchDatabase
 
@@ -60,3 +62,34 @@ def test_a_read_that_straddles_a_write_is_not_kept() -> None:
     assert cache.values == {"k": "new"}
     cache.clear()
     assert cache.values == {}
+
+
+async def test_active_trades_and_open_orders_are_cached_until_written(tmp_path: Path) -> None:
+    db = await ScratchDatabase(tmp_path / "t.sqlite3").open()
+    try:
+        repos, other = Repositories(db), Repositories(db)
+        assert await repos.trades.active("paper") == []
+        trade = await other.trades.create(mode="paper", symbol="BTCUSDT", side="LONG", quantity=Decimal("0.01"),
+                                          stop_price=Decimal("90"), take_profit_price=None, leverage=3, score=0.7,
+                                          votes=[], now=NOW)
+        active = await repos.trades.active("paper")
+        assert [t.id for t in active] == [trade.id]
+        active.clear()  # the caller's list
+        await other.orders.record_intent(client_id="c-1", trade_id=trade.id, mode="paper", symbol="BTCUSDT",
+                                         purpose=OrderPurpose.ENTRY, side="BUY", order_type="MARKET",
+                                         quantity=Decimal("0.01"), trigger_price=None, reduce_only=False, now=NOW)
+        assert [o.client_id for o in await repos.orders.unresolved("paper")] == ["c-1"]
+        assert [o.client_id for o in await repos.orders.for_trade(trade.id, OrderPurpose.ENTRY)] == ["c-1"]
+        sql = trace(db)
+        for _ in range(3):
+            assert [t.id for t in await repos.trades.active("paper")] == [trade.id]
+            assert len(await repos.orders.unresolved("paper")) == 1
+            assert len(await repos.orders.for_trade(trade.id, OrderPurpose.ENTRY)) == 1
+        assert not [s for s in sql if s.startswith("SELECT")]
+        await other.orders.update("c-1", status=OrderState.FILLED, now=NOW)
+        assert await repos.orders.unresolved("paper") == []
+        assert (await repos.orders.for_trade(trade.id, OrderPurpose.ENTRY))[0].status is OrderState.FILLED
+        await other.trades.mark_failed(trade.id, "test", NOW)
+        assert await repos.trades.active("paper") == []
+    finally:
+        await db.close()
