@@ -26,6 +26,30 @@ class DatabaseError(Exception):
     """The database cannot be used; the message says why and what to do."""
 
 
+class ReadCache:
+    """Results of reads of one table, dropped by every write to it. A read stores its result only if no write
+    began while it was reading (``version`` unchanged), so a read that straddles a write never leaves stale data."""
+
+    __slots__ = ("values", "version")
+
+    def __init__(self) -> None:
+        self.values: dict[Any, Any] = {}
+        self.version = 0
+
+    def store(self, key: Any, value: Any, version: int) -> None:
+        if version == self.version:
+            self.values[key] = value
+
+    def clear(self, key: Any = None) -> None:
+        """Before and after every write: forget the result of ``key`` (every result when None), and any read in
+        flight."""
+        self.version += 1
+        if key is None:
+            self.values.clear()
+        else:
+            self.values.pop(key, None)
+
+
 class Database:
     """One aiosqlite connection shared by the repositories. Writes are serialised by a lock.
 
@@ -36,6 +60,9 @@ class Database:
         self.path = Path(path)
         self._conn: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        #: the repositories' read caches, per table (``storage.repositories`` says what each holds and the rule that
+        #: keeps it true); cleared on close
+        self.read_cache: dict[str, ReadCache] = {"state": ReadCache(), "trades": ReadCache(), "orders": ReadCache()}
 
     @property
     def conn(self) -> aiosqlite.Connection:
@@ -71,6 +98,8 @@ class Database:
         return conn
 
     async def close(self) -> None:
+        for cache in self.read_cache.values():
+            cache.clear()
         if self._conn is not None:
             await self._conn.close()
             self._conn = None

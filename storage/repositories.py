@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from storage.db import Database
+from storage.db import Database, ReadCache
 from storage.records import (
     EquityPoint,
     OrderPurpose,
@@ -26,14 +26,19 @@ OPEN_STATUSES = (TradeStatus.PENDING.value, TradeStatus.OPEN.value)
 
 
 class TradeRepository:
+    """Trades. ``active`` is served from ``db.read_cache["trades"]`` (the monitor and the scan read it several times a
+    tick, and it changes only when a trade is written): every write to ``trades`` goes through this class (over the
+    same ``Database`` object, one process per database) and clears that cache (see ``StateRepository``)."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._cache = db.read_cache["trades"]
 
     async def create(self, *, mode: str, symbol: str, side: str, quantity: Decimal, stop_price: Decimal,
                      take_profit_price: Decimal | None, leverage: int, score: float | None,
                      votes: Sequence[str], now: datetime, status: TradeStatus = TradeStatus.PENDING,
                      entry_price: Decimal | None = None) -> TradeRecord:
-        trade_id = await self.db.execute(
+        trade_id = await _write(self.db, self._cache,
             "INSERT INTO trades(mode, symbol, side, status, quantity, initial_quantity, entry_price, stop_price,"
             " initial_stop_price, take_profit_price, leverage, score, votes, opened_at, created_at, updated_at)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -50,9 +55,14 @@ class TradeRepository:
 
     async def active(self, mode: str) -> list[TradeRecord]:
         """Trades that are open or whose entry is still being resolved."""
-        rows = await self.db.fetchall(
-            "SELECT * FROM trades WHERE mode = ? AND status IN (?, ?) ORDER BY id", (mode, *OPEN_STATUSES))
-        return [TradeRecord.from_row(r) for r in rows]
+        key = ("active", mode)
+        if (known := self._cache.values.get(key)) is None:
+            version = self._cache.version
+            rows = await self.db.fetchall(
+                "SELECT * FROM trades WHERE mode = ? AND status IN (?, ?) ORDER BY id", (mode, *OPEN_STATUSES))
+            known = tuple(TradeRecord.from_row(r) for r in rows)
+            self._cache.store(key, known, version)
+        return list(known)
 
     async def closed(self, mode: str, *, since: datetime | None = None, limit: int | None = None
                      ) -> list[TradeRecord]:
@@ -71,7 +81,7 @@ class TradeRepository:
     async def mark_open(self, trade_id: int, *, entry_price: Decimal, quantity: Decimal, stop_price: Decimal,
                         take_profit_price: Decimal | None, liquidation_price: Decimal | None, fee: Decimal,
                         now: datetime) -> TradeRecord:
-        await self.db.execute(
+        await _write(self.db, self._cache,
             "UPDATE trades SET status='OPEN', entry_price=?, quantity=?, initial_quantity=?, stop_price=?,"
             " initial_stop_price=?, take_profit_price=?, liquidation_price=?, fees=?, opened_at=?, updated_at=?"
             " WHERE id=?",
@@ -93,20 +103,20 @@ class TradeRepository:
         if not sets:
             return
         params.extend([now.isoformat(), trade_id])
-        await self.db.execute(f"UPDATE trades SET {', '.join(sets)}, updated_at=? WHERE id=?", params)
+        await _write(self.db, self._cache, f"UPDATE trades SET {', '.join(sets)}, updated_at=? WHERE id=?", params)
 
     async def set_liquidation_price(self, trade_id: int, price: Decimal, now: datetime) -> None:
-        await self.db.execute("UPDATE trades SET liquidation_price=?, updated_at=? WHERE id=?",
+        await _write(self.db, self._cache, "UPDATE trades SET liquidation_price=?, updated_at=? WHERE id=?",
                               (str(price), now.isoformat(), trade_id))
 
     async def update_quantity(self, trade_id: int, quantity: Decimal, now: datetime) -> None:
         """Open quantity after a partial exit."""
-        await self.db.execute("UPDATE trades SET quantity=?, updated_at=? WHERE id=?",
+        await _write(self.db, self._cache, "UPDATE trades SET quantity=?, updated_at=? WHERE id=?",
                               (str(quantity), now.isoformat(), trade_id))
 
     async def close(self, trade_id: int, *, exit_price: Decimal, reason: str, realized_pnl: Decimal,
                     fees: Decimal, funding: Decimal, closed_at: datetime) -> TradeRecord:
-        await self.db.execute(
+        await _write(self.db, self._cache,
             "UPDATE trades SET status='CLOSED', quantity='0', exit_price=?, exit_reason=?, realized_pnl=?, fees=?,"
             " funding=?, closed_at=?, updated_at=? WHERE id=?",
             (str(exit_price), reason, str(realized_pnl), str(fees), str(funding), closed_at.isoformat(),
@@ -114,21 +124,25 @@ class TradeRepository:
         return await self.get(trade_id)
 
     async def mark_failed(self, trade_id: int, reason: str, now: datetime) -> None:
-        await self.db.execute(
+        await _write(self.db, self._cache,
             "UPDATE trades SET status='FAILED', quantity='0', exit_reason=?, closed_at=?, updated_at=? WHERE id=?",
             (reason, now.isoformat(), now.isoformat(), trade_id))
 
 
 class OrderRepository:
+    """Orders. ``for_trade`` and ``unresolved`` are served from ``db.read_cache["orders"]``, cleared by every write
+    to ``orders`` (all of them go through this class; the same rule as ``TradeRepository.active``)."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._cache = db.read_cache["orders"]
 
     async def record_intent(self, *, client_id: str, trade_id: int | None, mode: str, symbol: str,
                             purpose: OrderPurpose, side: str, order_type: str, quantity: Decimal | None,
                             trigger_price: Decimal | None, reduce_only: bool, now: datetime,
                             reason: str | None = None) -> OrderRecord:
         """Write the order before it is sent (invariant 2). Idempotent on ``client_id``."""
-        await self.db.execute(
+        await _write(self.db, self._cache,
             "INSERT OR IGNORE INTO orders(client_id, trade_id, mode, symbol, purpose, side, order_type, quantity,"
             " trigger_price, reduce_only, status, created_at, updated_at, reason)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -146,7 +160,7 @@ class OrderRepository:
     async def update(self, client_id: str, *, status: OrderState, now: datetime, exchange_id: str | None = None,
                      filled_quantity: Decimal | None = None, avg_price: Decimal | None = None,
                      fee: Decimal | None = None, error: str | None = None) -> None:
-        await self.db.execute(
+        await _write(self.db, self._cache,
             "UPDATE orders SET status=?, exchange_id=COALESCE(?, exchange_id),"
             " filled_quantity=COALESCE(?, filled_quantity), avg_price=COALESCE(?, avg_price),"
             " fee=COALESCE(?, fee), error=COALESCE(?, error), updated_at=? WHERE client_id=?",
@@ -155,17 +169,24 @@ class OrderRepository:
 
     async def for_trade(self, trade_id: int, purpose: OrderPurpose | None = None) -> list[OrderRecord]:
         if purpose is None:
-            rows = await self.db.fetchall("SELECT * FROM orders WHERE trade_id = ? ORDER BY id", (trade_id,))
-        else:
-            rows = await self.db.fetchall(
-                "SELECT * FROM orders WHERE trade_id = ? AND purpose = ? ORDER BY id", (trade_id, purpose.value))
-        return [OrderRecord.from_row(r) for r in rows]
+            return await self._cached(("trade", trade_id, None), "SELECT * FROM orders WHERE trade_id = ? ORDER BY id",
+                                      (trade_id,))
+        return await self._cached(("trade", trade_id, purpose.value),
+                                  "SELECT * FROM orders WHERE trade_id = ? AND purpose = ? ORDER BY id",
+                                  (trade_id, purpose.value))
 
     async def unresolved(self, mode: str) -> list[OrderRecord]:
         """Orders whose outcome is not known: written but not confirmed, or explicitly unknown."""
-        rows = await self.db.fetchall(
-            "SELECT * FROM orders WHERE mode = ? AND status IN ('INTENT', 'UNKNOWN') ORDER BY id", (mode,))
-        return [OrderRecord.from_row(r) for r in rows]
+        return await self._cached(("unresolved", mode),
+                                  "SELECT * FROM orders WHERE mode = ? AND status IN ('INTENT', 'UNKNOWN') ORDER BY id",
+                                  (mode,))
+
+    async def _cached(self, key: tuple[Any, ...], sql: str, params: Sequence[Any]) -> list[OrderRecord]:
+        if (known := self._cache.values.get(key)) is None:
+            version = self._cache.version
+            known = tuple(OrderRecord.from_row(r) for r in await self.db.fetchall(sql, params))
+            self._cache.store(key, known, version)
+        return list(known)
 
     async def open_protective(self, trade_id: int) -> list[OrderRecord]:
         rows = await self.db.fetchall(
@@ -239,23 +260,38 @@ class EquityRepository:
 
 
 class StateRepository:
-    """Small JSON values under string keys: halts, mode, heartbeats, instance id."""
+    """Small JSON values under string keys: halts, mode, heartbeats, instance id.
+
+    Reads are served from ``db.read_cache["state"]`` (the JSON text of each key read, ``None`` for a key known to be
+    absent): the trader reads the halts several times a tick, and they change only when someone writes them. The
+    rule that keeps it true: every write to the ``state`` table goes through ``set``/``delete`` of a repository
+    over the same ``Database`` object (the cache lives on it, so every ``Repositories(db)`` shares it), and one
+    process holds a database at a time (``InstanceLock``). A write drops its key before and after it.
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._cache = db.read_cache["state"]
 
     async def get(self, key: str, default: Any = None) -> Any:
-        row = await self.db.fetchone("SELECT value FROM state WHERE key = ?", (key,))
-        return default if row is None else json.loads(row[0])
+        cache = self._cache
+        if key in cache.values:
+            text = cache.values[key]
+        else:
+            version = cache.version
+            row = await self.db.fetchone("SELECT value FROM state WHERE key = ?", (key,))
+            text = None if row is None else str(row[0])
+            cache.store(key, text, version)
+        return default if text is None else json.loads(text)
 
     async def set(self, key: str, value: Any, now: datetime) -> None:
-        await self.db.execute(
-            "INSERT INTO state(key, value, updated_at) VALUES (?,?,?)"
-            " ON CONFLICT(key) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
-            (key, json.dumps(value), now.isoformat()))
+        await _write(self.db, self._cache,
+                     "INSERT INTO state(key, value, updated_at) VALUES (?,?,?)"
+                     " ON CONFLICT(key) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
+                     (key, json.dumps(value), now.isoformat()), key)
 
     async def delete(self, key: str) -> None:
-        await self.db.execute("DELETE FROM state WHERE key = ?", (key,))
+        await _write(self.db, self._cache, "DELETE FROM state WHERE key = ?", (key,), key)
 
     async def instance_id(self, now: datetime) -> str:
         """A short random id fixed for the life of this database; prefixes every client order id."""
@@ -296,3 +332,13 @@ class Repositories:
         self.state = StateRepository(db)
         self.events = EventLogRepository(db)
         self.votes = VoteRepository(db)
+
+
+async def _write(db: Database, cache: ReadCache, sql: str, params: Sequence[Any], key: Any = None) -> int:
+    """One write statement to a table whose reads ``cache`` holds: cleared before and after (see ``ReadCache``),
+    only ``key`` when the statement writes that one entry, else all of it."""
+    cache.clear(key)
+    try:
+        return await db.execute(sql, params)
+    finally:
+        cache.clear(key)

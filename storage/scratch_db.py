@@ -101,6 +101,7 @@ class ScratchDatabase(Database):
 
     async def _connect(self, path: Path) -> Any:
         conn = InlineConnection(sqlite3.connect(path))
+        await conn.execute("PRAGMA locking_mode=EXCLUSIVE")
         await conn.execute("PRAGMA journal_mode=MEMORY")
         await conn.execute("PRAGMA synchronous=OFF")
         await conn.execute("PRAGMA foreign_keys=ON")
