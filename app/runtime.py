@@ -44,8 +44,13 @@ class MonitorDegraded(Exception):
     """A monitor tick ran, but some trade's reconciliation or exit step failed (each was isolated)."""
 
 
-def build_consensus(settings: Settings) -> Consensus:
-    return Consensus([TrendMomentumVoter()], threshold=settings.entry_threshold)
+def build_consensus(settings: Settings, *, ml: bool = True) -> Consensus:
+    """The voter panel; with ``ml`` the ML voter joins when its model file is there (``app.ml_panel``)."""
+    from app.ml_panel import ml_voter_from_settings
+
+    model = ml_voter_from_settings(settings) if ml else None
+    return Consensus([TrendMomentumVoter(), *([model] if model is not None else [])],
+                     threshold=settings.entry_threshold)
 
 
 def build_market_service(settings: Settings, source: MarketData, clock: Clock) -> MarketDataService:

@@ -49,19 +49,9 @@ def table_rows(table: SymbolSignals, labels: Labels, stride: int, lo_ms: int | N
     if hi_ms is not None:
         keep &= table.open_ms < hi_ms
     rows = np.flatnonzero(keep)
-    X = matrix_from_columns(_RowsOf(table, rows), table.config.timeframes).astype(np.float32)
+    X = matrix_from_columns(table.columns_at(rows), table.config.timeframes).astype(np.float32)
     return X, table.open_ms[rows], Labels(*(a[rows] for a in (labels.long, labels.short, labels.long_outcome,
                                                               labels.short_outcome)))
-
-
-class _RowsOf:
-    """``FeatureColumns`` of a table restricted to some rows."""
-
-    def __init__(self, table: SymbolSignals, rows: np.ndarray) -> None:
-        self.table, self.rows, self.timeframes = table, rows, table.config.timeframes
-
-    def column(self, timeframe: str, name: str) -> np.ndarray:
-        return self.table.column(timeframe, name)[self.rows]
 
 
 def assemble(parts: Mapping[str, tuple[np.ndarray, np.ndarray, Labels]], timeframes: tuple[str, ...]) -> Dataset:
