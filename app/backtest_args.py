@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="history each fold's model is trained on (default 90)")
     wf.add_argument("--horizon-hours", type=float, default=24,
                     help="label horizon: the take-profit must be hit within it (default 24)")
-    wf.add_argument("--train-stride", type=int, default=3, metavar="N",
-                    help="train on every N-th 5m candle (default 3)")
+    wf.add_argument("--train-stride", type=int, default=12, metavar="N",
+                    help="train on every N-th 5m candle (default 12: hourly rows; neighbours say the same thing)")
     from engine.sweeps.cli import add_sweep_arguments
 
     add_sweep_arguments(parser, default_metric="sharpe")

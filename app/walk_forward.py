@@ -33,10 +33,12 @@ from app.backtest import fast_config
 from app.runtime import build_consensus
 from app.train import barrier_params
 from core.clock import ManualClock, to_ms
+from core.intervals import interval_ms
 from engine.backtest.account import SymbolData
 from engine.backtest.fast import run_engine
 from engine.backtest.results import BacktestResult, iso
 from engine.exchange.historical import HistoricalMarket
+from engine.exchange.types import KlineBatch
 from settings import Settings
 from strategies.consensus import Consensus
 from strategies.labels import BarrierParams, Labels
@@ -56,7 +58,7 @@ class WalkForwardOptions:
     retrain_days: float = 7.0
     train_days: float = 90.0
     horizon_hours: float = 24.0
-    stride: int = 3
+    stride: int = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +181,21 @@ def _stitch(parts: Sequence[BacktestResult], start: datetime, end: datetime, sym
 FoldProgress = Callable[[int, int, str], None]
 
 
+def warmup_ms(cfg: SignalConfig) -> int:
+    """History before a row that its live features can depend on: ``history`` candles of the longest timeframe
+    (the live windows are capped there), plus a day. Cutting the data earlier than this changes nothing."""
+    return cfg.history * max(interval_ms(tf) for tf in cfg.timeframes) + DAY_MS
+
+
+def _cut(market: HistoricalMarket, symbol: str, span: tuple[int, int]) -> tuple[KlineBatch, SymbolData]:
+    """The symbol's candles inside ``span`` (epoch ms), as the signal table's batch and the engine's data, aligned
+    row for row (the engine indexes the tables like its candles). Memory: only the walk's span is kept."""
+    open_time, o, h, lo, c, f_time, f_rate = market.history(symbol)
+    a, z = (int(x) for x in np.searchsorted(open_time, span))
+    batch = market.base_klines(symbol).slice(a, z)
+    return batch, SymbolData(symbol, open_time[a:z], o[a:z], h[a:z], lo[a:z], c[a:z], f_time, f_rate)
+
+
 def run_walk_forward_backtest(settings: Settings, data_dir: Path, symbols: list[str], start: datetime, end: datetime,
                               options: WalkForwardOptions = WalkForwardOptions(), *,
                               exchange_info: Path | None = None, operator_reset_after: timedelta | None = None,
@@ -191,15 +208,16 @@ def run_walk_forward_backtest(settings: Settings, data_dir: Path, symbols: list[
     cfg = SignalConfig.from_settings(settings)
     label = barrier_params(settings, options.horizon_hours)
     technical = build_consensus(settings, ml=False)
-    data = {s: SymbolData(s, *market.history(s)) for s in chosen}
+    lo_ms = to_ms(start) - int(options.train_days * DAY_MS) - 2 * label.horizon * BASE_MS
+    span = (lo_ms - warmup_ms(cfg), to_ms(end) + (label.horizon + 2) * BASE_MS)
+    data: dict[str, SymbolData] = {}
     tables: dict[str, SymbolSignals] = {}
     labels: dict[str, Labels] = {}
     parts = {}
-    lo_ms = to_ms(start) - int(options.train_days * DAY_MS) - 2 * label.horizon * BASE_MS
     for k, symbol in enumerate(chosen):
         if progress is not None:
             progress(k, len(chosen), f"features {symbol}")
-        batch = market.base_klines(symbol)
+        batch, data[symbol] = _cut(market, symbol, span)
         table = build_symbol_signals(batch, technical, cfg, keep_features=True)
         if not np.array_equal(table.open_ms, data[symbol].open_time):
             raise ValueError(f"{symbol}: the signal table's candles differ from the market's; cannot align them")
