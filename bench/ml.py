@@ -13,6 +13,7 @@ Run from the repository root:  .venv/bin/python bench/ml.py [--part train|scan|w
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import statistics
 import subprocess
@@ -76,9 +77,21 @@ def part_scan(reps: int) -> None:
           f"(the ML votes alone: {statistics.median(ml_walls) * 1000:.0f} ms; {reps} reps)")
 
 
+def exchange_info() -> Path:
+    """The 4 real exchangeInfo entries plus the 3 hand-written ones for BNB, XRP and DOGE, in one file."""
+    folder = DATA.parent / "exchangeinfo"
+    entries = [e for name in ("binance_usdm_markets.json", "binance_usdm_markets_alts.json")
+               for e in json.loads((folder / name).read_text())["symbols"]]
+    out = MODEL.parent / "exchange_info.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"symbols": entries}))
+    return out
+
+
 def part_walk() -> None:
     wall, peak, out = child(["backtest", "--walk-forward", "--data-dir", str(DATA), "--symbols", SYMBOLS,
-                             "--start", START, "--end", END])
+                             "--start", START, "--end", END, "--exchange-info", str(exchange_info()),
+                             "--json", str(MODEL.parent / "walk-forward.json")])
     print("\n".join(out.strip().splitlines()[-12:]))
     print(f"backtest --walk-forward, 6 symbols × 1 year, retrain every 7 days: {wall:.0f} s wall, "
           f"peak RSS {peak:.0f} MB")

@@ -45,6 +45,17 @@ class Consensus:
     def weight(self, voter: str) -> float:
         return self.weights.get(voter, 1.0)
 
+    def prepare(self, features: Mapping[str, Features]) -> None:
+        """Before a scan's ``decide`` calls: voters with a ``prepare`` (the ML voter) compute the whole scan at once
+        (one model call for every symbol instead of one per symbol). Optional; ``decide`` is the same without it."""
+        for voter in self.voters:
+            prepare = getattr(voter, "prepare", None)
+            if prepare is not None:
+                try:
+                    prepare(features)
+                except Exception:
+                    logger.exception("voter %s failed to prepare the scan; it will vote symbol by symbol", voter.name)
+
     def decide(self, symbol: str, features: Features, extra_votes: Iterable[Vote] = ()) -> Signal:
         """Ask every voter, add ``extra_votes`` (already gathered async votes) and combine."""
         votes: list[Vote] = []

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,7 @@ class MLVoter:
         self.timeframes = tuple(timeframes)
         self.threshold = threshold
         self.description = description
+        self._prepared: dict[str, tuple[Features, np.ndarray, np.ndarray]] = {}
         if name is not None:
             self.name = name
 
@@ -131,8 +132,23 @@ class MLVoter:
             return (self.estimators["long"].predict_proba(X)[:, 1].astype(np.float64),
                     self.estimators["short"].predict_proba(X)[:, 1].astype(np.float64))
 
+    def prepare(self, scan: Mapping[str, Features]) -> None:
+        """The probabilities of a whole scan in one model call, kept for the ``vote`` calls on these very
+        ``Features`` objects (another object for the symbol → computed alone). Same rounding and rule as ever."""
+        self._prepared = {}
+        if not scan:
+            return
+        symbols = list(scan)
+        p_long, p_short = self.probabilities(np.vstack([row_from_features(scan[s], self.timeframes)
+                                                        for s in symbols]))
+        self._prepared = {s: (scan[s], p_long[k:k + 1], p_short[k:k + 1]) for k, s in enumerate(symbols)}
+
     def vote(self, symbol: str, features: Features) -> Vote:
-        p_long, p_short = self.probabilities(row_from_features(features, self.timeframes))
+        prepared = self._prepared.get(symbol)
+        if prepared is not None and prepared[0] is features:
+            p_long, p_short = prepared[1], prepared[2]
+        else:
+            p_long, p_short = self.probabilities(row_from_features(features, self.timeframes))
         direction, confidence = decide(p_long, p_short, self.threshold)
         side = Direction(int(direction[0]))
         reason = f"P(take-profit first) long {p_long[0]:.3f}, short {p_short[0]:.3f} (threshold {self.threshold:g})"

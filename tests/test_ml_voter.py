@@ -122,3 +122,16 @@ def test_voter_abstains_below_its_threshold(tables, estimators):
     high = MLVoter(estimators, CFG.timeframes, threshold=0.999)
     direction, confidence = high.vote_arrays(table.columns_at(rows))
     assert not direction.any() and not confidence.any()
+
+
+def test_a_prepared_scan_votes_as_symbol_by_symbol(tables, estimators):
+    """``Consensus.prepare`` (the live scan) batches the model call; the votes are those of ``vote`` alone."""
+    voter = MLVoter(estimators, CFG.timeframes, threshold=0.3)
+    scan = {f"S{k}USDT": tables["BTCUSDT"].features_at(int(i))
+            for k, i in enumerate(np.flatnonzero(tables["BTCUSDT"].valid)[::301][:40])}
+    alone = {s: voter.vote(s, f) for s, f in scan.items()}
+    Consensus([voter]).prepare(scan)
+    assert voter._prepared.keys() == scan.keys()
+    for s, f in scan.items():
+        v = voter.vote(s, f)
+        assert v.direction == alone[s].direction and v.confidence == pytest.approx(alone[s].confidence, abs=1e-9)
