@@ -160,7 +160,7 @@ def training_rows(data: Dataset, fold_start_ms: int, label: BarrierParams, train
 
 def train_fold(data: Dataset, rows: np.ndarray, timeframes: Sequence[str], threshold: float) -> MLVoter:
     estimators = {side: fit_calibrated(data.X[rows], data.y[side][rows]) for side in SIDES}
-    return MLVoter(estimators, timeframes, threshold)
+    return MLVoter(estimators, timeframes, threshold, remember=True)
 
 
 def _stitch(parts: Sequence[BacktestResult], start: datetime, end: datetime, symbols: tuple[str, ...],

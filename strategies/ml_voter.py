@@ -40,6 +40,8 @@ from strategies.voters import FeatureColumns
 log = logging.getLogger(__name__)
 
 MODEL_KIND = "live-features-v1"
+#: rows of ``vote_arrays`` a remembering voter keeps (~0.6 kB each) for ``vote`` on the same inputs
+KNOWN_ROWS = 200_000
 DECIMALS = 6
 #: values of ``TimeframeFeatures`` used as they are
 DIRECT = ("ema_fast_slope", "trend", "extension", "rsi", "adx", "atr_pct", "ret_1", "ret_12", "volatility",
@@ -106,12 +108,16 @@ def decide(p_long: np.ndarray, p_short: np.ndarray, threshold: float) -> tuple[n
 
 
 class MLVoter:
-    """``Voter`` and ``VectorVoter`` over a fitted ``{"long": model, "short": model}`` (``predict_proba``)."""
+    """``Voter`` and ``VectorVoter`` over a fitted ``{"long": model, "short": model}`` (``predict_proba``).
+
+    ``remember`` (backtests): ``vote_arrays`` keeps each row's probabilities, keyed by the row's exact input bytes,
+    and ``vote`` on a ``Features`` whose inputs are byte-identical reuses them instead of calling the model for one
+    row (the engine asks ``signal_at`` for every candidate of every scan). Up to ``KNOWN_ROWS`` rows are kept."""
 
     name: str = "ml"
 
     def __init__(self, estimators: dict[str, Any], timeframes: Sequence[str], threshold: float, *,
-                 name: str | None = None, description: str = "") -> None:
+                 name: str | None = None, description: str = "", remember: bool = False) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"the ML threshold must be in (0, 1), got {threshold}")
         if not {"long", "short"} <= set(estimators):
@@ -121,6 +127,8 @@ class MLVoter:
         self.threshold = threshold
         self.description = description
         self._prepared: dict[str, tuple[Features, np.ndarray, np.ndarray]] = {}
+        self.remember = remember
+        self._known: dict[bytes, tuple[float, float]] = {}
         if name is not None:
             self.name = name
 
@@ -148,7 +156,12 @@ class MLVoter:
         if prepared is not None and prepared[0] is features:
             p_long, p_short = prepared[1], prepared[2]
         else:
-            p_long, p_short = self.probabilities(row_from_features(features, self.timeframes))
+            row = row_from_features(features, self.timeframes)
+            known = self._known.get(row.tobytes())
+            if known is not None:
+                p_long, p_short = np.array([known[0]]), np.array([known[1]])
+            else:
+                p_long, p_short = self.probabilities(row)
         direction, confidence = decide(p_long, p_short, self.threshold)
         side = Direction(int(direction[0]))
         reason = f"P(take-profit first) long {p_long[0]:.3f}, short {p_short[0]:.3f} (threshold {self.threshold:g})"
@@ -158,7 +171,13 @@ class MLVoter:
         X = matrix_from_columns(columns, self.timeframes)
         if len(X) == 0:
             return np.zeros(0, dtype=np.int8), np.zeros(0)
-        return decide(*self.probabilities(X), self.threshold)
+        p_long, p_short = self.probabilities(X)
+        if self.remember:
+            if len(self._known) + len(X) > KNOWN_ROWS:
+                self._known.clear()
+            self._known.update(zip((r.tobytes() for r in X), zip(p_long.tolist(), p_short.tolist(), strict=True),
+                                   strict=True))
+        return decide(p_long, p_short, self.threshold)
 
 
 def load_ml_voter(path: Path, timeframes: Sequence[str], threshold: float) -> MLVoter:

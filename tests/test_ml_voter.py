@@ -135,3 +135,15 @@ def test_a_prepared_scan_votes_as_symbol_by_symbol(tables, estimators):
     for s, f in scan.items():
         v = voter.vote(s, f)
         assert v.direction == alone[s].direction and v.confidence == pytest.approx(alone[s].confidence, abs=1e-9)
+
+
+def test_a_remembering_voter_answers_vote_from_its_batch(tables, estimators):
+    """Backtests: ``vote`` on a row ``vote_arrays`` computed returns the batch's probabilities exactly."""
+    voter = MLVoter(estimators, CFG.timeframes, threshold=0.3, remember=True)
+    table = tables["ETHUSDT"]
+    rows = np.flatnonzero(table.valid)[::89][:60]
+    direction, confidence = voter.vote_arrays(table.columns_at(rows))
+    assert len(voter._known) == len(rows)
+    for k, i in enumerate(rows):
+        vote = voter.vote("ETHUSDT", table.features_at(int(i)))
+        assert int(vote.direction) == int(direction[k]) and vote.confidence == float(confidence[k])
