@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     voters: CommaList = Field(default_factory=lambda: ["trend_momentum"])
     min_agreeing_voters: int = Field(1, ge=1, le=20)
     min_agreement: float = Field(0.0, ge=0, le=1)
+    ml_model_path: Path | None = None  # empty: DATA_DIR/models/vigil-ml.joblib
+    ml_threshold: float = Field(0.5, gt=0, lt=1)
+    retrain_days: float = Field(7, gt=0, le=365)
     max_position_notional_usdt: Decimal = Field(Decimal("0"), ge=0)
     max_total_exposure_pct: Decimal = Field(Decimal("300"), gt=0, le=5000)
     vol_scale_threshold: Decimal = Field(Decimal("1.5"), ge=0, le=20)
@@ -184,6 +187,11 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("ml_model_path", mode="before")
+    @classmethod
+    def _empty_model_path(cls, value: Any) -> Any:
+        return None if value is None or (isinstance(value, str) and not value.strip()) else value
 
     @field_validator("data_dir", mode="before")
     @classmethod
@@ -349,6 +357,11 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def ml_model_file(self) -> Path:
+        """The ML voter's model: ``ML_MODEL_PATH``, else ``DATA_DIR/models/vigil-ml.joblib``."""
+        return self.ml_model_path or self.models_dir / "vigil-ml.joblib"
 
     @property
     def market_data_dir(self) -> Path:

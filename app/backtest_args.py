@@ -30,6 +30,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--operator-reset-after", type=float, default=None, metavar="DAYS",
                         help="simulate an operator who resets the drawdown breaker DAYS after it trips "
                              "(default: nobody does, entries stay halted to the end)")
+    wf = parser.add_argument_group("walk-forward (the ML voter retrained on the past, as the live bot)")
+    wf.add_argument("--walk-forward", action="store_true",
+                    help="fast engine, default strategy: every --retrain-days retrain the ML voter on the data before "
+                         "the fold (purged and embargoed by the label horizon), run the fold with it, report per fold "
+                         "and per voter (--json gets a \"voters\" object)")
+    wf.add_argument("--retrain-days", type=float, default=None, metavar="DAYS",
+                    help="fold length: the model is retrained this often (default: RETRAIN_DAYS, 7)")
+    wf.add_argument("--train-days", type=float, default=90, metavar="DAYS",
+                    help="history each fold's model is trained on (default 90)")
+    wf.add_argument("--horizon-hours", type=float, default=24,
+                    help="label horizon: the take-profit must be hit within it (default 24)")
+    wf.add_argument("--train-stride", type=int, default=12, metavar="N",
+                    help="train on every N-th 5m candle (default 12: hourly rows; neighbours say the same thing)")
     from engine.sweeps.cli import add_sweep_arguments
 
     add_sweep_arguments(parser, default_metric="sharpe")

@@ -211,6 +211,10 @@ def main(settings: Settings, args: argparse.Namespace, out: TextIO | None = None
         req = parse_request(args)
         if getattr(args, "sweep", None):
             return _sweep(settings, req, args, out)
+        if getattr(args, "walk_forward", False):
+            from app.walk_forward_cli import run_walk_forward_command
+
+            return run_walk_forward_command(settings, req, args, out, err)
         result, candles = run(settings, req, err)
         report(result, req, closes_in_window(candles, req.start, req.end), out)
     except (BacktestInputError, DataError, ValueError, SweepError) as exc:   # grid, sweep and bad values: one line

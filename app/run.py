@@ -21,6 +21,7 @@ from engine.service import EngineService
 from settings import Settings
 from storage.db import Database, DatabaseError
 from storage.repositories import Repositories
+from strategies.model_store import ModelMismatch
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,9 @@ async def _run_locked(settings: Settings, clock: Clock, stop_event: asyncio.Even
             await runtime.start()
         except (AccountConfigError, AuthenticationError) as exc:
             print(f"vigil: {exc.reason}")
+            return EXIT_CONFIG
+        except ModelMismatch as exc:
+            print(f"vigil: {exc}")
             return EXIT_CONFIG
         except ExchangeError as exc:
             print(f"vigil: cannot reach Binance at start ({exc}); check the network and BINANCE_BASE_URL")

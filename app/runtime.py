@@ -45,11 +45,16 @@ class MonitorDegraded(Exception):
     """A monitor tick ran, but some trade's reconciliation or exit step failed (each was isolated)."""
 
 
-def build_consensus(settings: Settings) -> Consensus:
+def build_consensus(settings: Settings, *, ml: bool = True) -> Consensus:
     """The local panel ``VOTERS`` (default parameters), gated by ``ENTRY_THRESHOLD``, ``MIN_AGREEING_VOTERS`` and
-    ``MIN_AGREEMENT``; ``UnknownVoter`` (one line naming the valid voters) for a name that is not one."""
-    return Consensus(build_voters(settings.voters), threshold=settings.entry_threshold,
-                     min_agree=settings.min_agreeing_voters, min_agreement=settings.min_agreement)
+    ``MIN_AGREEMENT``; ``UnknownVoter`` (one line naming the valid voters) for a name that is not one. With ``ml``
+    the ML voter joins when its model file is there (``app.ml_panel``)."""
+    from app.ml_panel import ml_voter_from_settings
+
+    model = ml_voter_from_settings(settings) if ml else None
+    return Consensus([*build_voters(settings.voters), *([model] if model is not None else [])],
+                     threshold=settings.entry_threshold, min_agree=settings.min_agreeing_voters,
+                     min_agreement=settings.min_agreement)
 
 
 def build_vote_log(settings: Settings, repos: Repositories, market: MarketDataService, clock: Clock) -> VoteLog:
@@ -87,7 +92,8 @@ def build_trader(settings: Settings, *, mode: Mode, exchange: Exchange, repos: R
     vote_log = build_vote_log(settings, repos, market, clock) if record_votes else None
     if consensus is None and vote_log is not None and settings.learned_weights:
         base = build_consensus(settings)
-        consensus = LearnedConsensus(base.voters, vote_log.weights, threshold=base.threshold)
+        consensus = LearnedConsensus(base.voters, vote_log.weights, threshold=base.threshold,
+                                     min_agree=base.min_agree, min_agreement=base.min_agreement)
     return Trader(exchange=exchange, market=market,
                   consensus=consensus or build_consensus(settings), repos=repos, bus=bus, clock=clock,
                   config=trader_config(settings, mode), breakers=build_breakers(settings, repos, mode), llm=llm,

@@ -1,7 +1,9 @@
 """``python main.py train``: walk-forward evaluation of the ML model on recorded data, then the model itself.
 
 1. Load 5m candles and funding of the symbols for ``[--start, --end)`` from the data folder.
-2. Build the dataset (features + triple-barrier labels from Vigil's own stop and take-profit settings).
+2. Build the dataset: the live scan's own features (``strategies.ml_dataset``: the signal tables' exact-live feature
+   columns, mapped to the ML voter's inputs by ``strategies.ml_voter``) and triple-barrier labels from Vigil's own
+   stop and take-profit settings. The saved model is the one ``MLVoter`` loads (kind ``live-features-v1``).
 3. Walk forward: consecutive test windows, each predicted by a model trained only on the past (purged, embargoed);
    print per fold and overall: Brier score against the base rate, hit rate and P&L in R of acting above the
    threshold, a calibration table.
@@ -28,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from app.configs import barrier_params
+from engine.exchange.types import KlineBatch
 from engine.progress import ProgressBar
 from settings import Settings
 from strategies.labels import BarrierParams
@@ -35,20 +38,22 @@ from strategies.ml import (
     DAY_MS,
     Dataset,
     SideEvaluation,
-    build_dataset,
     evaluate,
     evaluation_json,
     fit_calibrated,
     ms_to_iso,
+    run_fold,
     run_walk_forward,
     walk_forward_folds,
 )
+from strategies.ml_dataset import build_live_dataset
+from strategies.ml_voter import MODEL_KIND
 from strategies.model_store import MODEL_FILE, ModelMeta, save_model
+from strategies.signal_table import SignalConfig
 
 log = logging.getLogger(__name__)
 
 EXIT_CONFIG = 2
-MODEL_KIND = "ensemble-v1"
 
 
 def _day(text: str, flag: str) -> datetime:
@@ -79,6 +84,13 @@ def load_history(data_dir: Path, symbols: list[str], start: datetime, end: datet
     return candles, funding
 
 
+def histories(candles: dict[str, pd.DataFrame]) -> dict[str, KlineBatch]:
+    """The 5m frames as the batches the signal tables are built from."""
+    return {s: KlineBatch(s, "5m", d["open_time"].to_numpy(np.int64),
+                          *(d[c].to_numpy(np.float64) for c in ("open", "high", "low", "close", "volume")))
+            for s, d in candles.items()}
+
+
 def render_side(e: SideEvaluation) -> str:
     return (f"{e.side:5} predictions {e.predictions:7,}  base rate {e.base_rate:6.3f}  Brier {e.brier:.4f} "
             f"(base {e.brier_base:.4f})  acted {e.acted:6,}  hit rate {e.hit_rate:6.3f}  P&L {e.pnl_r:+9.1f} R")
@@ -100,10 +112,11 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     label = barrier_params(settings, args.horizon_hours)
     bar = ProgressBar(len(symbols), "symbols")
-    data = build_dataset(candles, funding, label=label, stop_tf=settings.stop_atr_timeframe, stride=args.stride,
-                         progress=lambda s: (bar.set_label(f"features {s}"), bar.advance(1)))
+    cfg = SignalConfig.from_settings(settings)
+    data = build_live_dataset(histories(candles), cfg, label, stride=args.stride,
+                              progress=lambda s: (bar.set_label(f"features {s}"), bar.advance(1)))
     bar.close()
-    del candles
+    del candles, funding
     folds = walk_forward_folds(data.open_ms, train_days=args.train_days, test_days=args.test_days,
                                horizon_candles=label.horizon)
     if not folds:
@@ -113,7 +126,16 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     print(f"dataset: {len(data):,} rows × {len(data.names)} features, {len(data.symbols)} symbols, "
           f"{ms_to_iso(int(data.open_ms[0]))} → {ms_to_iso(int(data.open_ms[-1]))}; {len(folds)} folds")
     try:
-        results = run_walk_forward(data, folds, jobs=args.jobs, dask_scheduler=args.dask_scheduler)
+        if args.jobs == 1 and not args.dask_scheduler:   # in this process: one bar step per fold
+            bar = ProgressBar(len(folds), "folds")
+            results = []
+            for fold in folds:
+                bar.set_label(f"fold {ms_to_iso(fold.test_start_ms)[:10]}")
+                results.append(run_fold(data, fold))
+                bar.advance(1)
+            bar.close()
+        else:
+            results = run_walk_forward(data, folds, jobs=args.jobs, dask_scheduler=args.dask_scheduler)
     except (OSError, ValueError) as exc:
         print(f"vigil: walk-forward failed: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -134,12 +156,19 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
             f"{p:.2f}→{o:.2f} ({n})" for p, o, n in e.calibration))
     model_path = args.out or settings.models_dir / MODEL_FILE
     final = _final_training_rows(data, args.train_days)
-    estimators = {side: fit_calibrated(data.X[final], data.y[side][final]) for side in ("long", "short")}
+    bar = ProgressBar(2, "final model")
+    estimators = {}
+    for side in ("long", "short"):
+        bar.set_label(f"final model, {side}")
+        estimators[side] = fit_calibrated(data.X[final], data.y[side][final])
+        bar.advance(1)
+    bar.close()
     meta = ModelMeta(
         kind=MODEL_KIND, features=list(data.names), label=_label_json(label), symbols=list(data.symbols),
         train_start=ms_to_iso(int(data.open_ms[final][0])), train_end=ms_to_iso(int(data.open_ms[final][-1])),
         created_at=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        metrics={"threshold": args.threshold, "out_of_sample": evaluation_json(overall), "folds": per_fold})
+        metrics={"threshold": args.threshold, "out_of_sample": evaluation_json(overall), "folds": per_fold,
+                 "signal_config": {"timeframes": list(cfg.timeframes), "history": cfg.history, "stop": cfg.stop}})
     save_model(model_path, estimators, meta)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"model: {model_path} (trained on {meta.train_start[:10]} → {meta.train_end[:10]}); "

@@ -59,6 +59,17 @@ class Consensus:
         """The weights to combine ``symbol``'s votes with (``None``: the panel's fixed ``weights``)."""
         return None
 
+    def prepare(self, features: Mapping[str, Features]) -> None:
+        """Before a scan's ``decide`` calls: voters with a ``prepare`` (the ML voter) compute the whole scan at once
+        (one model call for every symbol instead of one per symbol). Optional; ``decide`` is the same without it."""
+        for voter in self.voters:
+            prepare = getattr(voter, "prepare", None)
+            if prepare is not None:
+                try:
+                    prepare(features)
+                except Exception:
+                    logger.exception("voter %s failed to prepare the scan; it will vote symbol by symbol", voter.name)
+
     def decide(self, symbol: str, features: Features, extra_votes: Iterable[Vote] = ()) -> Signal:
         """Ask every voter, add ``extra_votes`` (already gathered async votes) and combine."""
         votes: list[Vote] = []
@@ -127,8 +138,8 @@ class LearnedConsensus(Consensus):
     backtest engines do not model it."""
 
     def __init__(self, voters: Sequence[Voter], source: Callable[[str], Mapping[str, float]],
-                 threshold: float = 0.6) -> None:
-        super().__init__(voters, threshold=threshold)
+                 threshold: float = 0.6, *, min_agree: int = 1, min_agreement: float = 0.0) -> None:
+        super().__init__(voters, threshold=threshold, min_agree=min_agree, min_agreement=min_agreement)
         self.source = source
 
     def weights_for_symbol(self, symbol: str) -> Mapping[str, float] | None:

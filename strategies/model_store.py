@@ -18,9 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
-import sklearn
 
 FORMAT = 1
 MODEL_FILE = "vigil-ml.joblib"   # in DATA_DIR/models: where `train` writes and the bot looks
@@ -31,10 +29,11 @@ class ModelMismatch(Exception):
 
 
 def library_versions() -> dict[str, str]:
-    import pandas
+    """Read from the installed distributions: no import of scikit-learn just to compare versions."""
+    from importlib.metadata import version
 
-    return {"python": platform.python_version(), "scikit-learn": sklearn.__version__, "numpy": np.__version__,
-            "pandas": pandas.__version__, "joblib": joblib.__version__}
+    return {"python": platform.python_version(), "scikit-learn": version("scikit-learn"), "numpy": np.__version__,
+            "pandas": version("pandas"), "joblib": version("joblib")}
 
 
 def features_digest(features: list[str]) -> str:
@@ -83,6 +82,8 @@ def meta_path(model_path: Path) -> Path:
 
 def save_model(path: Path, estimators: dict[str, Any], meta: ModelMeta) -> Path:
     """Write both files atomically (a crash leaves the previous model intact)."""
+    import joblib
+
     path.parent.mkdir(parents=True, exist_ok=True)
     for target, write in ((path, lambda f: joblib.dump(estimators, f, compress=3)),
                           (meta_path(path), lambda f: f.write(json.dumps(meta.to_json(), indent=2).encode()))):
@@ -134,6 +135,8 @@ def load_model(path: Path, expected_features: list[str]) -> StoredModel:
         raise ModelMismatch(f"no model at {path}; train one with `python main.py train`")
     meta = read_meta(path)
     check_compatible(meta, expected_features, path)
+    import joblib
+
     try:
         estimators = joblib.load(path)
     except Exception as exc:

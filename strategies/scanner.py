@@ -133,6 +133,7 @@ def evaluate_snapshot(snapshot: MarketSnapshot, consensus: Consensus, *, stop_ti
                                               memo.features if memo is not None else None)
     for symbol, exc in skipped.items():
         log.debug("%s skipped: %s", symbol, exc)
+    consensus.prepare(computed)
     for symbol, features in computed.items():
         frames = snapshot.frames[symbol]
         signal = consensus.decide(symbol, features)

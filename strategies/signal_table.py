@@ -330,6 +330,16 @@ class SymbolSignals:
         out[~self.valid] = np.nan
         return out
 
+    def columns_at(self, rows: np.ndarray) -> _Columns:
+        """``FeatureColumns`` of the given rows only (``column`` restricted to them, without building whole
+        columns); needs ``keep_features``."""
+        if not self.features_kept:
+            raise ValueError("feature columns were not kept: build the table with keep_features=True")
+        rows = np.asarray(rows, dtype=np.int64)
+        ok = self.valid[rows]
+        return _Columns({tf: t.features for tf, t in self._tables.items()},
+                        {tf: np.where(ok, idx[rows], -1) for tf, idx in self._index.items()}, self.config.timeframes)
+
     def windows_at(self, i: int) -> dict[str, KlineBatch]:
         """The candles per timeframe the live scan holds at row ``i`` (row must be valid)."""
         return {tf: self._tables[tf].window(int(self._index[tf][i])) for tf in self.config.timeframes}
@@ -520,3 +530,27 @@ def build_signal_tables(histories: Mapping[str, KlineBatch], consensus: Consensu
                   int(out[symbol].valid.sum()), int(np.count_nonzero(out[symbol].direction)))
     return out
 
+
+
+def with_consensus(table: SymbolSignals, consensus: Consensus, lo_ms: int, hi_ms: int) -> SymbolSignals:
+    """``table`` with its direction and score recomputed by ``consensus`` from the kept feature columns for the rows
+    opening in ``[lo_ms, hi_ms)`` (FLAT elsewhere); windows, ATR, price and context arrays are shared, not copied.
+    What a walk-forward needs to swap one fold's model in without recomputing any feature."""
+    if not table.features_kept:
+        raise ValueError("feature columns were not kept: build the table with keep_features=True")
+    missing = [v.name for v in consensus.voters if not isinstance(v, VectorVoter)]
+    if missing:
+        raise ValueError(f"voter(s) {', '.join(missing)} have no vectorised form (vote_arrays)")
+    lo, hi = (int(x) for x in np.searchsorted(table.open_ms, [lo_ms, hi_ms]))
+    n = len(table)
+    direction, score = np.zeros(n, dtype=np.int8), np.zeros(n)
+    if hi > lo:
+        columns = table.columns_at(np.arange(lo, hi))
+        votes = [(v.name, *v.vote_arrays(columns)) for v in consensus.voters]  # type: ignore[attr-defined]
+        d, s = consensus.combine_arrays(votes, hi - lo)
+        ok = table.valid[lo:hi]
+        direction[lo:hi] = np.where(ok, d, 0)
+        score[lo:hi] = np.where(ok, s, 0.0)
+    arrays = _Arrays(direction, score, table.atr, table.price, table.adx, table.atr_ratio)
+    return SymbolSignals(table.symbol, table.open_ms, table.config, consensus, table._tables, table._index,
+                         table.valid, arrays)

@@ -181,8 +181,12 @@ async def test_learned_weights_reach_the_live_consensus_only_when_switched_on(ri
     plain = build_trader(settings, **args, record_votes=True)
     assert type(plain.consensus) is Consensus and plain.vote_log is not None
     assert build_trader(settings, **args).vote_log is None                       # backtests: no vote book
-    learned = build_trader(make_settings(learned_weights=True), **args, record_votes=True)
+    learned = build_trader(make_settings(learned_weights=True, voters=["trend_momentum", "breakout"],
+                                         min_agreeing_voters=2, min_agreement=0.5), **args, record_votes=True)
     assert isinstance(learned.consensus, LearnedConsensus)
+    consensus = learned.consensus
+    assert [v.name for v in consensus.voters] == ["trend_momentum", "breakout"]
+    assert (consensus.min_agree, consensus.min_agreement) == (2, 0.5)   # the gates hold with learned weights too
 
 
 async def test_learned_weights_change_a_real_scan(rig: Rig):
