@@ -26,13 +26,23 @@ from engine.exchange.types import MarginType
 from engine.trading.trader import Trader
 from settings import Settings
 from storage.repositories import Repositories
+from strategies.consensus import Consensus
 
 SCAN_DELAY = timedelta(seconds=5)
 
 
 def paper_trader(settings: Settings, exchange: PaperExchange, repos: Repositories, bus: EventBus,
                  clock: ManualClock) -> Trader:
-    return build_trader(settings, mode=Mode.PAPER, exchange=exchange, repos=repos, bus=bus, clock=clock)
+    """The live trader for a replay: the local panel without the ML voter (see ``backtest_consensus``)."""
+    return build_trader(settings, mode=Mode.PAPER, exchange=exchange, repos=repos, bus=bus, clock=clock,
+                        consensus=backtest_consensus(settings))
+
+
+def backtest_consensus(settings: Settings) -> Consensus:
+    """The panel a plain backtest (and the demo) runs: ``VOTERS`` and the gates, never the ML voter. A model file
+    was trained on some history, maybe this one: a backtest that used it would judge the model on the data it
+    learnt from. ``backtest --walk-forward`` is how the ML voter is backtested (retrained on the past per fold)."""
+    return build_consensus(settings, ml=False)
 
 
 async def replay(settings: Settings, options: DemoOptions, *, extra_sinks: list[object] | None = None
@@ -71,7 +81,7 @@ def reference_signals(settings: Settings, market: HistoricalMarket, symbols: lis
     service = build_market_service(settings, scan_market, clock)
     times = scan_times(start, end, max(1, settings.scan_interval_seconds // 300), SCAN_DELAY)
     open_times = {s: market.history(s)[0] for s in symbols}
-    return build_reference_signals(service, clock, build_consensus(settings), open_times, times,
+    return build_reference_signals(service, clock, backtest_consensus(settings), open_times, times,
                                    stop_timeframe=settings.stop_atr_timeframe)
 
 
@@ -82,7 +92,7 @@ def vectorised_signals(settings: Settings, market: HistoricalMarket, symbols: li
     from strategies.signal_table import SignalConfig, build_signal_tables
 
     histories = {s: market.base_klines(s) for s in symbols}
-    tables = build_signal_tables(histories, build_consensus(settings), SignalConfig.from_settings(settings))
+    tables = build_signal_tables(histories, backtest_consensus(settings), SignalConfig.from_settings(settings))
     for symbol, table in tables.items():   # the engine indexes a table like the market's 5m candles
         if not np.array_equal(table.open_ms, market.history(symbol)[0]):
             raise ValueError(f"{symbol}: the signal table's candles differ from the market's; cannot align them")

@@ -176,6 +176,10 @@ def run(settings: Settings, req: Request, err: TextIO) -> tuple[BacktestResult, 
     candles = load_window(req)
     in_window = sum(int(np.count_nonzero((c.open_time >= to_ms(req.start)) & (c.open_time < to_ms(req.end))))
                     for c in candles.values())
+    if req.strategy != "ema-cross" and settings.ml_model_file.is_file():
+        print(f"vigil: the ML voter ({settings.ml_model_file.name}) is left out of a plain backtest: it was trained "
+              "on recorded history, maybe this one; backtest --walk-forward retrains it on the past per fold",
+              file=err)
     if req.strategy == "ema-cross":
         result = run_ema_cross(req, candles)
     elif req.engine == "fast":

@@ -147,3 +147,19 @@ def test_a_remembering_voter_answers_vote_from_its_batch(tables, estimators):
     for k, i in enumerate(rows):
         vote = voter.vote("ETHUSDT", table.features_at(int(i)))
         assert int(vote.direction) == int(direction[k]) and vote.confidence == float(confidence[k])
+
+
+def test_a_plain_backtest_and_the_demo_leave_the_ml_voter_out(tmp_path: Path, estimators):
+    """A model file may have been trained on the very history a backtest replays: a plain backtest (both engines,
+    and so the demo) runs the local panel alone, and ``backtest --walk-forward`` is how the ML voter is judged."""
+    from app.backtest import backtest_consensus, run_fast_backtest
+
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    save(settings.ml_model_file, estimators, features=feature_names(CFG.timeframes))
+    assert [v.name for v in build_consensus(settings).voters] == ["trend_momentum", "ml"]    # the live panel
+    assert [v.name for v in backtest_consensus(settings).voters] == ["trend_momentum"]       # a backtest's
+    start, end = datetime(2025, 3, 24, tzinfo=UTC), datetime(2025, 3, 31, tzinfo=UTC)
+    with_model = run_fast_backtest(settings, SAMPLE_DIR, list(SYMBOLS), start, end)
+    without = run_fast_backtest(Settings(_env_file=None, data_dir=tmp_path / "none"), SAMPLE_DIR, list(SYMBOLS),
+                                start, end)
+    assert with_model.trades == without.trades and len(without.trades) > 0
