@@ -13,7 +13,7 @@ Everything below is declared before any result was looked at (``docs/evaluation.
   (expanding window from the data start, purged), with at least ``MIN_ONSETS`` onsets; "do not trade" (0) is a
   candidate. The choice is applied to the fold.
 - ``--engine``: the fast engine (default Settings, drawdown halts reset after a day) over the out-of-sample span on
-  ``--engine-symbols``: the current default, each voter alone, all four at the default gates, and the walk-forward
+  ``--engine-symbols``: the former default (``DEFAULT``), each voter alone, all four at 0.6, and the walk-forward
   sequence (each fold's chosen configuration for that fold, one continuous account); buy-and-hold of the same.
 
 Run from the repository root:  .venv/bin/python bench/evaluate.py [--data DIR] [--symbols A,B] [--voters a,b]
@@ -81,6 +81,7 @@ SUBSETS = (("trend_momentum", "trend_following"), ("trend_momentum", "trend_foll
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8)
 MIN_AGREES = (1, 2)
 MIN_ONSETS = 50
+#: The default before this evaluation (``trend_momentum`` alone at 0.6): the baseline the walk-forward is compared with.
 DEFAULT = PanelConfig(("trend_momentum",), 0.6, 1)
 ROWS_PER_DAY = 288
 FIVE_MIN_MS = 300_000
@@ -236,7 +237,7 @@ def calibration_of(out: Out, title: str, rows: VoteRows) -> None:
 # --------------------------------------------------------------------------------------------------
 
 def walk_forward(out: Out, config_rows: Mapping[str, VoteRows], configs: list[PanelConfig], folds: list[Fold],
-                 horizon: int, comparators: list[PanelConfig]) -> list[Selection]:
+                 horizon: int, comparators: list[PanelConfig]) -> tuple[list[Selection], Selection]:
     events = {c.name: config_rows[c.name].events(horizon) for c in configs}
     selections = [select(events, fold, min_onsets=MIN_ONSETS) for fold in folds]
     out.text("\n### Walk-forward: each fold's choice (purged in-sample) and its out-of-sample onsets\n")
@@ -271,7 +272,7 @@ def walk_forward(out: Out, config_rows: Mapping[str, VoteRows], configs: list[Pa
              f"(the choice for the next quarter): **{nxt.chosen}** (in-sample total R {f(nxt.score, 1, True)}). "
              "Best five in-sample: " + "; ".join(f"{n} {f(s.total_r, 1, True)} R on {s.votes:,} onsets"
                                                for n, s in top) + ".")
-    return selections
+    return selections, nxt
 
 
 def _oos(events: Mapping[str, Events], name: str, fold: Fold) -> SignalStats:
@@ -411,7 +412,9 @@ def main() -> None:
     calibration_of(out, f"all voters at the default gates ({all_four.name})", config_rows[all_four.name])
     comparators = [DEFAULT] + [PanelConfig((v,), DEFAULT.threshold) for v in voters if (v,) != DEFAULT.voters]
     comparators.append(all_four)
-    selections = walk_forward(out, config_rows, configs, folds, horizon, comparators)
+    selections, nxt = walk_forward(out, config_rows, configs, folds, horizon, comparators)
+    if nxt.chosen != FLAT:
+        calibration_of(out, f"the choice for the next quarter ({nxt.chosen})", config_rows[nxt.chosen])
     print(f"signal quality and walk-forward: cpu {cpu() - c0:.1f} s", flush=True)
     if args.engine:
         by_name = {c.name: c for c in configs}
