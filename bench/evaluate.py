@@ -382,12 +382,14 @@ def engine_runs(out: Out, data_dir: Path, exchange_info: Path | None, data: Mapp
 # --------------------------------------------------------------------------------------------------
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--symbols", default=SYMBOLS)
-    parser.add_argument("--voters", default=",".join(VOTER_NAMES))
+    parser = argparse.ArgumentParser(description="Signal quality of each voter and panel configuration, the "
+                                     "walk-forward choice of the default, and (--engine) their fast-engine P&L.")
+    parser.add_argument("--data", type=Path, default=DATA, help="the data folder (default: %(default)s)")
+    parser.add_argument("--symbols", default=SYMBOLS, help="comma-separated (default: %(default)s)")
+    parser.add_argument("--voters", default=",".join(VOTER_NAMES),
+                        help="the voters whose panels form the grid (default: %(default)s)")
     parser.add_argument("--engine", action="store_true", help="also run the fast engine (minutes of CPU)")
-    parser.add_argument("--engine-symbols", default=ENGINE_SYMBOLS)
+    parser.add_argument("--engine-symbols", default=ENGINE_SYMBOLS, help="comma-separated (default: %(default)s)")
     parser.add_argument("--markdown", type=Path, default=None, help="write the tables there")
     args = parser.parse_args()
     settings = Settings(_env_file=None, trading_mode="paper")  # type: ignore[call-arg]
