@@ -93,8 +93,8 @@ class Settings(BaseSettings):
     min_stop_pct: Decimal = Field(Decimal("0.5"), gt=0, le=50)
     max_stop_pct: Decimal = Field(Decimal("5.0"), gt=0, le=50)
     min_reward_risk: Decimal = Field(Decimal("1.5"), gt=0, le=20)
-    entry_threshold: float = Field(0.6, gt=0, le=1)
-    voters: CommaList = Field(default_factory=lambda: ["trend_momentum"])
+    entry_threshold: float = Field(0.7, gt=0, le=1)
+    voters: CommaList = Field(default_factory=lambda: ["trend_momentum", "trend_following", "breakout"])
     min_agreeing_voters: int = Field(1, ge=1, le=20)
     min_agreement: float = Field(0.0, ge=0, le=1)
     ml_model_path: Path | None = None  # empty: DATA_DIR/models/vigil-ml.joblib

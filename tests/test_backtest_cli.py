@@ -153,6 +153,8 @@ def test_drawdown_halt_is_reported_and_an_operator_reset_resumes(tmp_path: Path,
     """A 0.5 % drawdown breaker trips on the real 2025-04-05..07 sell-off; the simulated operator resets it a day
     later. Between a halt and its reset no trade opens; after a halt nobody resets, none at all."""
     monkeypatch.setenv("MAX_DRAWDOWN_PCT", "0.5")
+    monkeypatch.setenv("VOTERS", "trend_momentum")      # the former default rule: it trades into the sell-off
+    monkeypatch.setenv("ENTRY_THRESHOLD", "0.6")
     code, out, err = backtest(tmp_path, "--symbols", "BTCUSDT,ETHUSDT,SOLUSDT", "--start", "2025-04-05", "--end",
                               "2025-04-08", "--engine", "replay", "--operator-reset-after", "1",
                               "--json", str(tmp_path / "bt.json"), capsys=capsys)

@@ -18,6 +18,7 @@ from main import main
 from settings import Settings
 from storage.db import Database
 from storage.repositories import Repositories
+from tests.trading_fixtures import RULE_PANEL
 
 ROOT = Path(__file__).parent.parent
 SAMPLE = ROOT / "data" / "sample"
@@ -76,7 +77,7 @@ def test_health_reflects_the_last_monitor_tick(tmp_path: Path, age, code):
 
 @pytest.mark.slow
 async def test_backtest_on_real_data_opens_and_closes_trades(tmp_path: Path):
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, **RULE_PANEL)  # type: ignore[call-arg]
     options = DemoOptions(data_dir=SAMPLE, symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"],
                           start=datetime(2025, 4, 5, tzinfo=UTC), days=4, quiet=True, db_path=tmp_path / "d.sqlite3")
     summary = await run_backtest(settings, options)

@@ -28,6 +28,7 @@ from storage.db import Database
 from storage.records import OrderPurpose, OrderState, TradeStatus
 from storage.repositories import Repositories
 from tests.fakes.binance_server import TEST_API_KEY, TEST_API_SECRET, FakeBinanceFutures, FakeSleep
+from tests.trading_fixtures import RULE_PANEL
 
 SIGNAL_TIME = datetime(2025, 3, 3, 21, 15, 1, tzinfo=UTC)  # the real voter signals an ETHUSDT short here
 ETH = "ETHUSDT"
@@ -86,7 +87,7 @@ async def open_live(fake: FakeBinanceFutures, db_path: Path, **settings: Any) ->
     sink = RecordingSink()
     bus.subscribe(sink)
     config = Settings(_env_file=None, symbols=[ETH, BTC], universe_size=2, trading_mode="paper",  # type: ignore[call-arg]
-                      **settings)
+                      **{**RULE_PANEL, **settings})
     trader = build_trader(config, mode=Mode.LIVE, exchange=exchange, repos=repos, bus=bus, clock=clock, sleep=sleep)
     await trader.start()
     return Live(fake, exchange, trader, repos, sink, bus, clock, sleep, config)

@@ -94,14 +94,14 @@ def test_signal_table_rows_equal_the_live_decision_with_the_ml_voter(market, est
 def test_no_model_file_means_no_ml_voter(tmp_path: Path):
     settings = Settings(_env_file=None, data_dir=tmp_path)
     assert ml_voter_from_settings(settings) is None
-    assert [v.name for v in build_consensus(settings).voters] == ["trend_momentum"]
+    assert [v.name for v in build_consensus(settings).voters] == list(settings.voters)
 
 
 def test_a_model_in_place_joins_the_panel(tmp_path: Path, estimators):
     settings = Settings(_env_file=None, data_dir=tmp_path, ml_threshold=0.55)
     save(settings.ml_model_file, estimators, features=feature_names(CFG.timeframes))
     voters = build_consensus(settings).voters
-    assert [v.name for v in voters] == ["trend_momentum", "ml"] and voters[1].threshold == 0.55
+    assert [v.name for v in voters] == [*settings.voters, "ml"] and voters[-1].threshold == 0.55
 
 
 def test_a_model_trained_on_other_features_is_refused(tmp_path: Path, estimators):
@@ -154,12 +154,12 @@ def test_a_plain_backtest_and_the_demo_leave_the_ml_voter_out(tmp_path: Path, es
     and so the demo) runs the local panel alone, and ``backtest --walk-forward`` is how the ML voter is judged."""
     from app.backtest import backtest_consensus, run_fast_backtest
 
-    settings = Settings(_env_file=None, data_dir=tmp_path)
+    settings = Settings(_env_file=None, data_dir=tmp_path, voters="trend_momentum")   # a rule that trades here
     save(settings.ml_model_file, estimators, features=feature_names(CFG.timeframes))
-    assert [v.name for v in build_consensus(settings).voters] == ["trend_momentum", "ml"]    # the live panel
-    assert [v.name for v in backtest_consensus(settings).voters] == ["trend_momentum"]       # a backtest's
+    assert [v.name for v in build_consensus(settings).voters] == [*settings.voters, "ml"]   # the live panel
+    assert [v.name for v in backtest_consensus(settings).voters] == list(settings.voters)   # a backtest's
     start, end = datetime(2025, 3, 24, tzinfo=UTC), datetime(2025, 3, 31, tzinfo=UTC)
     with_model = run_fast_backtest(settings, SAMPLE_DIR, list(SYMBOLS), start, end)
-    without = run_fast_backtest(Settings(_env_file=None, data_dir=tmp_path / "none"), SAMPLE_DIR, list(SYMBOLS),
-                                start, end)
+    without = run_fast_backtest(Settings(_env_file=None, data_dir=tmp_path / "none", voters="trend_momentum"),
+                                SAMPLE_DIR, list(SYMBOLS), start, end)
     assert with_model.trades == without.trades and len(without.trades) > 0

@@ -17,11 +17,13 @@ from settings import Settings
 from storage.db import Database
 from storage.repositories import Repositories
 from tests.fakes.binance_server import TEST_API_KEY, TEST_API_SECRET, FakeBinanceFutures
+from tests.trading_fixtures import RULE_PANEL
 
 
 def settings_for(fake: FakeBinanceFutures, db: Path, **extra: object) -> Settings:
     return Settings(_env_file=None, binance_base_url=fake.base_url, db_path=db,  # type: ignore[call-arg]
-                    symbols=["BTCUSDT", "ETHUSDT"], universe_size=2, paper_trigger_interval="5m", **extra)
+                    symbols=["BTCUSDT", "ETHUSDT"], universe_size=2, paper_trigger_interval="5m",
+                    **{**RULE_PANEL, **extra})
 
 
 async def runtime_for(settings: Settings) -> tuple[Runtime, Database]:

@@ -1,4 +1,7 @@
-"""The demo's figures are pinned: speeding up the replay (issue 8) must not change a single decision."""
+"""The demo's figures are pinned: speeding up the replay (issue 8) must not change a single decision.
+
+Two panels on the demo window: the default (issue 9's walk-forward choice, ``docs/evaluation.md``), which trades
+rarely, and the former default ``trend_momentum`` alone at 0.6, whose 55 trades pin far more of the trader."""
 
 from __future__ import annotations
 
@@ -9,18 +12,36 @@ from pathlib import Path
 import pytest
 
 from app.backtest import replay
-from engine.backtest.replay import DemoOptions
+from engine.backtest.replay import BacktestSummary, DemoOptions
 from settings import Settings
+from tests.trading_fixtures import RULE_PANEL
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+
+
+async def demo(settings: Settings) -> BacktestSummary:
+    options = DemoOptions(data_dir=SAMPLE, symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"],
+                          start=datetime(2025, 3, 24, tzinfo=UTC), days=21, quiet=True)
+    return await replay(settings, options)
 
 
 @pytest.mark.slow
 async def test_the_demo_window_gives_the_published_figures():
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    options = DemoOptions(data_dir=SAMPLE, symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"],
-                          start=datetime(2025, 3, 24, tzinfo=UTC), days=21, quiet=True)
-    summary = await replay(settings, options)
+    assert settings.voters == ["trend_momentum", "trend_following", "breakout"] and settings.entry_threshold == 0.7
+    summary = await demo(settings)
+    assert summary.scans == 6048
+    assert len(summary.trades) == 1 and summary.open_trades == 0
+    assert summary.net_pnl.quantize(Decimal("0.01")) == Decimal("-9.24")
+    assert summary.fees.quantize(Decimal("0.01")) == Decimal("0.38")
+    assert summary.funding.quantize(Decimal("0.01")) == Decimal("-0.41")
+    assert f"{summary.max_drawdown_pct:.2f}" == "1.46"
+    assert summary.exit_reasons == {"stop_loss": 1}
+
+
+@pytest.mark.slow
+async def test_the_former_default_rule_on_the_demo_window():
+    summary = await demo(Settings(_env_file=None, **RULE_PANEL))  # type: ignore[call-arg]
     assert summary.scans == 6048
     assert len(summary.trades) == 55 and summary.open_trades == 0
     assert f"{summary.win_rate_pct:.1f}" == "43.6"

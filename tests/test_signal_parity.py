@@ -30,6 +30,7 @@ from app.runtime import build_consensus, build_market_service
 from core.clock import ManualClock, from_ms, to_ms
 from engine.exchange.historical import HistoricalMarket
 from engine.exchange.types import KlineBatch
+from settings import Settings
 from strategies.features import Features, compute_features
 from strategies.scanner import SymbolContext, evaluate_snapshot
 from strategies.signal_table import SignalConfig, SymbolSignals, build_signal_tables, build_symbol_signals
@@ -230,6 +231,19 @@ async def test_a_panel_of_all_four_voters():
     bursts = random_bursts(table, 40, seed=8, lo=first_valid_after(table, 0)) + around(table, picks, before=1)
     present, directional = await check(SAMPLE, table, sorted(set(bursts)), **FULL_PANEL)
     assert present >= 200 and directional >= 10
+
+
+async def test_the_default_panel():
+    """The default panel (issue 9's walk-forward choice: three voters at 0.7) goes LONG/SHORT on 25 of SOLUSDT's
+    sample rows: every one of them, and random rows, equal the live scan."""
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    panel = dict(voters=settings.voters, entry_threshold=settings.entry_threshold)
+    table = table_for(SAMPLE, ["SOLUSDT"], **panel)["SOLUSDT"]
+    directional_rows = np.flatnonzero(table.direction != 0).tolist()
+    assert len(directional_rows) == 25
+    bursts = random_bursts(table, 20, seed=5, lo=first_valid_after(table, 0)) + around(table, directional_rows, 1)
+    present, directional = await check(SAMPLE, table, sorted(set(bursts)), **panel)
+    assert directional >= 25 and present >= 60
 
 
 def test_rows_are_causal(sample_tables):

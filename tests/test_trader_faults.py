@@ -28,6 +28,7 @@ from storage.db import Database
 from storage.records import OrderPurpose, OrderState, TradeStatus
 from storage.repositories import Repositories
 from tests.fakes.binance_server import TEST_API_KEY, TEST_API_SECRET, FakeBinanceFutures, FakeSleep
+from tests.trading_fixtures import RULE_PANEL
 
 SIGNAL_TIME = datetime(2025, 3, 3, 21, 15, 1, tzinfo=UTC)  # the real voter signals an ETHUSDT short here
 
@@ -63,7 +64,7 @@ async def open_live(fake: FakeBinanceFutures, db_path: Path, clock: ManualClock 
     sink = RecordingSink()
     bus.subscribe(sink)
     settings = Settings(_env_file=None, symbols=["ETHUSDT", "BTCUSDT"], universe_size=2,  # type: ignore[call-arg]
-                        trading_mode="paper")
+                        trading_mode="paper", **RULE_PANEL)
     trader = build_trader(settings, mode=Mode.LIVE, exchange=exchange, repos=repos, bus=bus, clock=clock)
     await trader.start()
     return LiveRig(fake, exchange, trader, repos, sink, bus, clock, sleep)

@@ -17,11 +17,14 @@ ROOT = Path(__file__).parent.parent
 
 
 def process_env(tmp_path: Path, base_url: str, **extra: str) -> dict[str, str]:
-    """The inherited environment minus every Vigil setting, plus a private database and fast intervals."""
+    """The inherited environment minus every Vigil setting, plus a private database, fast intervals and the former
+    default panel."""
     env = {k: v for k, v in os.environ.items() if k.upper() not in {n.upper() for n in Settings.model_fields}}
     env.update({
         "PYTHONPATH": str(ROOT), "DB_PATH": str(tmp_path / "vigil.sqlite3"), "BINANCE_BASE_URL": base_url,
         "SCAN_DELAY_SECONDS": "0", "MONITOR_INTERVAL_SECONDS": "1", "LOG_LEVEL": "INFO",
+        # the rule the fakes' signal times were found with (the former default; tests/trading_fixtures.RULE_PANEL)
+        "VOTERS": "trend_momentum", "ENTRY_THRESHOLD": "0.6",
     })
     env.update(extra)
     return env
