@@ -1,7 +1,7 @@
 """Backtest benchmark: wall time, candles per second and peak RSS of ``python main.py backtest``, each case in a
 fresh subprocess (so peak RSS is the case's own, data loading and imports included).
 
-    .venv/bin/python bench/backtest.py [--cases a,b,b2,c] [--data ../shared/data/binance-futures] [--reps 1]
+    .venv/bin/python bench/backtest.py [--cases a,b,b2,c,bd,b2d,cd] [--data ../shared/data/binance-futures] [--reps 1]
 
 Cases (issue 8):
   a  --strategy ema-cross on BTCUSDT, ETHUSDT, LTCUSDT, 2023-01-01 → 2024-05-14 (freqtrade: 48.9 s, 752 MB;
@@ -12,8 +12,9 @@ Cases (issue 8):
      the first one, as the default does), so the whole period is walked with positions
   c  --engine replay on the demo window (data/sample, BTC/ETH/SOL, 2025-03-24 + 21 days; baseline 560 candles/s)
 
-Every case runs the former default panel (``VOTERS=trend_momentum``, ``ENTRY_THRESHOLD=0.6``), the workload the
-timings were first published on; the walk-forward's default panel trades about ten times less.
+Cases bd, b2d and cd are b, b2 and c with the shipped default panel. Every other case runs the former default
+panel (``VOTERS=trend_momentum``, ``ENTRY_THRESHOLD=0.6``), the workload the timings were first published on; the
+walk-forward's default panel trades about ten times less.
 
 "wall" is measured inside the child from its first line (imports, data loading, run, metrics, summary);
 "process" is the parent's view of the whole subprocess, interpreter start included; "cpu" is the child's user +
@@ -53,6 +54,10 @@ CASES: dict[str, tuple[str, list[str]]] = {
           ["--strategy", "default", "--engine", "replay", "--symbols", "BTCUSDT,ETHUSDT,SOLUSDT", "--start",
            "2025-03-24", "--end", "2025-04-14"]),
 }
+#: the same workloads with the shipped default panel (``VOTERS`` and ``ENTRY_THRESHOLD`` as in settings.py)
+SHIPPED = {"bd": "b", "b2d": "b2", "cd": "c"}
+CASES.update({new: (CASES[old][0].replace("default,", "shipped default panel,", 1), CASES[old][1])
+              for new, old in SHIPPED.items()})
 
 
 def child(case: str, data_dir: Path) -> None:
@@ -60,11 +65,12 @@ def child(case: str, data_dir: Path) -> None:
     import main
 
     name, args = CASES[case]
-    if case == "c":
+    if case in ("c", "cd"):
         data_dir = SAMPLE
-    # the workload the published timings were measured on: the former default rule (trend_momentum alone at 0.6),
-    # which trades ~10x as often as the walk-forward's default panel (docs/evaluation.md)
-    os.environ.update(VOTERS="trend_momentum", ENTRY_THRESHOLD="0.6")
+    if case not in SHIPPED:
+        # the workload the published timings were measured on: the former default rule (trend_momentum alone at
+        # 0.6), which trades ~10x as often as the walk-forward's default panel (docs/evaluation.md)
+        os.environ.update(VOTERS="trend_momentum", ENTRY_THRESHOLD="0.6")
     json_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"vigil-bench-backtest-{os.getpid()}.json"
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(io.StringIO()):
