@@ -551,6 +551,6 @@ def with_consensus(table: SymbolSignals, consensus: Consensus, lo_ms: int, hi_ms
         ok = table.valid[lo:hi]
         direction[lo:hi] = np.where(ok, d, 0)
         score[lo:hi] = np.where(ok, s, 0.0)
-    arrays = _Arrays(direction, score, table.atr, table.price, table.adx, table.atr_ratio)
+    arrays = _Arrays(direction, score, table.atr, table.price, table.adx, table.atr_ratio, table.stop_atr)
     return SymbolSignals(table.symbol, table.open_ms, table.config, consensus, table._tables, table._index,
                          table.valid, arrays)

@@ -67,7 +67,7 @@ def test_walk_forward_models_train_only_on_the_past_and_every_voter_is_scored():
         assert w.first_row_ms >= w.cutoff_ms - 21 * DAY_MS and w.rows > 500
     assert sum(f.trades for f in wf.folds) == len(wf.result.trades)
     assert wf.folds[1].start_equity == wf.folds[0].end_equity       # the equity carries over
-    assert set(wf.voters) == {"trend_momentum", "ml", CONSENSUS}
+    assert set(wf.voters) == {*Settings(_env_file=None).voters, "ml", CONSENSUS}   # the panel's voters, ML, consensus
     ml = wf.voters["ml"]
     assert ml.votes > 0 and ml.labelled > 0 and 0.0 <= ml.brier_sum / ml.labelled <= 1.0
 
@@ -90,7 +90,7 @@ def test_walk_forward_cli_json_carries_folds_and_voters(tmp_path: Path, capsys):
     doc = json.loads(out.read_text())
     assert [f["start"] for f in doc["walk_forward"]["folds"]] == ["2025-03-01T00:00:00Z"]
     assert doc["walk_forward"]["folds"][0]["model"]["rows"] > 0
-    assert set(doc["voters"]) == {"trend_momentum", "ml", CONSENSUS}
+    assert set(doc["voters"]) == {*Settings(_env_file=None).voters, "ml", CONSENSUS}
     for name, v in doc["voters"].items():
         assert {"votes", "hit_rate", "brier", "alone"} <= set(v), name
     assert doc["metrics"] and isinstance(doc["trades"], list)
