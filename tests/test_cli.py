@@ -38,6 +38,7 @@ def test_help_for_each_command(argv, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a subprocess run of main.py
 def test_bad_configuration_exits_2_with_one_line_per_key(tmp_path: Path):
     env = clean_env(tmp_path, TRADING_MODE="live", LEVERAGE="500")
     proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--env-file", str(tmp_path / "none"), "run"],
@@ -48,6 +49,7 @@ def test_bad_configuration_exits_2_with_one_line_per_key(tmp_path: Path):
     assert lines == ["LEVERAGE: Input should be less than or equal to 125 (got '500')"]
 
 
+@pytest.mark.slow  # a subprocess run of main.py
 def test_live_without_keys_exits_2(tmp_path: Path):
     env = clean_env(tmp_path, TRADING_MODE="live")
     proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "run"], env=env, capture_output=True, text=True,
