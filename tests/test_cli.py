@@ -96,7 +96,8 @@ async def test_backtest_on_real_data_opens_and_closes_trades(tmp_path: Path):
 @pytest.mark.slow
 def test_demo_command_end_to_end(tmp_path: Path):
     env = clean_env(tmp_path)
-    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "demo", "--quiet", "--days", "10"], env=env,
+    # 3 days of the demo window are enough for closed trades (12 of them); the full window is replayed elsewhere
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "demo", "--quiet", "--days", "3"], env=env,
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     closed_line = next(line for line in proc.stdout.splitlines() if line.startswith("trades closed"))

@@ -1,26 +1,20 @@
-"""The demo's figures are pinned: speeding up the replay (issue 8) must not change a single decision."""
+"""The demo's figures are pinned: speeding up the replay (issue 8) must not change a single decision.
+
+The replay is the demo window (bundled sample, BTC/ETH/SOL from 2025-03-24, 21 days, default settings), run once
+per session in tests/replays.py: tests/test_engine_parity.py compares the same replay with the fast engine."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
-from app.backtest import replay
-from engine.backtest.replay import DemoOptions
-from settings import Settings
-
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+from tests.replays import demo_replay
 
 
 @pytest.mark.slow
-async def test_the_demo_window_gives_the_published_figures():
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    options = DemoOptions(data_dir=SAMPLE, symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"],
-                          start=datetime(2025, 3, 24, tzinfo=UTC), days=21, quiet=True)
-    summary = await replay(settings, options)
+def test_the_demo_window_gives_the_published_figures():
+    summary = demo_replay()
     assert summary.scans == 6048
     assert len(summary.trades) == 55 and summary.open_trades == 0
     assert f"{summary.win_rate_pct:.1f}" == "43.6"
