@@ -1,6 +1,7 @@
 """Fixtures shared by the adapter tests (loaded through tests/conftest.py): the fake Binance server, a manual
-clock, a fake sleep, and the real adapter connected to the fake. A module overrides ``request_timeout`` to
-make timeouts quicker."""
+clock, a fake sleep, and the real adapter connected to the fake. The adapter's request timeout is generous
+(a loaded machine never fires it by accident) except in tests marked ``hangs``, where the fake holds an answer on
+purpose and the timeout must fire: there it is short, so the test does not wait long."""
 
 from __future__ import annotations
 
@@ -30,9 +31,20 @@ def sleeper(clock: ManualClock) -> FakeSleep:
     return FakeSleep(clock)
 
 
+#: The adapter's request timeout in a test marked ``hangs`` (the fake holds an answer for seconds: the timeout fires)
+HANGING_TIMEOUT = 0.3
+#: ... and in every other test: no request of the local fake takes that long, even on a loaded machine
+REQUEST_TIMEOUT = 10.0
+
+
+def timeout_for(node: pytest.Item) -> float:
+    """The request timeout for the test ``node``: short where it makes the fake hang, generous elsewhere."""
+    return HANGING_TIMEOUT if node.get_closest_marker("hangs") else REQUEST_TIMEOUT
+
+
 @pytest.fixture
-def request_timeout() -> float:
-    return 1.0
+def request_timeout(request: pytest.FixtureRequest) -> float:
+    return timeout_for(request.node)
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ def test_help_for_each_command(argv, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a subprocess run of main.py
 def test_bad_configuration_exits_2_with_one_line_per_key(tmp_path: Path):
     env = clean_env(tmp_path, TRADING_MODE="live", LEVERAGE="500")
     proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--env-file", str(tmp_path / "none"), "run"],
@@ -49,6 +50,7 @@ def test_bad_configuration_exits_2_with_one_line_per_key(tmp_path: Path):
     assert lines == ["LEVERAGE: Input should be less than or equal to 125 (got '500')"]
 
 
+@pytest.mark.slow  # a subprocess run of main.py
 def test_live_without_keys_exits_2(tmp_path: Path):
     env = clean_env(tmp_path, TRADING_MODE="live")
     proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "run"], env=env, capture_output=True, text=True,
@@ -95,7 +97,11 @@ async def test_backtest_on_real_data_opens_and_closes_trades(tmp_path: Path):
 @pytest.mark.slow
 def test_demo_command_end_to_end(tmp_path: Path):
     env = clean_env(tmp_path)
-    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "demo", "--quiet", "--days", "10"], env=env,
+    # 3 days of the demo window with the former default rule (README: VOTERS=trend_momentum ENTRY_THRESHOLD=0.6)
+    # are enough for closed trades (12 of them); the default panel's full window is replayed and pinned in
+    # tests/test_replay_figures.py
+    env.update(VOTERS="trend_momentum", ENTRY_THRESHOLD="0.6")
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "demo", "--quiet", "--days", "3"], env=env,
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     closed_line = next(line for line in proc.stdout.splitlines() if line.startswith("trades closed"))

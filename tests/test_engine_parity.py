@@ -11,7 +11,8 @@ issue 9's walk-forward trades too rarely for a 3-week window to hold the ten tra
 
 Windows: the demo window (bundled sample, BTC/ETH/SOL from 2025-03-24), a quiet range (BTC/ETH/LTC from
 2023-07-09: BTC moved within 9.6 %) and a strong trend (BTC/ETH/SOL from 2024-02-25: BTC +27 %) from
-../shared/data/binance-futures (skipped when that folder is absent).
+../shared/data/binance-futures (skipped when that folder is absent). The demo window's replay with the default
+settings is the one tests/test_replay_figures.py pins: computed once per session (tests/replays.py).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from pathlib import Path
 import pytest
 
 from app.backtest import replay, run_fast_backtest
-from engine.backtest.replay import DemoOptions, trade_result
+from engine.backtest.replay import BacktestSummary, DemoOptions, trade_result
 from engine.backtest.results import TradeResult
 from settings import Settings
-from tests.trading_fixtures import RULE_PANEL
+from tests.replays import DEMO_START, DEMO_SYMBOLS, demo_replay, demo_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -34,7 +35,7 @@ SHARED = ROOT.parent / "shared" / "data" / "binance-futures"
 DAYS = 21
 
 WINDOWS = [
-    pytest.param(SAMPLE, ["BTCUSDT", "ETHUSDT", "SOLUSDT"], datetime(2025, 3, 24, tzinfo=UTC), id="demo"),
+    pytest.param(SAMPLE, list(DEMO_SYMBOLS), DEMO_START, id="demo"),
     pytest.param(SHARED, ["BTCUSDT", "ETHUSDT", "LTCUSDT"], datetime(2023, 7, 9, tzinfo=UTC), id="quiet-range",
                  marks=pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is absent")),
     pytest.param(SHARED, ["BTCUSDT", "ETHUSDT", "SOLUSDT"], datetime(2024, 2, 25, tzinfo=UTC), id="strong-trend",
@@ -50,8 +51,8 @@ def key(t: TradeResult) -> tuple[object, ...]:
 @pytest.mark.slow
 @pytest.mark.parametrize(("data_dir", "symbols", "start"), WINDOWS)
 def test_fast_engine_matches_the_replay(data_dir: Path, symbols: list[str], start: datetime) -> None:
-    settings = Settings(_env_file=None, trading_mode="paper", **RULE_PANEL)  # type: ignore[call-arg]
-    assert_engines_agree(settings, data_dir, symbols, start)
+    demo = (data_dir, tuple(symbols), start) == (SAMPLE, DEMO_SYMBOLS, DEMO_START)
+    assert_engines_agree(demo_settings(), data_dir, symbols, start, demo_replay() if demo else None)
 
 
 @pytest.mark.slow
@@ -62,9 +63,12 @@ def test_a_four_voter_panel_on_the_demo_window() -> None:
     assert_engines_agree(settings, SAMPLE, ["BTCUSDT", "ETHUSDT", "SOLUSDT"], datetime(2025, 3, 24, tzinfo=UTC))
 
 
-def assert_engines_agree(settings: Settings, data_dir: Path, symbols: list[str], start: datetime) -> None:
-    summary = asyncio.run(replay(settings, DemoOptions(data_dir=data_dir, symbols=symbols, start=start, days=DAYS,
-                                                       quiet=True)))
+def assert_engines_agree(settings: Settings, data_dir: Path, symbols: list[str], start: datetime,
+                         summary: BacktestSummary | None = None) -> None:
+    """``summary``: the replay of this window with ``settings`` if it was already run (else it is run here)."""
+    if summary is None:
+        summary = asyncio.run(replay(settings, DemoOptions(data_dir=data_dir, symbols=symbols, start=start,
+                                                           days=DAYS, quiet=True)))
     fast = run_fast_backtest(settings, data_dir, symbols, start, summary.end + timedelta(seconds=1),
                              close_at_end=False)
 

@@ -71,6 +71,7 @@ async def test_new_entry_refused_with_4130_keeps_the_resting_stop_and_never_clos
     assert own.status is OrderState.REJECTED
 
 
+@pytest.mark.hangs
 async def test_lost_stop_answer_then_4130_keeps_vigils_own_stop(live: Live):
     live.fake.faults.next("/fapi/v1/algoOrder", "timeout", method="POST", accept=True, delay=2)
     live.fake.faults.next("/fapi/v1/algoOrder", "error", method="GET", status=400, code=-1099,

@@ -27,6 +27,7 @@ from settings import Settings
 from storage.db import Database
 from storage.records import OrderPurpose, OrderState, TradeStatus
 from storage.repositories import Repositories
+from tests.binance_fixtures import REQUEST_TIMEOUT
 from tests.fakes.binance_server import TEST_API_KEY, TEST_API_SECRET, FakeBinanceFutures, FakeSleep
 from tests.trading_fixtures import RULE_PANEL
 
@@ -76,11 +77,12 @@ class Live:
                                   trader=self.trader)
 
 
-async def open_live(fake: FakeBinanceFutures, db_path: Path, **settings: Any) -> Live:
+async def open_live(fake: FakeBinanceFutures, db_path: Path, *, request_timeout: float = REQUEST_TIMEOUT,
+                    **settings: Any) -> Live:
     clock = ManualClock(fake.now)
     sleep = FakeSleep(clock, fake)  # a retry's wait passes on the exchange too (-4509 is about time)
     exchange = await BinanceFutures.connect(TEST_API_KEY, TEST_API_SECRET, base_url=fake.base_url, clock=clock,
-                                            sleep=sleep, request_timeout=1.0)
+                                            sleep=sleep, request_timeout=request_timeout)
     db = await Database(db_path).open()
     repos = Repositories(db)
     bus = EventBus()
@@ -94,9 +96,9 @@ async def open_live(fake: FakeBinanceFutures, db_path: Path, **settings: Any) ->
 
 
 @pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[Live]:
+async def live(tmp_path: Path, request_timeout: float) -> AsyncIterator[Live]:
     async with FakeBinanceFutures(start=SIGNAL_TIME) as fake:
-        rig = await open_live(fake, tmp_path / "live.sqlite3")
+        rig = await open_live(fake, tmp_path / "live.sqlite3", request_timeout=request_timeout)
         try:
             yield rig
         finally:
@@ -130,6 +132,7 @@ async def test_stop_retries_503_then_429_honouring_retry_after(live: Live):
 
 
 @pytest.mark.parametrize("accept", [False, True])
+@pytest.mark.hangs
 async def test_lost_stop_answer_is_queried_by_client_id_before_every_retry(live: Live, accept: bool):
     live.fake.faults.next("/fapi/v1/algoOrder", "timeout", method="POST", accept=accept, delay=2)
     await opened(live)
@@ -141,6 +144,7 @@ async def test_lost_stop_answer_is_queried_by_client_id_before_every_retry(live:
     assert len(stop_ids) == 1  # never two stops for one intent
 
 
+@pytest.mark.hangs
 async def test_lost_stop_answer_and_an_unexpected_query_error_still_end_with_one_stop(live: Live):
     """The stop lands but its answer is lost, and the query by clientAlgoId fails with an unexpected code: the
     retry with the same clientAlgoId is refused as a duplicate of the open order, which the next query finds."""
@@ -434,6 +438,7 @@ async def test_orphan_cleanup_cancels_only_vigils_own_orders(live: Live):
 
 
 # ----------------------------------------------------------------------------------------- 7. unknown stays unknown
+@pytest.mark.hangs
 async def test_lost_entry_stays_unresolved_and_a_late_position_gets_the_planned_stop(live: Live):
     live.fake.faults.next("/fapi/v1/order", "timeout", method="POST", accept=False, delay=2)
     assert (await live.trader.scan()).opened == []
@@ -452,6 +457,7 @@ async def test_lost_entry_stays_unresolved_and_a_late_position_gets_the_planned_
     assert opened_trade.stop_price < opened_trade.entry_price * Decimal("1.05")  # not the 5 % adoption stop
 
 
+@pytest.mark.hangs
 async def test_lost_entry_that_never_appears_fails_after_a_bounded_window(live: Live):
     live.fake.faults.next("/fapi/v1/order", "timeout", method="POST", accept=False, delay=2)
     await live.trader.scan()

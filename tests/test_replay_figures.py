@@ -1,35 +1,29 @@
 """The demo's figures are pinned: speeding up the replay (issue 8) must not change a single decision.
 
-Two panels on the demo window: the default (issue 9's walk-forward choice, ``docs/evaluation.md``), which trades
-rarely, and the former default ``trend_momentum`` alone at 0.6, whose 55 trades pin far more of the trader."""
+Two panels on the demo window (bundled sample, BTC/ETH/SOL from 2025-03-24, 21 days): the default (issue 9's
+walk-forward choice, ``docs/evaluation.md``), which trades rarely, and the former default ``trend_momentum`` alone at
+0.6, whose 55 trades pin far more of the trader. The latter replay is run once per session in tests/replays.py:
+tests/test_engine_parity.py compares the same replay with the fast engine."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from app.backtest import replay
-from engine.backtest.replay import BacktestSummary, DemoOptions
+from engine.backtest.replay import DemoOptions
 from settings import Settings
-from tests.trading_fixtures import RULE_PANEL
-
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
-
-
-async def demo(settings: Settings) -> BacktestSummary:
-    options = DemoOptions(data_dir=SAMPLE, symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"],
-                          start=datetime(2025, 3, 24, tzinfo=UTC), days=21, quiet=True)
-    return await replay(settings, options)
+from tests.replays import DEMO_DAYS, DEMO_START, DEMO_SYMBOLS, SAMPLE, demo_replay
 
 
 @pytest.mark.slow
-async def test_the_demo_window_gives_the_published_figures():
+def test_the_demo_window_gives_the_published_figures():
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.voters == ["trend_momentum", "trend_following", "breakout"] and settings.entry_threshold == 0.7
-    summary = await demo(settings)
+    options = DemoOptions(data_dir=SAMPLE, symbols=list(DEMO_SYMBOLS), start=DEMO_START, days=DEMO_DAYS, quiet=True)
+    summary = asyncio.run(replay(settings, options))
     assert summary.scans == 6048
     assert len(summary.trades) == 1 and summary.open_trades == 0
     assert summary.net_pnl.quantize(Decimal("0.01")) == Decimal("-9.24")
@@ -40,8 +34,8 @@ async def test_the_demo_window_gives_the_published_figures():
 
 
 @pytest.mark.slow
-async def test_the_former_default_rule_on_the_demo_window():
-    summary = await demo(Settings(_env_file=None, **RULE_PANEL))  # type: ignore[call-arg]
+def test_the_former_default_rule_on_the_demo_window():
+    summary = demo_replay()
     assert summary.scans == 6048
     assert len(summary.trades) == 55 and summary.open_trades == 0
     assert f"{summary.win_rate_pct:.1f}" == "43.6"

@@ -216,6 +216,7 @@ async def test_a_smaller_configuration(sample_tables):
 FULL_PANEL = dict(voters=["trend_momentum", "trend_following", "mean_reversion", "breakout"], entry_threshold=0.25)
 
 
+@pytest.mark.slow  # its own full-panel table of the ETH sample plus ~300 live scans
 async def test_a_panel_of_all_four_voters():
     """The full panel: sampled rows plus, for each voter, rows where it votes LONG or SHORT (the rarer rules
     would hardly show up among random rows) — votes, reasons, confidences and the consensus equal the live scan."""

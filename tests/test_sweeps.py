@@ -153,7 +153,7 @@ def test_a_dask_cluster_gives_the_serial_table_and_gets_the_data_once_per_worker
 
 
 def test_an_unreachable_scheduler_is_one_clear_line(closes, monkeypatch):
-    monkeypatch.setattr("engine.sweeps.runner.DASK_CONNECT_TIMEOUT", 1.0)
+    monkeypatch.setattr("engine.sweeps.runner.DASK_CONNECT_TIMEOUT", 0.2)  # port 9 refuses: it always fires
     with pytest.raises(SweepError, match=r"could not reach the Dask scheduler at 'tcp://127.0.0.1:9' .*check the "
                                          r"address \(tcp://host:8786\)"):
         run_sweep(ema_cross, [{"fast": 5, "slow": 50}], closes, dask_scheduler="tcp://127.0.0.1:9")

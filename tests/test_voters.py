@@ -186,6 +186,7 @@ def btc_table() -> tuple[SymbolSignals, list[Features | None]]:
     return table, [table.features_at(i) for i in range(len(table))]
 
 
+@pytest.mark.slow  # every row of the BTC sample: ~50k Features objects built and voted on
 @pytest.mark.parametrize("voter", VOTERS, ids=lambda v: v.name)
 def test_vote_arrays_equal_vote_on_every_row_of_real_data(btc_table, voter):
     table, features = btc_table

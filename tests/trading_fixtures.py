@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import copy
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 
 from app.configs import risk_config
@@ -72,6 +74,27 @@ class Rig:
 RULE_PANEL: dict[str, object] = {"voters": ["trend_momentum"], "entry_threshold": 0.6}
 
 
+@lru_cache(maxsize=8)
+def _loaded_sample(symbols: tuple[str, ...]) -> HistoricalMarket:
+    """The bundled sample of ``symbols``, read and resampled once per test session; its arrays made read-only,
+    so that a test that wrote into them would fail instead of changing what the next test reads."""
+    market = HistoricalMarket(SAMPLE, ManualClock(START), symbols)
+    for data in market._data.values():
+        arrays = [getattr(s, f.name) for s in data.series.values() for f in fields(s)]
+        for array in [*arrays, data.funding.time, data.quote_cumsum]:
+            array.setflags(write=False)
+    return market
+
+
+def sample_market(clock: ManualClock, symbols: list[str]) -> HistoricalMarket:
+    """``HistoricalMarket(SAMPLE, clock, symbols)`` without reading the files again: a copy of the loaded one on
+    its own clock with its own (empty) mark cache; only the read-only candles and rules are shared."""
+    market = copy.copy(_loaded_sample(tuple(symbols)))
+    market.clock = clock
+    market._marks = {}
+    return market
+
+
 def make_settings(**overrides: object) -> Settings:
     base: dict[str, object] = dict(symbols=["BTCUSDT", "ETHUSDT"], universe_size=2, max_open_positions=2,
                                    leverage=3, risk_per_trade_pct=Decimal("1"), telegram_bot_token=None,
@@ -85,7 +108,7 @@ async def build_rig(db_path: Path, *, clock: ManualClock | None = None, directio
                     llm: LlmPanel | None = None, **settings_overrides: object) -> Rig:
     settings = make_settings(**settings_overrides)
     clock = clock or ManualClock(START)
-    market = HistoricalMarket(SAMPLE, clock, settings.symbols)
+    market = sample_market(clock, settings.symbols)
     db = await Database(db_path).open()
     repos = Repositories(db)
     exchange = PaperExchange(db, market, clock, start_balance=settings.paper_start_balance,
