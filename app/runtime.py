@@ -10,10 +10,13 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.triggers.interval import IntervalTrigger
 
 from app.configs import adaptive_config, barrier_params, breaker_config, exit_config, limits_config, risk_config
 from app.llm import LlmRuntime, build_llm
+from app.retrainer import Retrainer, retrain_command
 from core.clock import Clock, ExchangeClock
 from core.enums import Mode
 from engine.events import EventBus, Level
@@ -127,6 +130,7 @@ class Runtime:
         self._monitor_streak = 0
         self.scheduler: EngineScheduler | None = None
         self.llm: LlmRuntime | None = None
+        self.retrainer: Retrainer | None = None
 
     @classmethod
     def from_parts(cls, settings: Settings, repos: Repositories, bus: EventBus, clock: Clock, *,
@@ -184,6 +188,7 @@ class Runtime:
             await trader.start()
             if trader.vote_log is not None:
                 await trader.vote_log.learn()
+                trader.vote_log.on_resolved.append(self.check_retrain)
         except BaseException:
             await exchange.close()
             raise
@@ -281,8 +286,26 @@ class Runtime:
             clock=self.clock, bus=self.bus, scan=self.run_scan, monitor=self.run_monitor,
             scan_interval=s.scan_interval_seconds, monitor_interval=s.monitor_interval_seconds,
             scan_delay=s.scan_delay_seconds)
+        self.retrainer = self.retrainer or Retrainer(self.bus, self.clock, command=retrain_command(s.ml_model_file),
+                                                     timeout=s.retrain_timeout_minutes * 60)
         self.scheduler.start()
+        self.scheduler.scheduler.add_job(
+            self.weekly_retrain, IntervalTrigger(days=s.retrain_days, timezone=UTC), id="retrain",
+            name="ML retrain", max_instances=1, coalesce=True, replace_existing=True)
         return self.scheduler
+
+    async def weekly_retrain(self) -> None:
+        """Every RETRAIN_DAYS, when the ML voter has a model (a bot without one has nothing to retrain)."""
+        if self.retrainer is not None and self.settings.ml_model_file.is_file():
+            await self.retrainer.weekly()
+
+    async def check_retrain(self) -> None:
+        """After the vote book resolved outcomes: retrain (in a child process) if the ML voter's live hit rate fell
+        below its out-of-sample one minus RETRAIN_LIVE_MARGIN."""
+        s = self.settings
+        if self.retrainer is not None and s.ml_model_file.is_file():
+            await self.retrainer.check_live(self.repos.votes, s.ml_model_file, window=s.model_live_window,
+                                            margin=s.retrain_live_margin)
 
     def next_scan(self) -> datetime | None:
         return self.scheduler.next_run("scan") if self.scheduler else None
@@ -298,6 +321,8 @@ class Runtime:
     async def close(self) -> None:
         if self.scheduler is not None:
             self.scheduler.shutdown()
+        if self.retrainer is not None:
+            await self.retrainer.close()
         if self._exchange is not None:
             await self._exchange.close()
         if self.llm is not None:
