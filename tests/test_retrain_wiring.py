@@ -1,0 +1,53 @@
+"""The running bot's wiring (real runtime, paper mode, the fake Binance server): a weekly ``retrain`` job on the
+scheduler, the live check after the vote book resolves, and the weekly job starting the child process and alerting;
+without a model there is nothing to retrain."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from app.retrainer import Retrainer
+from app.runtime import Runtime
+from core.clock import ExchangeClock
+from engine.events import Alert, EventBus, RecordingSink
+from settings import Settings
+from storage.db import Database
+from storage.repositories import Repositories
+from strategies.ml_voter import feature_names
+from tests.fakes.binance_server import FakeBinanceFutures
+from tests.retrain_fixtures import constant_model, save_pair
+
+
+async def test_the_weekly_job_and_the_live_check_are_wired(tmp_path: Path) -> None:
+    async with FakeBinanceFutures() as fake:
+        s = Settings(_env_file=None, binance_base_url=fake.base_url, data_dir=tmp_path,  # type: ignore[call-arg]
+                     symbols=["BTCUSDT", "ETHUSDT"], universe_size=2, paper_trigger_interval="5m", retrain_days=7)
+        save_pair(s.ml_model_file, constant_model(0.3), feature_names(s.timeframes), train_end="2025-02-01T00:00:00Z")
+        db = await Database(s.db_path).open()
+        bus, sink = EventBus(), RecordingSink()
+        bus.subscribe(sink)
+        runtime = Runtime(s, Repositories(db), bus, ExchangeClock())
+        try:
+            await runtime.start()
+            vote_log = runtime.trader.vote_log
+            assert vote_log is not None and runtime.check_retrain in vote_log.on_resolved
+            runtime.retrainer = Retrainer(bus, runtime.clock, timeout=60, command=[
+                sys.executable, "-c", "print('retrain: kept: stand-in'); raise SystemExit(3)"])
+            scheduler = runtime.start_scheduler()
+            job = scheduler.scheduler.get_job("retrain")
+            assert job is not None
+            assert abs(job.next_run_time - (datetime.now(UTC) + timedelta(days=7))) < timedelta(minutes=1)
+            await runtime.weekly_retrain()
+            result = await runtime.retrainer.wait()
+            assert result is not None and result.outcome == "kept"
+            assert [a.detail["outcome"] for a in sink.of(Alert)] == ["kept"]
+            await runtime.check_retrain()   # no resolved ML votes yet: nothing starts
+            assert not runtime.retrainer.running and len(runtime.retrainer.results) == 1
+            s.ml_model_file.unlink()
+            await runtime.weekly_retrain()  # no model in use: nothing to retrain
+            assert not runtime.retrainer.running and len(runtime.retrainer.results) == 1
+        finally:
+            await runtime.close()
+            await db.close()
