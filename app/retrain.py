@@ -154,9 +154,11 @@ def decision_json(decision: PromotionDecision) -> dict[str, Any]:
 
 
 def entry(settings: Settings, args: argparse.Namespace) -> int:
-    """``main`` with the process set up for a background job: low priority, warnings only."""
+    """``main`` with warnings-only logging and line-buffered output (the bot reads the child's last line)."""
     from app.logs import configure_logging
 
     configure_logging("WARNING")
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(line_buffering=True)
     return main(settings, args)
