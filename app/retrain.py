@@ -1,8 +1,8 @@
 """``python main.py retrain``: train a candidate on recent data, judge it against the model in use, promote or keep.
 
 1. Finish a model swap a crash interrupted (``strategies.model_swap``), read the model in use (if any).
-2. Load ``train-days + holdout-days`` of 5m candles up to ``--end`` from the data folder (``download`` fills it) and
-   build the ML voter's dataset exactly as ``train`` does.
+2. Load ``train-days + holdout-days`` of 5m candles up to ``--end`` from the data folder (``download`` fills it;
+   ``--refresh`` fetches what it lacks first) and build the ML voter's dataset exactly as ``train`` does.
 3. Fit the candidate on the ``train-days`` before ``holdout start - horizon - embargo`` (purged, so no training
    label reaches into the holdout).
 4. Judge both on the rows after both models' training ends (+ horizon + embargo): ``strategies.promotion``.
@@ -95,7 +95,10 @@ def _retrain(settings: Settings, args: argparse.Namespace, path: Path, started: 
         label = barrier_params(settings, args.horizon_hours)
         purge_days = label.horizon * 300_000 / DAY_MS + EMBARGO_DAYS
         start = end - timedelta(days=train_days + purge_days + holdout_days)
-        candles, _funding = load_history(args.data_dir or settings.market_data_dir, symbols, start, end)
+        data_dir = args.data_dir or settings.market_data_dir
+        if args.refresh:
+            refresh(settings, symbols, start, min(end, datetime.now(UTC)), data_dir)
+        candles, _funding = load_history(data_dir, symbols, start, end)
     except ValueError as exc:
         print(f"retrain: {exc}")
         return EXIT_CONFIG
@@ -139,6 +142,21 @@ def _retrain(settings: Settings, args: argparse.Namespace, path: Path, started: 
     print(f"retrain: {decision.reason}; window {ms_to_iso(window[0])[:16]} → {ms_to_iso(window[1])[:16]}, "
           f"{time.perf_counter() - started:.0f} s, peak RSS {peak_mb:.0f} MB")
     return EXIT_PROMOTED if decision.promote else EXIT_KEPT
+
+
+def refresh(settings: Settings, symbols: list[str], start: datetime, end: datetime, data_dir: Path) -> None:
+    """Fetch what ``data_dir`` lacks of ``[start, end)`` (``python main.py download``'s resumable fetch)."""
+    import asyncio
+
+    from engine.datasets.download import DownloadError, DownloadRequest, download
+    from engine.exchange.errors import ExchangeError
+
+    try:
+        asyncio.run(download(DownloadRequest(tuple(symbols), start, end, data_dir), base_url=settings.binance_base_url,
+                             weight_budget_pct=settings.binance_weight_budget_pct))
+    except (DownloadError, ExchangeError) as exc:
+        raise ValueError(f"--refresh could not fetch the data ({exc}); run `python main.py download` to see why"
+                         ) from exc
 
 
 def _with_reason(decision: PromotionDecision, reason: str) -> PromotionDecision:

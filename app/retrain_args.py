@@ -26,5 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride", type=int, default=3, help="use every n-th 5m candle (default 3)")
     parser.add_argument("--min-rows", type=int, default=None,
                         help="labelled predictions the judging window needs (default RETRAIN_MIN_ROWS)")
+    parser.add_argument("--refresh", action="store_true",
+                        help="first fetch what the data folder lacks of the window from Binance (as `download` "
+                             "does: resumable, public data, no keys needed)")
     parser.add_argument("--rollback", action="store_true",
                         help="only swap the model in use with the previous one (MODEL.previous.joblib) and exit")

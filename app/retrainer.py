@@ -41,7 +41,7 @@ LIVE_COOLDOWN = timedelta(days=1)
 
 
 def retrain_command(model: Path | None = None) -> list[str]:
-    command = [sys.executable, str(ROOT / "main.py"), "retrain"]
+    command = [sys.executable, str(ROOT / "main.py"), "retrain", "--refresh"]  # fetch the days since the last run
     return command + (["--model", str(model)] if model is not None else [])
 
 

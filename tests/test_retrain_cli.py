@@ -3,6 +3,11 @@ pair kept as .previous, the new one loadable by the bot) and keeps a better mode
 
 from __future__ import annotations
 
+import asyncio
+import gzip
+import os
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,10 +18,11 @@ from settings import Settings
 from strategies.ml_voter import feature_names
 from strategies.model_store import meta_path, read_meta
 from strategies.model_swap import previous_path, staged_path
+from tests.fakes.binance_server import FakeBinanceFutures
 from tests.helpers_market import SAMPLE_DIR
 from tests.retrain_fixtures import CFG, constant_model, save_pair
 
-pytestmark = pytest.mark.slow  # two retrains of a few seconds each
+pytestmark = pytest.mark.slow  # retrains of a few seconds each
 
 
 def retrain(tmp_path: Path, model: Path, *extra: str) -> int:
@@ -62,3 +68,24 @@ def test_missing_data_is_a_clear_config_error(tmp_path: Path, capsys: pytest.Cap
     code = main.main(["--env-file", str(tmp_path / "absent.env"), "retrain", "--model", str(model),
                       "--data-dir", str(tmp_path), "--symbols", "BTCUSDT"])
     assert code == 2 and "python main.py download" in capsys.readouterr().out
+
+
+async def test_refresh_fetches_the_window_first_then_retrains(tmp_path: Path) -> None:
+    """A separate process against the fake Binance (which serves the bundled sample): an empty data folder is
+    filled with the window, then the candidate is judged as usual."""
+    model = in_use(tmp_path, 0.95)
+    data = tmp_path / "market"
+    async with FakeBinanceFutures(start=datetime(2025, 5, 1, 0, 0, 30, tzinfo=UTC)) as fake:
+        env = {**os.environ, "BINANCE_BASE_URL": fake.base_url}
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, str(Path(main.__file__)), "--env-file", str(tmp_path / "absent.env"), "retrain",
+            "--refresh", "--model", str(model), "--data-dir", str(data), "--symbols", "BTCUSDT,ETHUSDT",
+            "--end", "2025-05-01", "--train-days", "45", "--holdout-days", "20", "--stride", "12",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(child.communicate(), 240)
+    assert child.returncode == 0, (out + err).decode()[-2000:]
+    with gzip.open(data / "BTCUSDT-5m.csv.gz", "rt") as fh:
+        rows = fh.read().splitlines()
+    assert len(rows) - 1 >= 45 * 288 and rows[-1].startswith(str(int(datetime(2025, 4, 30, 23, 55,
+                                                                               tzinfo=UTC).timestamp() * 1000)))
+    assert read_meta(previous_path(model)).created_at == "in use"
