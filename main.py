@@ -80,8 +80,8 @@ def _parser() -> argparse.ArgumentParser:
         "RETRAIN_HOLDOUT_DAYS back), judge it and the model in use on the same rows neither has seen, and promote it "
         "only if its Brier score is lower and its hit rate not worse; the replaced model is kept as "
         "MODEL.previous.joblib (--rollback swaps back). One summary line; exit 0 promoted, 3 kept, 2 bad input, "
-        "1 failed. The bot runs this weekly (RETRAIN_DAYS) and when the ML voter's live hit rate falls, and loads a "
-        "promoted model at its next start or mode switch."),
+        "1 failed. The bot runs this weekly (RETRAIN_DAYS) and when the ML voter's live hit rate falls, and swaps a "
+        "promoted model into its panel between two scans."),
                              help="train a candidate ML model and promote it only if it beats the one in use")
     from app.retrain_args import add_arguments as add_retrain_arguments
 

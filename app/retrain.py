@@ -10,7 +10,7 @@
    or keep the model in use. The promoted model is the one judged (not refitted on the holdout).
 
 Prints one summary line (the last line of stdout) and exits 0 promoted, 3 kept, 2 bad input, 1 failed. The bot runs
-it as a separate low-priority process; it loads a promoted model at its next start or mode switch.
+it as a separate low-priority process and swaps a promoted model into its panel between scans.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
   (``os.nice(RETRAIN_NICE)`` in the child), with a timeout; one retrain at a time (a second start while one runs is
   refused and returns False).
 - Its exit code says what happened (0 promoted, 3 kept, else failed; ``app.retrain``) and the last line of its output
-  says why; the operator gets an ``Alert`` either way. A promoted model is loaded at the next start or mode switch.
+  says why; the operator gets an ``Alert`` either way. A promoted model is handed to ``on_promoted`` (the runtime
+  swaps it into the panel between scans) and the alert says whether it is in use.
 - ``check_live`` runs after the vote book resolved outcomes: a retrain starts when the live hit rate of the last
   ``MODEL_LIVE_WINDOW`` resolved ML votes falls below the bar (``engine.policy.retrain_trigger``), at most once per
   ``LIVE_COOLDOWN`` (a model kept after a retrain would otherwise be retrained after every resolve).
@@ -17,7 +18,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -68,6 +69,8 @@ class Retrainer:
         self._process: asyncio.subprocess.Process | None = None
         self._last_live_start: datetime | None = None
         self.results: list[RetrainResult] = []
+        # after a promotion: load the new model into the running panel; returns what to tell the operator
+        self.on_promoted: Callable[[], Awaitable[str]] | None = None
 
     @property
     def running(self) -> bool:
@@ -113,8 +116,14 @@ class Retrainer:
     async def _finish(self, result: RetrainResult) -> RetrainResult:
         self.results.append(result)
         if result.outcome == "promoted":
-            level, text = Level.INFO, (f"ML model retrained and promoted ({result.reason}): {result.summary}. "
-                                       "The bot loads it at the next start or mode switch.")
+            loaded = "The bot loads it at the next start or mode switch."
+            if self.on_promoted is not None:
+                try:
+                    loaded = await self.on_promoted()
+                except Exception as exc:  # the old voter keeps voting; the file is the operator's to check
+                    log.exception("the promoted model could not be loaded into the running panel")
+                    loaded = f"It could not be loaded now ({exc}); the bot keeps the model it has until a restart."
+            level, text = Level.INFO, f"ML model retrained and promoted ({result.reason}): {result.summary}. {loaded}"
         elif result.outcome == "kept":
             level, text = Level.INFO, f"ML model retrained, current model kept ({result.reason}): {result.summary}"
         else:

@@ -6,11 +6,13 @@ exchange and trader on the same database, bus and scheduler.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -36,6 +38,9 @@ from storage.repositories import Repositories
 from strategies.consensus import Consensus, LearnedConsensus
 from strategies.llm import LlmPanel
 from strategies.panel import build_voters
+
+if TYPE_CHECKING:
+    from strategies.ml_voter import MLVoter
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +136,7 @@ class Runtime:
         self.scheduler: EngineScheduler | None = None
         self.llm: LlmRuntime | None = None
         self.retrainer: Retrainer | None = None
+        self._waiting_ml_voter: MLVoter | None = None
 
     @classmethod
     def from_parts(cls, settings: Settings, repos: Repositories, bus: EventBus, clock: Clock, *,
@@ -241,6 +247,7 @@ class Runtime:
             await old_exchange.close()
 
     async def run_scan(self) -> None:
+        self._swap_in_ml_voter()  # a model promoted while the last scan ran
         async with self._counting_api_errors():
             await self.trader.scan()
 
@@ -288,6 +295,7 @@ class Runtime:
             scan_delay=s.scan_delay_seconds)
         self.retrainer = self.retrainer or Retrainer(self.bus, self.clock, command=retrain_command(s.ml_model_file),
                                                      timeout=s.retrain_timeout_minutes * 60)
+        self.retrainer.on_promoted = self.reload_ml_voter
         self.scheduler.start()
         self.scheduler.scheduler.add_job(
             self.weekly_retrain, IntervalTrigger(days=s.retrain_days, timezone=UTC), id="retrain",
@@ -298,6 +306,30 @@ class Runtime:
         """Every RETRAIN_DAYS, when the ML voter has a model (a bot without one has nothing to retrain)."""
         if self.retrainer is not None and self.settings.ml_model_file.is_file():
             await self.retrainer.weekly()
+
+    async def reload_ml_voter(self) -> str:
+        """Put a promoted model into the running panel: read in a thread, swapped in only between scans (a scan
+        holds its lock from its first vote to its last, and ``run_scan`` swaps a waiting one in first), so no scan
+        mixes two models. Returns what to tell the operator."""
+        from app.ml_panel import ml_voter_from_settings
+
+        voter = await asyncio.to_thread(ml_voter_from_settings, self.settings)
+        if voter is None or self._trader is None:
+            return "The bot loads it at the next start or mode switch."
+        self._waiting_ml_voter = voter
+        if self.scheduler is None or not self.scheduler.running("scan"):
+            self._swap_in_ml_voter()
+            return f"Now in use: {voter.description}."
+        return f"In use from the next scan: {voter.description}."
+
+    def _swap_in_ml_voter(self) -> None:
+        from strategies.ml_voter import MLVoter
+
+        voter, self._waiting_ml_voter = self._waiting_ml_voter, None
+        if voter is not None and self._trader is not None:
+            consensus = self._trader.consensus
+            consensus.voters = (*(v for v in consensus.voters if not isinstance(v, MLVoter)), voter)
+            log.info("ML voter reloaded: %s", voter.description)
 
     async def check_retrain(self) -> None:
         """After the vote book resolved outcomes: retrain (in a child process) if the ML voter's live hit rate fell

@@ -1,6 +1,6 @@
 """The running bot's wiring (real runtime, paper mode, the fake Binance server): a weekly ``retrain`` job on the
-scheduler, the live check after the vote book resolves, and the weekly job starting the child process and alerting;
-without a model there is nothing to retrain."""
+scheduler, the live check after the vote book resolves, the weekly job starting the child process and alerting, a
+promoted model swapped into the running panel; without a model there is nothing to retrain."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from engine.events import Alert, EventBus, RecordingSink
 from settings import Settings
 from storage.db import Database
 from storage.repositories import Repositories
-from strategies.ml_voter import feature_names
+from strategies.ml_voter import MLVoter, feature_names
+from strategies.model_store import read_meta
+from strategies.model_swap import previous_path, staged_path
 from tests.fakes.binance_server import FakeBinanceFutures
 from tests.retrain_fixtures import constant_model, save_pair
 
@@ -45,9 +47,24 @@ async def test_the_weekly_job_and_the_live_check_are_wired(tmp_path: Path) -> No
             assert [a.detail["outcome"] for a in sink.of(Alert)] == ["kept"]
             await runtime.check_retrain()   # no resolved ML votes yet: nothing starts
             assert not runtime.retrainer.running and len(runtime.retrainer.results) == 1
+
+            # a promotion (the stand-in child installs a staged model as retrain does) is loaded between scans
+            model = s.ml_model_file
+            save_pair(staged_path(model), constant_model(0.6), feature_names(s.timeframes),
+                      train_end="2025-03-09T00:00:00Z")
+            runtime.retrainer.command = [sys.executable, "-c", (
+                "from pathlib import Path; from strategies.model_swap import install, staged_path; "
+                f"p = Path({str(model)!r}); install(staged_path(p), p); print('retrain: promoted: stand-in')")]
+            await runtime.weekly_retrain()
+            result = await runtime.retrainer.wait()
+            assert result is not None and result.outcome == "promoted"
+            [ml] = [v for v in runtime.trader.consensus.voters if isinstance(v, MLVoter)]
+            assert "2025-03-09" in ml.description
+            assert sink.of(Alert)[-1].detail["outcome"] == "promoted"
+            assert read_meta(previous_path(model)).train_end == "2025-02-01T00:00:00Z"
             s.ml_model_file.unlink()
             await runtime.weekly_retrain()  # no model in use: nothing to retrain
-            assert not runtime.retrainer.running and len(runtime.retrainer.results) == 1
+            assert not runtime.retrainer.running and len(runtime.retrainer.results) == 2
         finally:
             await runtime.close()
             await db.close()
