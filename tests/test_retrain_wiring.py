@@ -17,7 +17,7 @@ from storage.db import Database
 from storage.repositories import Repositories
 from strategies.ml_voter import MLVoter, feature_names
 from strategies.model_store import read_meta
-from strategies.model_swap import previous_path, staged_path
+from strategies.model_swap import install, previous_path, staged_path
 from tests.fakes.binance_server import FakeBinanceFutures
 from tests.retrain_fixtures import constant_model, save_pair
 
@@ -62,6 +62,19 @@ async def test_the_weekly_job_and_the_live_check_are_wired(tmp_path: Path) -> No
             assert "2025-03-09" in ml.description
             assert sink.of(Alert)[-1].detail["outcome"] == "promoted"
             assert read_meta(previous_path(model)).train_end == "2025-02-01T00:00:00Z"
+
+            # promoted while a scan runs: that scan keeps its model, the next one starts with the new one
+            save_pair(staged_path(model), constant_model(0.4), feature_names(s.timeframes),
+                      train_end="2025-03-16T00:00:00Z")
+            install(staged_path(model), model)
+            async with scheduler._locks["scan"]:  # a scan in flight holds it
+                told = await runtime.reload_ml_voter()
+                assert told.startswith("In use from the next scan")
+                [ml] = [v for v in runtime.trader.consensus.voters if isinstance(v, MLVoter)]
+                assert "2025-03-09" in ml.description
+            await runtime.run_scan()
+            [ml] = [v for v in runtime.trader.consensus.voters if isinstance(v, MLVoter)]
+            assert "2025-03-16" in ml.description
             s.ml_model_file.unlink()
             await runtime.weekly_retrain()  # no model in use: nothing to retrain
             assert not runtime.retrainer.running and len(runtime.retrainer.results) == 2
