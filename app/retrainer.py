@@ -87,9 +87,6 @@ class Retrainer:
     async def wait(self) -> RetrainResult | None:
         return await asyncio.shield(self._task) if self._task is not None else None
 
-    async def weekly(self) -> None:
-        self.start("weekly retrain (RETRAIN_DAYS)")
-
     async def run(self, reason: str) -> RetrainResult:
         log.info("retrain started (%s): %s", reason, " ".join(self.command))
         try:

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODE_KEY = "mode"
+RETRAIN_KEY = "retrain.last_scheduled"   # when the last RETRAIN_DAYS retrain started (ISO UTC)
 TIME_RESYNC_SECONDS = 900
 MONITOR_FAILURE_STREAK = 3  # failed monitor ticks in a row that halt entries (API-error breaker) and alert
 
@@ -298,14 +299,27 @@ class Runtime:
         self.retrainer.on_promoted = self.reload_ml_voter
         self.scheduler.start()
         self.scheduler.scheduler.add_job(
-            self.weekly_retrain, IntervalTrigger(days=s.retrain_days, timezone=UTC), id="retrain",
-            name="ML retrain", max_instances=1, coalesce=True, replace_existing=True)
+            self.weekly_retrain, IntervalTrigger(hours=1, timezone=UTC), id="retrain", name="ML retrain (when due)",
+            max_instances=1, coalesce=True, replace_existing=True)
         return self.scheduler
 
-    async def weekly_retrain(self) -> None:
-        """Every RETRAIN_DAYS, when the ML voter has a model (a bot without one has nothing to retrain)."""
-        if self.retrainer is not None and self.settings.ml_model_file.is_file():
-            await self.retrainer.weekly()
+    async def weekly_retrain(self) -> bool:
+        """Hourly: start a retrain when RETRAIN_DAYS have passed since the last scheduled one (kept in the database, so
+        restarts do not reset it; the first is RETRAIN_DAYS after the first start) and the ML voter has a model (a bot
+        without one has nothing to retrain). True if one started."""
+        if self.retrainer is None or not self.settings.ml_model_file.is_file():
+            return False
+        now = self.clock.now()
+        last = await self.repos.state.get(RETRAIN_KEY)
+        if last is None:
+            await self.repos.state.set(RETRAIN_KEY, now.isoformat(), now)
+            return False
+        if now - datetime.fromisoformat(last) < timedelta(days=self.settings.retrain_days):
+            return False
+        started = self.retrainer.start("weekly retrain (RETRAIN_DAYS)")
+        if started:
+            await self.repos.state.set(RETRAIN_KEY, now.isoformat(), now)
+        return started
 
     async def reload_ml_voter(self) -> str:
         """Put a promoted model into the running panel: read in a thread, swapped in only between scans (a scan

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from app.retrainer import Retrainer
-from app.runtime import Runtime
+from app.runtime import RETRAIN_KEY, Runtime
 from core.clock import ExchangeClock
 from engine.events import Alert, EventBus, RecordingSink
 from settings import Settings
@@ -20,6 +20,12 @@ from strategies.model_store import read_meta
 from strategies.model_swap import install, previous_path, staged_path
 from tests.fakes.binance_server import FakeBinanceFutures
 from tests.retrain_fixtures import constant_model, save_pair
+
+
+async def overdue(runtime: Runtime) -> None:
+    """As if the last scheduled retrain started eight days ago."""
+    then = runtime.clock.now() - timedelta(days=8)  # the engine clock (the fake exchange's time)
+    await runtime.repos.state.set(RETRAIN_KEY, then.isoformat(), then)
 
 
 async def test_the_weekly_job_and_the_live_check_are_wired(tmp_path: Path) -> None:
@@ -40,11 +46,14 @@ async def test_the_weekly_job_and_the_live_check_are_wired(tmp_path: Path) -> No
             scheduler = runtime.start_scheduler()
             job = scheduler.scheduler.get_job("retrain")
             assert job is not None
-            assert abs(job.next_run_time - (datetime.now(UTC) + timedelta(days=7))) < timedelta(minutes=1)
-            await runtime.weekly_retrain()
+            assert abs(job.next_run_time - (datetime.now(UTC) + timedelta(hours=1))) < timedelta(minutes=1)
+            assert not await runtime.weekly_retrain()  # the first start only sets the clock going
+            await overdue(runtime)
+            assert await runtime.weekly_retrain()
             result = await runtime.retrainer.wait()
             assert result is not None and result.outcome == "kept"
             assert [a.detail["outcome"] for a in sink.of(Alert)] == ["kept"]
+            assert not await runtime.weekly_retrain()  # the next one is due in RETRAIN_DAYS, restarts or not
             await runtime.check_retrain()   # no resolved ML votes yet: nothing starts
             assert not runtime.retrainer.running and len(runtime.retrainer.results) == 1
 
@@ -55,7 +64,8 @@ async def test_the_weekly_job_and_the_live_check_are_wired(tmp_path: Path) -> No
             runtime.retrainer.command = [sys.executable, "-c", (
                 "from pathlib import Path; from strategies.model_swap import install, staged_path; "
                 f"p = Path({str(model)!r}); install(staged_path(p), p); print('retrain: promoted: stand-in')")]
-            await runtime.weekly_retrain()
+            await overdue(runtime)
+            assert await runtime.weekly_retrain()
             result = await runtime.retrainer.wait()
             assert result is not None and result.outcome == "promoted"
             [ml] = [v for v in runtime.trader.consensus.voters if isinstance(v, MLVoter)]
@@ -76,7 +86,8 @@ async def test_the_weekly_job_and_the_live_check_are_wired(tmp_path: Path) -> No
             [ml] = [v for v in runtime.trader.consensus.voters if isinstance(v, MLVoter)]
             assert "2025-03-16" in ml.description
             s.ml_model_file.unlink()
-            await runtime.weekly_retrain()  # no model in use: nothing to retrain
+            await overdue(runtime)
+            assert not await runtime.weekly_retrain()  # no model in use: nothing to retrain
             assert not runtime.retrainer.running and len(runtime.retrainer.results) == 2
         finally:
             await runtime.close()
