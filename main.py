@@ -1,10 +1,11 @@
-"""Vigil command line: ``run`` (default) | ``demo`` | ``backtest`` | ``train`` | ``download`` | ``import-dumps`` |
-``health`` | ``backup`` | ``restore`` | ``reset-overrides``.
+"""Vigil command line: ``run`` (default) | ``demo`` | ``backtest`` | ``train`` | ``retrain`` | ``download`` |
+``import-dumps`` | ``health`` | ``backup`` | ``restore`` | ``reset-overrides``.
 
     python main.py run              trade (paper by default) until Ctrl-C / SIGTERM
     python main.py demo             replay bundled real Binance data through the trader, offline, and summarise
     python main.py backtest         backtest a strategy on recorded data: summary, JSON, PNG
     python main.py train            walk-forward evaluation of the ML model, then the model file
+    python main.py retrain          a candidate model, promoted only if it beats the one in use
     python main.py download         fetch 5m klines and funding history from Binance into the data folder
     python main.py import-dumps     merge Binance's monthly 5m kline and funding ZIP dumps into the data folder
     python main.py health           exit 0 if the last monitor tick is recent (Docker HEALTHCHECK)
@@ -35,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Configuration comes from the environment and .env; see .env.example for every key.")
     parser.add_argument("--env-file", default=".env", help="settings file to read besides the environment "
                         "(default: .env; missing is fine)")
-    sub = parser.add_subparsers(dest="command", metavar="{run,demo,backtest,train,download,import-dumps,health,backup,"
-                                "restore,reset-overrides}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,demo,backtest,train,retrain,download,import-dumps,"
+                                "health,backup,restore,reset-overrides}")
 
     sub.add_parser("run", help="run the trader (default command)", description=(
         "Run the scanner every SCAN_INTERVAL_SECONDS and the position monitor every MONITOR_INTERVAL_SECONDS. "
@@ -73,6 +74,18 @@ def _parser() -> argparse.ArgumentParser:
     from app.train_args import add_arguments as add_train_arguments
 
     add_train_arguments(train)
+
+    retrain = sub.add_parser("retrain", description=(
+        "Train a candidate ML model on the newest RETRAIN_TRAIN_DAYS of recorded 5m data (holding the newest "
+        "RETRAIN_HOLDOUT_DAYS back), judge it and the model in use on the same rows neither has seen, and promote it "
+        "only if its Brier score is lower and its hit rate not worse; the replaced model is kept as "
+        "MODEL.previous.joblib (--rollback swaps back). One summary line; exit 0 promoted, 3 kept, 2 bad input, "
+        "1 failed. The bot runs this weekly (RETRAIN_DAYS) and when the ML voter's live hit rate falls, and swaps a "
+        "promoted model into its panel between two scans."),
+                             help="train a candidate ML model and promote it only if it beats the one in use")
+    from app.retrain_args import add_arguments as add_retrain_arguments
+
+    add_retrain_arguments(retrain)
 
     download = sub.add_parser("download", help="fetch 5m klines and funding history from Binance", description=(
         "Fetch 5m klines and funding-rate history of USD-M perpetuals from Binance's public API (no keys) into "
@@ -130,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command or "run"
     env_file = args.env_file if Path(args.env_file).exists() else None
     try:
-        settings = load_settings(env_file) if command not in ("demo", "backtest", "train") else load_settings(
+        offline = ("demo", "backtest", "train", "retrain")
+        settings = load_settings(env_file) if command not in offline else load_settings(
             env_file, trading_mode="paper", telegram_bot_token=None)
     except SettingsError as exc:
         print("vigil: invalid configuration:", file=sys.stderr)
@@ -160,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
 
         configure_logging("WARNING")
         return train_main(settings, args)
+    if command == "retrain":
+        from app.retrain import entry as retrain_entry
+
+        return retrain_entry(settings, args)
     if command == "download":
         return _download(settings, args)
     if command == "import-dumps":

@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     ml_model_path: Path | None = None  # empty: DATA_DIR/models/vigil-ml.joblib
     ml_threshold: float = Field(0.5, gt=0, lt=1)
     retrain_days: float = Field(7, gt=0, le=365)
+    retrain_train_days: float = Field(90, ge=7, le=3_650)
+    retrain_holdout_days: float = Field(14, ge=1, le=365)
+    retrain_min_rows: int = Field(200, ge=10, le=10_000_000)
+    retrain_live_margin: float = Field(0.05, ge=0, le=1)
+    retrain_timeout_minutes: float = Field(90, gt=0, le=24 * 60)
     max_position_notional_usdt: Decimal = Field(Decimal("0"), ge=0)
     max_total_exposure_pct: Decimal = Field(Decimal("300"), gt=0, le=5000)
     vol_scale_threshold: Decimal = Field(Decimal("1.5"), ge=0, le=20)

@@ -24,6 +24,10 @@ _said_absent: set[Path] = set()
 
 def ml_voter_from_settings(settings: Settings) -> MLVoter | None:
     path = settings.ml_model_file
+    if path.parent.is_dir():
+        from strategies.model_swap import finish_interrupted
+
+        finish_interrupted(path)  # a retrain's swap cut short by a crash: the model and its metadata belong together
     if not path.is_file():
         if path not in _said_absent:
             _said_absent.add(path)

@@ -6,14 +6,19 @@ exchange and trader on the same database, bus and scheduler.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from apscheduler.triggers.interval import IntervalTrigger
 
 from app.configs import adaptive_config, barrier_params, breaker_config, exit_config, limits_config, risk_config
 from app.llm import LlmRuntime, build_llm
+from app.retrainer import Retrainer, retrain_command
 from core.clock import Clock, ExchangeClock
 from core.enums import Mode
 from engine.events import EventBus, Level
@@ -34,9 +39,13 @@ from strategies.consensus import Consensus, LearnedConsensus
 from strategies.llm import LlmPanel
 from strategies.panel import build_voters
 
+if TYPE_CHECKING:
+    from strategies.ml_voter import MLVoter
+
 log = logging.getLogger(__name__)
 
 MODE_KEY = "mode"
+RETRAIN_KEY = "retrain.last_scheduled"   # when the last RETRAIN_DAYS retrain started (ISO UTC)
 TIME_RESYNC_SECONDS = 900
 MONITOR_FAILURE_STREAK = 3  # failed monitor ticks in a row that halt entries (API-error breaker) and alert
 
@@ -127,6 +136,8 @@ class Runtime:
         self._monitor_streak = 0
         self.scheduler: EngineScheduler | None = None
         self.llm: LlmRuntime | None = None
+        self.retrainer: Retrainer | None = None
+        self._waiting_ml_voter: MLVoter | None = None
 
     @classmethod
     def from_parts(cls, settings: Settings, repos: Repositories, bus: EventBus, clock: Clock, *,
@@ -184,6 +195,7 @@ class Runtime:
             await trader.start()
             if trader.vote_log is not None:
                 await trader.vote_log.learn()
+                trader.vote_log.on_resolved.append(self.check_retrain)
         except BaseException:
             await exchange.close()
             raise
@@ -236,6 +248,7 @@ class Runtime:
             await old_exchange.close()
 
     async def run_scan(self) -> None:
+        self._swap_in_ml_voter()  # a model promoted while the last scan ran
         async with self._counting_api_errors():
             await self.trader.scan()
 
@@ -281,8 +294,64 @@ class Runtime:
             clock=self.clock, bus=self.bus, scan=self.run_scan, monitor=self.run_monitor,
             scan_interval=s.scan_interval_seconds, monitor_interval=s.monitor_interval_seconds,
             scan_delay=s.scan_delay_seconds)
+        self.retrainer = self.retrainer or Retrainer(self.bus, self.clock, command=retrain_command(s.ml_model_file),
+                                                     timeout=s.retrain_timeout_minutes * 60)
+        self.retrainer.on_promoted = self.reload_ml_voter
         self.scheduler.start()
+        self.scheduler.scheduler.add_job(
+            self.weekly_retrain, IntervalTrigger(hours=1, timezone=UTC), id="retrain", name="ML retrain (when due)",
+            max_instances=1, coalesce=True, replace_existing=True)
         return self.scheduler
+
+    async def weekly_retrain(self) -> bool:
+        """Hourly: start a retrain when RETRAIN_DAYS have passed since the last scheduled one (kept in the database, so
+        restarts do not reset it; the first is RETRAIN_DAYS after the first start) and the ML voter has a model (a bot
+        without one has nothing to retrain). True if one started."""
+        if self.retrainer is None or not self.settings.ml_model_file.is_file():
+            return False
+        now = self.clock.now()
+        last = await self.repos.state.get(RETRAIN_KEY)
+        if last is None:
+            await self.repos.state.set(RETRAIN_KEY, now.isoformat(), now)
+            return False
+        if now - datetime.fromisoformat(last) < timedelta(days=self.settings.retrain_days):
+            return False
+        started = self.retrainer.start("weekly retrain (RETRAIN_DAYS)")
+        if started:
+            await self.repos.state.set(RETRAIN_KEY, now.isoformat(), now)
+        return started
+
+    async def reload_ml_voter(self) -> str:
+        """Put a promoted model into the running panel: read in a thread, swapped in only between scans (a scan
+        holds its lock from its first vote to its last, and ``run_scan`` swaps a waiting one in first), so no scan
+        mixes two models. Returns what to tell the operator."""
+        from app.ml_panel import ml_voter_from_settings
+
+        voter = await asyncio.to_thread(ml_voter_from_settings, self.settings)
+        if voter is None or self._trader is None:
+            return "The bot loads it at the next start or mode switch."
+        self._waiting_ml_voter = voter
+        if self.scheduler is None or not self.scheduler.running("scan"):
+            self._swap_in_ml_voter()
+            return f"Now in use: {voter.description}."
+        return f"In use from the next scan: {voter.description}."
+
+    def _swap_in_ml_voter(self) -> None:
+        from strategies.ml_voter import MLVoter
+
+        voter, self._waiting_ml_voter = self._waiting_ml_voter, None
+        if voter is not None and self._trader is not None:
+            consensus = self._trader.consensus
+            consensus.voters = (*(v for v in consensus.voters if not isinstance(v, MLVoter)), voter)
+            log.info("ML voter reloaded: %s", voter.description)
+
+    async def check_retrain(self) -> None:
+        """After the vote book resolved outcomes: retrain (in a child process) if the ML voter's live hit rate fell
+        below its out-of-sample one minus RETRAIN_LIVE_MARGIN."""
+        s = self.settings
+        if self.retrainer is not None and s.ml_model_file.is_file():
+            await self.retrainer.check_live(self.repos.votes, s.ml_model_file, window=s.model_live_window,
+                                            margin=s.retrain_live_margin)
 
     def next_scan(self) -> datetime | None:
         return self.scheduler.next_run("scan") if self.scheduler else None
@@ -298,6 +367,8 @@ class Runtime:
     async def close(self) -> None:
         if self.scheduler is not None:
             self.scheduler.shutdown()
+        if self.retrainer is not None:
+            await self.retrainer.close()
         if self._exchange is not None:
             await self._exchange.close()
         if self.llm is not None:

@@ -20,7 +20,7 @@ A failure here is logged and never fails the scan: the trading decision was alre
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -115,6 +115,7 @@ class VoteLog:
         self._last_resolve: datetime | None = None
         self._pruned_on: date | None = None
         self._interval_ms = interval_ms(config.entry_interval)
+        self.on_resolved: list[Callable[[], Awaitable[object]]] = []  # after each resolve (the retrain check)
 
     # ------------------------------------------------------------------ after each scan
     async def after_scan(self, report: ScanReport, result: ScanResult, threshold: float) -> None:
@@ -193,6 +194,11 @@ class VoteLog:
             else:
                 resolved += 1
         await self.learn()
+        for hook in self.on_resolved:
+            try:
+                await hook()
+            except Exception:
+                log.exception("a check after resolving the votes failed; trading goes on")
         report = ResolveReport(resolved, voided, still_open, len(fetched))
         log.info("votes resolved: %d decided, %d void, %d still open, %d klines requests", *(
             report.resolved, report.voided, report.still_open, report.fetched))
