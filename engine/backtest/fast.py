@@ -129,6 +129,8 @@ class FastEngine:
         self._now_dt = datetime.fromtimestamp(0, tz=UTC)
         self._scan_index: dict[str, np.ndarray] = {}
         self._candidates = np.zeros(0, dtype=bool)
+        self._btc_ratios: np.ndarray | None = None  # BTC's ATR ratio at each step's scan (NaN: none)
+        self._last_scan_step: int | None = None
         self._step = 0
         self._levels: dict[tuple[str, str, int], AdaptiveLevels] = {}  # adaptive levels until the next close
 
@@ -142,6 +144,10 @@ class FastEngine:
         self._scan_index = scan_indices(self.open_times, self.universe,
                                         t + delay + np.arange(steps, dtype=np.int64) * STEP_MS, self.signals)
         self._candidates = np.zeros(steps, dtype=bool)  # a scan with no directional symbol opens nothing
+        btc_rows, btc_table = self._scan_index.get("BTCUSDT"), self.signals.get("BTCUSDT")
+        ratios = getattr(btc_table, "atr_ratio", None)
+        self._btc_ratios = (np.where(btc_rows >= 0, np.asarray(ratios)[np.maximum(btc_rows, 0)], np.nan)
+                            if btc_rows is not None and ratios is not None else None)
         for symbol, rows in self._scan_index.items():
             table = self.signals.get(symbol)
             if table is None:
@@ -184,7 +190,7 @@ class FastEngine:
         now = self._now
         self._operator_reset(now)
         equity = self.account.equity(now)
-        btc_ratio = self.last_scan.atr_ratio("BTCUSDT")
+        btc_ratio = self._btc_ratio()
         for event in self.breakers.evaluate(AccountSnapshot(equity, btc_ratio), self._now_dt):
             if getattr(event, "breaker", "") == DRAWDOWN and event.kind == "BreakerTripped":
                 self.halts.append(HaltNotice(self._now_dt, f"{DRAWDOWN}: {event.reason}"))  # type: ignore[attr-defined]
@@ -201,6 +207,14 @@ class FastEngine:
                     self._manage(trade, self.account.mark(trade.symbol, now))
         self.equity_ms.append(now)
         self.equity.append(float(equity))
+
+    def _btc_ratio(self) -> float | None:
+        """``last_scan.atr_ratio("BTCUSDT")`` (what the volatility breaker reads), from the per-step array ``run``
+        prepares when the BTC table has an ``atr_ratio`` array."""
+        if self._btc_ratios is None or self._last_scan_step is None:
+            return self.last_scan.atr_ratio("BTCUSDT")
+        value = self._btc_ratios[self._last_scan_step]
+        return None if value != value else float(value)  # NaN: no ratio
 
     def _operator_reset(self, now: int) -> None:
         after = self.config.operator_reset_after
@@ -379,6 +393,7 @@ class FastEngine:
         now = self._now
         view = ScanView(self.signals, StepIndex(self._scan_index, self._step))
         self.last_scan = view
+        self._last_scan_step = self._step
         if not self._candidates[self._step]:
             return
         if self.breakers.entries_blocked(None, self._now_dt) or not view.ranked:

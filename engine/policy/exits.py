@@ -184,9 +184,12 @@ class MarketState:
 def observe(state: PositionState, market: MarketState) -> PositionState:
     """The state with its best and worst prices updated from this tick (MFE / MAE tracking)."""
     long = state.side is PositionSide.LONG
-    prices = [market.mark_price, *(p for p in (market.high, market.low) if p is not None)]
-    best = max(prices) if long else min(prices)
-    worst = min(prices) if long else max(prices)
+    if market.high is None and market.low is None:   # the usual tick: the mark alone
+        best = worst = market.mark_price
+    else:
+        prices = [market.mark_price, *(p for p in (market.high, market.low) if p is not None)]
+        best = max(prices) if long else min(prices)
+        worst = min(prices) if long else max(prices)
     new_best, new_worst = state.better(state.best_price, best), state.worse(state.worst_price, worst)
     if new_best == state.best_price and new_worst == state.worst_price:
         return state
