@@ -225,7 +225,7 @@ class BreakerRules:
             self._save(DAILY_LOSS, state, now)
         limit = self.config.daily_loss_pct
         start = _parse_decimal(state["start_equity"])
-        if state.get("tripped") or limit <= 0 or start <= 0:
+        if state.get("tripped") or limit <= 0 or start <= 0 or equity >= start:   # no loss today: nothing to trip
             return events
         loss_pct = (start - equity) / start * HUNDRED
         if loss_pct >= limit:
@@ -244,7 +244,7 @@ class BreakerRules:
             peak = equity
             self._save(DRAWDOWN, state, now)
         limit = self.config.max_drawdown_pct
-        if state.get("tripped") or limit <= 0 or peak <= 0:
+        if state.get("tripped") or limit <= 0 or peak <= 0 or equity >= peak:   # at the peak: no drawdown
             return []
         dd = (peak - equity) / peak * HUNDRED
         if dd < limit:
