@@ -131,6 +131,7 @@ class FastEngine:
         self._candidates = np.zeros(0, dtype=bool)
         self._btc_ratios: np.ndarray | None = None  # BTC's ATR ratio at each step's scan (NaN: none)
         self._last_scan_step: int | None = None
+        self._atr_memo: tuple[float, Decimal] = (float("nan"), Decimal("NaN"))
         self._step = 0
         self._levels: dict[tuple[str, str, int], AdaptiveLevels] = {}  # adaptive levels until the next close
 
@@ -266,6 +267,8 @@ class FastEngine:
 
     def _collect_fills(self) -> None:
         """Hand the account's new fills and funding payments to the trades holding those symbols."""
+        if not self.account.fills and not self.account.funding:
+            return
         by_symbol = {t.symbol: t for t in self._active()}
         for fill in self.account.fills:
             trade = by_symbol.get(fill.symbol)
@@ -288,7 +291,7 @@ class FastEngine:
         quantity, partials = self.account.positions[trade.symbol].quantity, max(state.partials_done, trade.partials)
         if state.quantity != quantity or state.stop_price != trade.stop_price or state.partials_done != partials:
             state = replace(state, quantity=quantity, stop_price=trade.stop_price, partials_done=partials)
-        market = MarketState(mark_price=mark, atr=Decimal(repr(atr)) if atr is not None else None,
+        market = MarketState(mark_price=mark, atr=self._decimal_atr(atr) if atr is not None else None,
                              consensus=consensus, consensus_score=score)
         assert self.config.exits is not None
         actions = evaluate_exits(state, market, self.config.exits, self._now_dt, rules=self.rules[trade.symbol])
@@ -310,6 +313,12 @@ class FastEngine:
                 return
         if state != before:
             trade.state = state
+
+    def _decimal_atr(self, atr: float) -> Decimal:
+        """``Decimal(repr(atr))``, kept for the last value (the stop-timeframe ATR changes once an hour)."""
+        if self._atr_memo[0] != atr:
+            self._atr_memo = (atr, Decimal(repr(atr)))
+        return self._atr_memo[1]
 
     def _close_partial(self, trade: _Trade, quantity: Decimal) -> Decimal | None:
         try:
