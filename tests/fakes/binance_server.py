@@ -398,6 +398,11 @@ class FakeBinanceFutures:
     def _filter(self, symbol: str, name: str) -> dict[str, Any]:
         return next(f for f in self._info[symbol]["filters"] if f["filterType"] == name)
 
+    def _optional_filter(self, symbol: str, name: str) -> dict[str, Any] | None:
+        """A filter the exchange info may lack (the recorded SOLUSDT entry has no MAX_NUM_ALGO_ORDERS): no limit then,
+        rather than an internal error answered as HTTP 500."""
+        return next((f for f in self._info[symbol]["filters"] if f["filterType"] == name), None)
+
     # ------------------------------------------------------------------ switches for tests
     def set_hedge_mode(self, on: bool = True) -> None:
         self.hedge_mode = on
@@ -1105,7 +1110,8 @@ class FakeBinanceFutures:
             raise FakeApiError(400, -4130, "An open stop or take profit order with GTE and closePosition in the "
                                            "direction is existing.")
         open_count = sum(1 for o in self.algo_orders.values() if o["symbol"] == symbol and o["algoStatus"] == "NEW")
-        if open_count >= int(self._filter(symbol, "MAX_NUM_ALGO_ORDERS")["limit"]):
+        limit = self._optional_filter(symbol, "MAX_NUM_ALGO_ORDERS")
+        if limit is not None and open_count >= int(limit["limit"]):
             raise FakeApiError(400, -4045, "Reach max stop order limit.")
         algo = self._new_algo(symbol, side, order_type, trigger, client_id, params, close_position)
         self._order_count += 1
