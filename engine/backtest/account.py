@@ -136,9 +136,8 @@ class Account:
     caught_up_ms: int | None = None
     _marks: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
     _epoch: int = 0  # bumped by every change of the wallet, a position or the open orders
-    _trigger_cache: dict[str, tuple[tuple[object, ...], list[fills.Trigger]]] = field(default_factory=dict)
-    _float_cache: dict[str, tuple[list[fills.Trigger], list[tuple[fills.Trigger, float]]]] = field(
-        default_factory=dict)
+    _trigger_cache: dict[str, tuple[tuple[object, ...], list[fills.Trigger], list[tuple[fills.Trigger, float]]]] = (
+        field(default_factory=dict))
     next_oid: int = 1
 
     # --- queries ------------------------------------------------------------------------------
@@ -173,10 +172,8 @@ class Account:
 
     def balance(self, now_ms: int) -> tuple[Decimal, Decimal, Decimal]:
         """(wallet, equity, available) at the marks of ``now_ms`` (after catching up)."""
-        self.catch_up(now_ms)
-        marks = self.marks(now_ms)
-        upnl = sum((fills.unrealized_pnl(p.holding, marks[s]) for s, p in self.positions.items()), ZERO)
-        return self.wallet, self.wallet + upnl, self._available(marks)
+        equity = self.equity(now_ms)
+        return self.wallet, equity, self._available(self.marks(now_ms))
 
     def equity(self, now_ms: int) -> Decimal:
         """``balance(now_ms)[1]`` alone (the monitor's breakers and equity curve need nothing else)."""
@@ -380,33 +377,32 @@ class Account:
         return False
 
     def _float_levels(self, symbol: str) -> list[tuple[fills.Trigger, float]]:
-        triggers = self._triggers(symbol)
-        cached = self._float_cache.get(symbol)
-        if cached is not None and cached[0] is triggers:
-            return cached[1]
-        levels = [(t, float(t.level)) for t in triggers]
-        self._float_cache[symbol] = (triggers, levels)
-        return levels
+        return self._trigger_entry(symbol)[1]
 
     def _triggers(self, symbol: str) -> list[fills.Trigger]:
-        """The symbol's protective orders and its liquidation level as triggers. They depend only on its open
-        orders, the wallet, every position (all three bump ``_epoch``) and, for a CROSSED position, the others'
-        last marks (its liquidation level moves with their P&L), so they are kept until one of those changes."""
+        return self._trigger_entry(symbol)[0]
+
+    def _trigger_entry(self, symbol: str) -> tuple[list[fills.Trigger], list[tuple[fills.Trigger, float]]]:
+        """The symbol's protective orders and its liquidation level as triggers, with each level as a float (for
+        ``_may_reach``). They depend only on its open orders, the wallet, every position (all three bump
+        ``_epoch``) and, for a CROSSED position, the others' last marks (its liquidation level moves with their
+        P&L), so they are kept until one of those changes."""
         own = self.positions.get(symbol)
         cross = own is not None and own.holding.margin_type is MarginType.CROSSED
         others = (self.last_mark.get(s) for s in self.positions if s != symbol) if cross else ()
         key = (self._epoch, *others)
         cached = self._trigger_cache.get(symbol)
         if cached is not None and cached[0] == key:
-            return cached[1]
+            return cached[1], cached[2]
         algos = self.algos_of(symbol)
         out = [fills.protective_trigger(o, o.side, o.kind, o.trigger) for o in algos]
         if symbol in self.positions:
             level = self.liquidation_level(symbol)
             if level > 0:
                 out.append(fills.liquidation_trigger(self.positions[symbol].side, level))
-        self._trigger_cache[symbol] = (key, out)
-        return out
+        levels = [(t, float(t.level)) for t in out]
+        self._trigger_cache[symbol] = (key, out, levels)
+        return out, levels
 
     def _existed(self, symbol: str, trigger: fills.Trigger, candle: Candle) -> bool:
         if isinstance(trigger.ref, Algo):
