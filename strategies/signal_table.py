@@ -551,6 +551,16 @@ def with_consensus(table: SymbolSignals, consensus: Consensus, lo_ms: int, hi_ms
         ok = table.valid[lo:hi]
         direction[lo:hi] = np.where(ok, d, 0)
         score[lo:hi] = np.where(ok, s, 0.0)
-    arrays = _Arrays(direction, score, table.atr, table.price, table.adx, table.atr_ratio, table.stop_atr)
+    return with_signals(table, consensus, direction, score)
+
+
+def with_signals(table: SymbolSignals, consensus: Consensus, direction: np.ndarray, score: np.ndarray
+                 ) -> SymbolSignals:
+    """``table`` with the given ``direction``/``score`` rows and ``consensus`` behind ``signal_at`` (the caller keeps
+    them consistent); windows, ATR, price and context arrays are shared, not copied."""
+    if len(direction) != len(table) or len(score) != len(table):
+        raise ValueError(f"{table.symbol}: {len(direction)} directions / {len(score)} scores for {len(table)} rows")
+    arrays = _Arrays(np.asarray(direction, dtype=np.int8), np.asarray(score, dtype=np.float64), table.atr,
+                     table.price, table.adx, table.atr_ratio, table.stop_atr)
     return SymbolSignals(table.symbol, table.open_ms, table.config, consensus, table._tables, table._index,
                          table.valid, arrays)

@@ -3,21 +3,29 @@ closed before the fold start minus the embargo; per-fold and per-voter figures r
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from app.backtest import run_fast_backtest
+from app.runtime import build_consensus
 from app.walk_forward import (
     CONSENSUS,
+    FORMER,
+    WITHOUT_ML,
     WalkForwardOptions,
+    WalkForwardResult,
     fold_bounds,
     run_walk_forward_backtest,
     training_rows,
 )
 from core.clock import ManualClock, to_ms
+from engine.backtest.results import TradeResult
 from engine.exchange.historical import HistoricalMarket
 from main import main
 from settings import Settings
@@ -25,7 +33,10 @@ from strategies.consensus import Consensus
 from strategies.labels import BarrierParams
 from strategies.ml import DAY_MS
 from strategies.ml_dataset import assemble, table_labels, table_rows
-from strategies.signal_table import BASE_MS, SignalConfig, build_symbol_signals
+from strategies.ml_voter import MLVoter
+from strategies.scheduled_panel import RecordedMLVoter, ScheduledConsensus
+from strategies.signal_table import BASE_MS, SignalConfig, build_signal_tables, build_symbol_signals, with_consensus
+from strategies.types import Direction
 from tests.helpers_market import SAMPLE_DIR
 
 START, END = datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 3, 15, tzinfo=UTC)
@@ -53,6 +64,19 @@ def test_training_rows_end_their_label_horizon_before_the_fold_minus_the_embargo
     assert later.size and (data.open_ms[later] + 145 * BASE_MS > cutoff).all()  # purged, not forgotten
 
 
+#: the former panel (trend-momentum at 0.6) trades on the sample's two weeks; the default panel does not
+RULE = {"voters": ["trend_momentum"], "entry_threshold": 0.6, "ml_threshold": 0.3}
+
+
+@pytest.fixture(scope="module")
+def daily() -> WalkForwardResult:
+    """Daily folds over two weeks of the sample, at 16:00 (the sample's trades are a few hours long and open in
+    the afternoon): many fold boundaries for trades to cross."""
+    start = START + timedelta(hours=16)
+    return run_walk_forward_backtest(Settings(_env_file=None, **RULE), SAMPLE_DIR, ["BTCUSDT", "ETHUSDT"], start,
+                                     start + timedelta(days=13), dataclasses.replace(OPTIONS, retrain_days=1))
+
+
 @pytest.mark.slow
 def test_walk_forward_models_train_only_on_the_past_and_every_voter_is_scored():
     wf = run_walk_forward_backtest(Settings(_env_file=None, ml_threshold=0.3), SAMPLE_DIR, ["BTCUSDT", "ETHUSDT"],
@@ -68,8 +92,71 @@ def test_walk_forward_models_train_only_on_the_past_and_every_voter_is_scored():
     assert sum(f.trades for f in wf.folds) == len(wf.result.trades)
     assert wf.folds[1].start_equity == wf.folds[0].end_equity       # the equity carries over
     assert set(wf.voters) == {*Settings(_env_file=None).voters, "ml", CONSENSUS}   # the panel's voters, ML, consensus
+    assert set(wf.ablation) == {WITHOUT_ML, FORMER}
     ml = wf.voters["ml"]
-    assert ml.votes > 0 and ml.labelled > 0 and 0.0 <= ml.brier_sum / ml.labelled <= 1.0
+    assert ml.votes >= ml.rows.votes > ml.onsets.votes > 0      # onsets: the first row of each run of votes
+    assert 0.0 <= ml.rows.brier <= 1.0 and 0.0 <= ml.onsets.brier <= 1.0
+    assert sum(b.count for b in ml.calibration) == ml.rows.votes
+
+
+@pytest.mark.slow
+def test_a_trade_open_across_a_fold_boundary_is_not_closed_there(daily: WalkForwardResult):
+    boundaries = [f.start for f in daily.folds[1:]]
+    trades = daily.result.trades
+    across = [t for t in trades if any(t.opened_at < b < t.closed_at for b in boundaries)]
+    assert across, "no trade crossed a fold boundary on the sample: the test shows nothing"
+    assert all(t.exit_reason != "end_of_data" for t in trades if t.closed_at < daily.result.end - timedelta(hours=1))
+    assert sum(f.trades for f in daily.folds) == len(trades)                     # each trade in the fold it opened
+    for a, b in itertools.pairwise(daily.folds):
+        assert b.start_equity == a.end_equity
+
+
+@pytest.mark.slow
+def test_one_fold_is_a_plain_backtest_with_that_model():
+    settings = Settings(_env_file=None, **RULE)
+    models: dict[int, MLVoter] = {}
+    wf = run_walk_forward_backtest(settings, SAMPLE_DIR, ["BTCUSDT", "ETHUSDT"], START, END,
+                                   dataclasses.replace(OPTIONS, retrain_days=14),
+                                   model_sink=lambda k, voter: models.setdefault(k, voter))
+    assert len(wf.folds) == 1 and list(models) == [0]
+    model = models[0]
+    panel = Consensus([*build_consensus(settings, ml=False).voters,
+                       MLVoter(model.estimators, model.timeframes, model.threshold)],
+                      threshold=settings.entry_threshold)
+
+    def signals(s: Settings, market: HistoricalMarket, symbols: list[str], start: datetime, end: datetime) -> dict:
+        tables = build_signal_tables({x: market.base_klines(x) for x in symbols}, panel, SignalConfig.from_settings(s),
+                                     keep_features=True)
+        return {x: with_consensus(t, panel, to_ms(start), to_ms(end)) for x, t in tables.items()}
+
+    plain = run_fast_backtest(settings, SAMPLE_DIR, ["BTCUSDT", "ETHUSDT"], START, END, signals=signals)
+
+    def key(t: TradeResult) -> tuple:
+        return t.symbol, t.side, t.opened_at, t.closed_at, t.exit_reason, t.net_pnl
+
+    assert len(plain.trades) > 5
+    assert [key(t) for t in wf.result.trades] == [key(t) for t in plain.trades]
+    assert wf.result.end_equity == plain.end_equity
+
+
+def test_the_scheduled_panel_asks_the_ml_voter_only_where_a_model_covers_the_row():
+    market = HistoricalMarket(SAMPLE_DIR, ManualClock(START), ["BTCUSDT"])
+    technical = build_consensus(Settings(_env_file=None, **RULE), ml=False)
+    table = build_symbol_signals(market.base_klines("BTCUSDT"), technical, SignalConfig(), keep_features=True)
+    rows = np.flatnonzero(table.valid)[-400:]
+    n = len(table)
+    p_long, p_short = np.full(n, np.nan), np.full(n, np.nan)
+    p_long[rows], p_short[rows] = 0.9, 0.05
+    covered = np.zeros(n, dtype=bool)
+    covered[rows[:200]] = True
+    recorded = RecordedMLVoter({"BTCUSDT": table.open_ms}, {"BTCUSDT": p_long}, {"BTCUSDT": p_short}, 0.5)
+    full = Consensus([*technical.voters, recorded], threshold=0.6)
+    panel = ScheduledConsensus(full, technical, {"BTCUSDT": table.open_ms}, {"BTCUSDT": covered})
+    for i in (rows[0], rows[199]):
+        votes = {v.voter: v for v in panel.decide("BTCUSDT", table.features_at(int(i))).votes}
+        assert votes["ml"].direction is Direction.LONG and votes["ml"].confidence == pytest.approx(0.9)
+    for i in (rows[200], rows[-1]):
+        assert "ml" not in {v.voter for v in panel.decide("BTCUSDT", table.features_at(int(i))).votes}
 
 
 def test_walk_forward_refuses_other_engines_in_one_line(capsys):
@@ -92,5 +179,6 @@ def test_walk_forward_cli_json_carries_folds_and_voters(tmp_path: Path, capsys):
     assert doc["walk_forward"]["folds"][0]["model"]["rows"] > 0
     assert set(doc["voters"]) == {*Settings(_env_file=None).voters, "ml", CONSENSUS}
     for name, v in doc["voters"].items():
-        assert {"votes", "hit_rate", "brier", "alone"} <= set(v), name
+        assert {"votes", "hit_rate", "brier", "rows", "onsets", "calibration", "alone"} <= set(v), name
+    assert set(doc["ablation"]) == {WITHOUT_ML, FORMER}
     assert doc["metrics"] and isinstance(doc["trades"], list)
