@@ -2,8 +2,9 @@
 
 - ``train``: ``python main.py train`` on a year of 6 symbols (a child process): wall time and its peak RSS
   (the 1 GB VPS budget);
-- ``scan``: one scan of 100 symbols with the ML voter in the panel: features + every local voter (trend-momentum and
-  the ML model) + consensus + ranking, CPU and wall time (target < 1 s); the model is the one ``train`` wrote;
+- ``scan``: one scan of 100 symbols with the shipped default panel plus the ML voter (what ``main.py run`` builds
+  after ``train``): features + every local voter + the ML model's inference + consensus + ranking, CPU and wall
+  time (target < 1 s); the model is the one ``train`` wrote;
 - ``walk``: ``python main.py backtest --walk-forward`` on the same 6 symbol-years (a child process): wall time and
   peak RSS.
 
@@ -25,10 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.scan import bench_symbols, load  # noqa: E402
-from strategies.consensus import Consensus, rank  # noqa: E402
+from bench.scan import bench_symbols, default_panel, load  # noqa: E402
+from strategies.consensus import rank  # noqa: E402
 from strategies.features import compute_features  # noqa: E402
-from strategies.technical import TrendMomentumVoter  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "binance-futures"
 SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT,BNBUSDT,XRPUSDT,DOGEUSDT"
@@ -56,11 +56,9 @@ def part_train() -> None:
 
 
 def part_scan(reps: int) -> None:
-    from strategies.ml_voter import load_ml_voter
-
-    voter = load_ml_voter(MODEL, ("5m", "15m", "1h", "4h"), 0.5)
     frames = bench_symbols(load(DATA), 100)
-    panel = Consensus([TrendMomentumVoter(), voter], threshold=0.6)
+    panel = default_panel(MODEL)
+    voter = panel.voters[-1]
     walls, cpus, unprepared = [], [], []
     for _ in range(reps):
         w, c = time.perf_counter(), time.process_time()
@@ -74,7 +72,8 @@ def part_scan(reps: int) -> None:
         for s, f in feats.items():                 # symbol by symbol, for comparison
             voter.vote(s, f)
         unprepared.append(time.perf_counter() - w)
-    print(f"scan of 100 symbols, features + trend-momentum + ML voter + consensus + rank: median wall "
+    names = " + ".join(v.name for v in panel.voters)
+    print(f"scan of 100 symbols, features + {names} (threshold {panel.threshold:g}) + consensus + rank: median wall "
           f"{statistics.median(walls) * 1000:.0f} ms, CPU {statistics.median(cpus) * 1000:.0f} ms; "
           f"the ML voter symbol by symbol instead of prepared: {statistics.median(unprepared) * 1000:.0f} ms "
           f"({reps} reps)")
@@ -95,8 +94,11 @@ def part_walk() -> None:
     wall, peak, out = child(["backtest", "--walk-forward", "--data-dir", str(DATA), "--symbols", SYMBOLS,
                              "--start", START, "--end", END, "--exchange-info", str(exchange_info()),
                              "--json", str(MODEL.parent / "walk-forward.json")])
-    print("\n".join(out.strip().splitlines()[-12:]))
-    print(f"backtest --walk-forward, 6 symbols × 1 year, retrain every 7 days: {wall:.0f} s wall, "
+    lines = out.strip().splitlines()
+    first = next((k for k, line in enumerate(lines) if line.startswith("Acting on it")), max(0, len(lines) - 12))
+    print("\n".join(lines[first:]))
+    print(f"backtest --walk-forward, 6 symbols × 1 year, retrain every 7 days, one continuous run per candidate "
+          f"(the panel, each voter alone, the panel without ML, the former default): {wall:.0f} s wall, "
           f"peak RSS {peak:.0f} MB")
 
 

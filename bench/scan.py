@@ -1,7 +1,9 @@
-"""Scan benchmark: CPU and wall time of one full scan (features + vote + consensus + ranking, no network)
-for 10, 50 and 100 symbols on real Binance candles, peak RSS, and the MarketDataService cache effect.
+"""Scan benchmark: CPU and wall time of one full scan (features + every local voter of the shipped default panel,
+the ML voter's inference when a model is given, consensus + ranking, no network) for 10, 50 and 100 symbols on real
+Binance candles, peak RSS, and the MarketDataService cache effect.
 
 Run from the repository root:  .venv/bin/python bench/scan.py [--reps 7] [--data ../shared/data/binance-futures]
+[--model FILE]   (a model written by ``main.py train``: the ML voter joins the panel, as in ``main.py run``)
 
 Data: the 7 real 5m series in ``../shared/data/binance-futures`` (BTC ETH SOL BNB XRP DOGE LTC), resampled
 to 15m/1h/4h on the epoch grid (complete buckets only). Beyond 7 symbols the same series are reused:
@@ -32,9 +34,10 @@ from core.clock import ManualClock, from_ms, to_ms  # noqa: E402
 from core.intervals import interval_ms  # noqa: E402
 from engine.exchange.types import KlineBatch, SymbolRules, Ticker24h  # noqa: E402
 from engine.market import MarketDataService, resample_klines  # noqa: E402
+from settings import Settings  # noqa: E402
 from strategies.consensus import Consensus, rank  # noqa: E402
 from strategies.features import compute_features  # noqa: E402
-from strategies.technical import TrendMomentumVoter  # noqa: E402
+from strategies.panel import build_voters  # noqa: E402
 
 BASES = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT", "LTCUSDT")
 TIMEFRAMES = ("5m", "15m", "1h", "4h")
@@ -79,19 +82,36 @@ def _rename(b: KlineBatch, name: str) -> KlineBatch:
     return KlineBatch(name, b.interval, b.open_time, b.open, b.high, b.low, b.close, b.volume)
 
 
+def default_panel(model: Path | None = None) -> Consensus:
+    """The shipped default panel (``VOTERS``, ``ENTRY_THRESHOLD`` and the other gates of a fresh Settings), plus the
+    ML voter of ``model`` at ``ML_THRESHOLD``: what ``main.py run`` builds after ``main.py train``."""
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    voters = list(build_voters(settings.voters))
+    if model is not None:
+        from strategies.ml_voter import load_ml_voter
+
+        voters.append(load_ml_voter(model, tuple(settings.timeframes), settings.ml_threshold))
+    return Consensus(voters, threshold=settings.entry_threshold, min_agree=settings.min_agreeing_voters,
+                     min_agreement=settings.min_agreement)
+
+
 def scan_once(frames: dict[str, dict[str, KlineBatch]], consensus: Consensus) -> tuple[float, float, int]:
+    """One scan as ``evaluate_snapshot``: features of every symbol, the panel prepared for the whole scan (the ML
+    model called once), every symbol decided, ranked."""
     gc.collect()
     cpu, wall = time.process_time(), time.perf_counter()
-    signals = [consensus.decide(sym, compute_features(tfs)) for sym, tfs in frames.items()]
-    ranked = rank(signals)
+    feats = {sym: compute_features(tfs) for sym, tfs in frames.items()}
+    consensus.prepare(feats)
+    ranked = rank([consensus.decide(sym, f) for sym, f in feats.items()])
     return time.process_time() - cpu, time.perf_counter() - wall, len(ranked)
 
 
 def split_once(frames: dict[str, dict[str, KlineBatch]], consensus: Consensus) -> tuple[float, float]:
     t0 = time.process_time()
-    feats = [(sym, compute_features(tfs)) for sym, tfs in frames.items()]
+    feats = {sym: compute_features(tfs) for sym, tfs in frames.items()}
     t1 = time.process_time()
-    rank([consensus.decide(sym, f) for sym, f in feats])
+    consensus.prepare(feats)
+    rank([consensus.decide(sym, f) for sym, f in feats.items()])
     return t1 - t0, time.process_time() - t1
 
 
@@ -183,6 +203,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "binance-futures")
+    parser.add_argument("--model", type=Path, default=None, help="an ML model file (main.py train): it joins the panel")
+    parser.add_argument("--no-cache", action="store_true", help="skip the MarketDataService cache figure")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -191,8 +213,9 @@ def main() -> None:
           f"peak RSS after load {rss_mb():.0f} MB")
     print(f"windows: history={HISTORY} candles per timeframe ({', '.join(TIMEFRAMES)}); symbol i = base series i % 7 "
           f"(BTC ETH SOL BNB XRP DOGE LTC) with its window ending (i // 7) x 3d4h earlier")
-    consensus = Consensus([TrendMomentumVoter()], threshold=0.6)
-    print(f"\nscan (features + TrendMomentumVoter + Consensus + rank), median of {args.reps} runs:")
+    consensus = default_panel(args.model)
+    names = ", ".join(v.name for v in consensus.voters)
+    print(f"\nscan (features + the panel {names} at {consensus.threshold:g} + rank), median of {args.reps} runs:")
     print(f"  {'symbols':>7} | {'cpu ms':>8} | {'wall ms':>8} | {'cpu ms/symbol':>13} | {'features':>8} | "
           f"{'vote+cons':>9} | non-FLAT")
     for n in (10, 50, 100):
@@ -207,6 +230,8 @@ def main() -> None:
         print(f"  {n:7d} | {1000 * cpu:8.1f} | {1000 * wall:8.1f} | {1000 * cpu / n:13.3f} | "
               f"{1000 * feat / n:6.3f}ms | {1000 * vote / n:7.3f}ms | {runs[0][2]}")
     print(f"peak RSS (ru_maxrss) after scans: {rss_mb():.0f} MB (includes the full loaded history)")
+    if args.no_cache:
+        return
 
     print("\nMarketDataService cache over a replay source of the same real data, 100 symbols x 4 timeframes:")
     for line in asyncio.run(cache_figure(data, 100, 48)):
