@@ -33,8 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     wf = parser.add_argument_group("walk-forward (the ML voter retrained on the past, as the live bot)")
     wf.add_argument("--walk-forward", action="store_true",
                     help="fast engine, default strategy: every --retrain-days retrain the ML voter on the data before "
-                         "the fold (purged and embargoed by the label horizon), run the fold with it, report per fold "
-                         "and per voter (--json gets a \"voters\" object)")
+                         "the fold (purged and embargoed by the label horizon) and swap it in, in one continuous run; "
+                         "report per fold, per voter (every vote and onsets, calibration, P&L alone) and the ablations "
+                         "(--json gets \"voters\" and \"ablation\" objects)")
     wf.add_argument("--retrain-days", type=float, default=None, metavar="DAYS",
                     help="fold length: the model is retrained this often (default: RETRAIN_DAYS, 7)")
     wf.add_argument("--train-days", type=float, default=90, metavar="DAYS",
