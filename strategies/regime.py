@@ -106,20 +106,29 @@ def regime_of_candles(high: np.ndarray, low: np.ndarray, close: np.ndarray, p: R
     return REGIMES[code] if code >= 0 else None
 
 
+def bollinger_width(close: np.ndarray, bb: int = 20) -> np.ndarray:
+    """The Bollinger width (4 σ over the mean of the last ``bb`` closes) at each candle of each row (2-D, rows ×
+    candles); NaN for a row's first ``bb − 1`` candles."""
+    c = np.asarray(close, dtype=np.float64)
+    windows = np.lib.stride_tricks.sliding_window_view(c, bb, axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        width = 4.0 * windows.std(axis=-1) / windows.mean(axis=-1)
+    return np.concatenate([np.full((*c.shape[:-1], bb - 1), np.nan), width], axis=-1)
+
+
 def regime_codes_of_windows(high: np.ndarray, low: np.ndarray, close: np.ndarray, p: RegimeParams = RegimeParams(),
-                            *, period: int = 14, bb: int = 20) -> np.ndarray:
+                            *, period: int = 14, bb: int = 20, widths: np.ndarray | None = None) -> np.ndarray:
     """``regime_of_candles`` of many windows of the same length at once (2-D inputs, one window per row): the
     regime code (index into ``REGIMES``) of each window's last candle, −1 for None. The live scan calls it with
-    one row, the backtest with every stop-timeframe window it replays."""
+    one row, the backtest with every stop-timeframe window it replays; ``widths`` (``bollinger_width`` of the
+    rows) may be given when the windows overlap, so each candle's width is computed once."""
     c = np.asarray(close, dtype=np.float64)
     rows, n = c.shape
     if n < bb:
         return np.full(rows, -1, dtype=np.int8)
     ind = wilder_indicators(np.asarray(high, dtype=np.float64), np.asarray(low, dtype=np.float64), c, period=period)
-    windows = np.lib.stride_tricks.sliding_window_view(c, bb, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         atr_pct = ind.atr / c * 100.0
-        bb_width = np.concatenate([np.full((rows, bb - 1), np.nan), 4.0 * windows.std(axis=2) / windows.mean(axis=2)],
-                                  axis=1)
+    bb_width = bollinger_width(c, bb) if widths is None else widths
     return classify(ind.adx[:, -1], ind.plus_di[:, -1] - ind.minus_di[:, -1], last_percentiles(atr_pct, p.lookback),
                     last_percentiles(bb_width, p.lookback), p)

@@ -43,7 +43,7 @@ from engine.exchange.types import KlineBatch
 from engine.market import DEFAULT_MAX_ZERO_VOLUME_RUN, DEFAULT_MIN_CANDLES, MAX_KLINES_LIMIT, resample_klines
 from strategies.consensus import Consensus
 from strategies.features import FeatureParams, Features, TimeframeFeatures, compute_features
-from strategies.regime import regime_codes_of_windows
+from strategies.regime import bollinger_width, regime_codes_of_windows
 from strategies.scanner import HISTORY_POINTS, SymbolContext, symbol_context
 from strategies.types import Signal
 from strategies.voters import VectorVoter
@@ -58,6 +58,8 @@ BASE_INTERVAL = "5m"
 BASE_MS = interval_ms(BASE_INTERVAL)
 #: 5m rows computed together: bounds the temporary memory (features of all timeframes for one block).
 ROW_BLOCK = 32_768
+
+BOLLINGER = 20   # the regime's Bollinger candles (``regime_codes_of_windows``' default)
 
 #: ``progress(symbol, rows_done, rows_total)`` after each symbol.
 Progress = Callable[[str, int, int], None]
@@ -323,11 +325,14 @@ class SymbolSignals:
         codes = np.full(len(candles), -1, dtype=np.int8)
         lengths = candles - table.starts[candles].astype(np.int64) + 1
         b = table.batch
+        width = bollinger_width(b.close)       # a candle's width does not depend on the window it is seen in
         for length in np.unique(lengths):
-            for lo in range(0, int(np.count_nonzero(lengths == length)), 2048):
-                which = np.flatnonzero(lengths == length)[lo:lo + 2048]
+            for lo in range(0, int(np.count_nonzero(lengths == length)), 1024):
+                which = np.flatnonzero(lengths == length)[lo:lo + 1024]
                 ix = (candles[which] - length + 1)[:, None] + np.arange(length)[None, :]
-                codes[which] = regime_codes_of_windows(b.high[ix], b.low[ix], b.close[ix])
+                widths = width[ix]
+                widths[:, :BOLLINGER - 1] = np.nan   # the window's own first candles have none
+                codes[which] = regime_codes_of_windows(b.high[ix], b.low[ix], b.close[ix], widths=widths)
         return codes[inverse]
 
     def row_at(self, open_ms: int) -> int | None:
