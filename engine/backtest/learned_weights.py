@@ -16,7 +16,8 @@ than the retention. This module does the same over the scan times of a fast back
 - weights: per (voter, regime), the newest ``window`` decided votes by (scan time, symbol order) kept
   incrementally, their squared errors summed exactly (integers), and ``strategies.weights.skill_of``, the formula
   the live vote book uses, on (count, Brier score, wins). The live Brier sum is exactly rounded (``math.fsum``), so
-  the two agree to the last bit;
+  the same votes give the same weight to the last bit (the vectorised votes' confidences match the live ones to
+  about 1e-12, not bit for bit);
 - the consensus: ``Consensus.combine_arrays`` with each row's weights; the tables' ``direction`` and ``score`` (and
   ``signal_at``) are replaced, nothing else changes, so the engine itself is unchanged.
 
