@@ -104,7 +104,7 @@ class Resolutions:
 
 def resolve_entries(rows: np.ndarray, direction: np.ndarray, price: np.ndarray, stop_atr: np.ndarray,
                     open_ms: np.ndarray, high: np.ndarray, low: np.ndarray, p: BarrierParams,
-                    interval_ms: int = 300_000, chunk: int = 2_000) -> Resolutions:
+                    interval_ms: int = 300_000, chunk: int = 500) -> Resolutions:
     """``resolve_vote`` for entries on the close of candle ``rows`` (indices into the candle arrays) with the
     whole later history known, and the moment each outcome became known (the close of its deciding candle: the
     first that touched a barrier, or the horizon's last). The same rule: the candles after the entry up to the

@@ -327,8 +327,8 @@ class SymbolSignals:
         b = table.batch
         width = bollinger_width(b.close)       # a candle's width does not depend on the window it is seen in
         for length in np.unique(lengths):
-            for lo in range(0, int(np.count_nonzero(lengths == length)), 1024):
-                which = np.flatnonzero(lengths == length)[lo:lo + 1024]
+            for lo in range(0, int(np.count_nonzero(lengths == length)), 256):
+                which = np.flatnonzero(lengths == length)[lo:lo + 256]
                 ix = (candles[which] - length + 1)[:, None] + np.arange(length)[None, :]
                 widths = width[ix]
                 widths[:, :BOLLINGER - 1] = np.nan   # the window's own first candles have none

@@ -195,7 +195,8 @@ def learn_over_scans(tables: Mapping[str, SymbolSignals], histories: Mapping[str
     # ---- the book, resolve run by resolve run
     n_keys = len(voters) * n_regimes
     windows = [_Window(params.window) for _ in range(n_keys)]
-    changes: list[tuple[int, int, float]] = []           # (resolve run, key, weight; NaN: no decided vote)
+    learned = np.full((n_keys, len(resolve_ms) + 1), np.nan)   # column e + 1: after resolve run e (NaN: no vote)
+    marks = np.zeros((n_keys, len(resolve_ms) + 1), dtype=bool)  # where a key's weight was relearned
     retention = int(config.retention.total_seconds() * 1000)
     prune_at = scan_ms[prune_steps] - retention           # cutoffs, in effect after each prune scan
     next_prune = 0
@@ -218,16 +219,11 @@ def learn_over_scans(tables: Mapping[str, SymbolSignals], histories: Mapping[str
             n = len(w.items)
             weight = (skill_of("", "", n, (w.sq / (1 << EXACT)) / n, w.wins, params).weight if n
                       else float("nan"))
-            changes.append((e, i, weight))
-    learned = np.full((n_keys, len(resolve_ms) + 1), np.nan)   # column e + 1: after resolve run e
-    if changes:
-        ce, ci, cw = (np.asarray(x) for x in zip(*changes, strict=True))
-        marks = np.zeros((n_keys, len(resolve_ms) + 1), dtype=bool)
-        marks[ci, ce + 1] = True
-        learned[ci, ce + 1] = cw
-        last = np.where(marks, np.arange(len(resolve_ms) + 1)[None, :], 0)
-        np.maximum.accumulate(last, axis=1, out=last)
-        learned = np.take_along_axis(learned, last, axis=1)
+            learned[i, e + 1] = weight
+            marks[i, e + 1] = True
+    last = np.where(marks, np.arange(len(resolve_ms) + 1)[None, :], 0)   # carry each weight to the next change
+    np.maximum.accumulate(last, axis=1, out=last)
+    learned = np.take_along_axis(learned, last, axis=1)
 
     # ---- the decisions: each scan's weights, in the regime of the symbol's previous scan
     out_tables: dict[str, SymbolSignals] = dict(tables)
