@@ -26,10 +26,13 @@ from engine.backtest.replay import DemoOptions, run_backtest, trade_result
 from engine.exchange.historical import HistoricalMarket
 from engine.trading.vote_log import VoteLogConfig
 from settings import Settings
+from strategies.consensus import Consensus
 from strategies.labels import BarrierParams, triple_barrier
 from strategies.outcomes import resolve_entries, resolve_vote
 from strategies.regime import REGIMES, regime_of_candles
 from strategies.signal_table import SignalConfig, SymbolSignals, build_symbol_signals
+from strategies.technical import TrendMomentumVoter
+from strategies.types import Direction, Vote
 from strategies.weights import WeightParams
 from tests.test_engine_parity import key
 
@@ -45,6 +48,28 @@ def sample_table(symbol: str, settings: Settings) -> tuple[SymbolSignals, Histor
     table = build_symbol_signals(market.base_klines(symbol), backtest_consensus(settings),
                                  SignalConfig.from_settings(settings), keep_votes=True)
     return table, market
+
+
+def test_per_row_weights_combine_as_the_live_consensus_with_those_weights() -> None:
+    """``combine_arrays`` with per-row weights is ``combine`` with that row's weights, gates included: a voter whose
+    learned weight is 0 does not count towards ``min_agree``."""
+    names = ["a", "b", "c"]
+    consensus = Consensus([TrendMomentumVoter(name=n) for n in names], threshold=0.3,  # type: ignore[arg-type]
+                          min_agree=2, min_agreement=0.5)
+    rng = np.random.default_rng(11)
+    n = 3_000
+    votes = [(name, rng.integers(-1, 2, n).astype(np.int8), rng.uniform(0.2, 1.0, n)) for name in names]
+    weights = {name: np.where(rng.random(n) < 0.3, 0.0, rng.uniform(0.0, 1.5, n)) for name in names}
+    direction, score = consensus.combine_arrays(votes, n, weights)
+    gated = 0
+    for i in range(n):
+        row = [Vote(name, Direction(int(d[i])), float(c[i]), "") for name, d, c in votes]
+        expected = consensus.combine(row, {name: float(w[i]) for name, w in weights.items()})
+        assert (Direction(int(direction[i])), float(score[i])) == expected
+        agreeing = [v for v in row if v.direction is not Direction.FLAT and v.direction.value == np.sign(
+            sum(weights[v.voter][i] * v.direction.value for v in row))]
+        gated += len(agreeing) >= 2 and sum(weights[v.voter][i] > 0 for v in agreeing) < 2
+    assert gated > 0, "no row where a zero-weight voter would have made up min_agree"
 
 
 def test_the_replayed_regime_is_the_live_regime_of_the_stop_window() -> None:
