@@ -77,7 +77,11 @@ SignalsFactory = Callable[[Settings, HistoricalMarket, list[str], datetime, date
 
 def reference_signals(settings: Settings, market: HistoricalMarket, symbols: list[str], start: datetime,
                       end: datetime) -> Mapping[str, SymbolSignals]:
-    """The slow, exact signal tables: the live scan run at every scan time (``engine.backtest.reference``)."""
+    """The slow, exact signal tables: the live scan run at every scan time (``engine.backtest.reference``). They do
+    not model ``LEARNED_WEIGHTS=true`` (the vectorised tables and the replay do)."""
+    if settings.learned_weights:
+        raise ValueError("LEARNED_WEIGHTS=true is modelled by the vectorised signal tables and the replay, not by "
+                         "the reference tables; set LEARNED_WEIGHTS=false or use the vectorised tables")
     clock = ManualClock(start)
     scan_market = HistoricalMarket(market.data_dir, clock, symbols, rules=market.rules)
     service = build_market_service(settings, scan_market, clock)
