@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from app.configs import adaptive_config, breaker_config, exit_config, limits_config, risk_config
-from app.runtime import build_consensus, build_market_service, build_trader
+from app.runtime import build_consensus, build_market_service, build_trader, vote_log_config
 from core.clock import ManualClock
 from core.enums import Mode
 from engine.backtest.account import SymbolData
 from engine.backtest.fast import FastConfig, run_engine
+from engine.backtest.learned_weights import LearnedRun, fast_scan_times, learn_over_scans
 from engine.backtest.reference import build_reference_signals, scan_times
 from engine.backtest.replay import BacktestSummary, DemoOptions, run_backtest
 from engine.backtest.results import BacktestResult
@@ -22,7 +23,7 @@ from engine.backtest.signals import SymbolSignals
 from engine.events import EventBus
 from engine.exchange.historical import HistoricalMarket
 from engine.exchange.paper import PaperExchange
-from engine.exchange.types import MarginType
+from engine.exchange.types import KlineBatch, MarginType
 from engine.trading.trader import Trader
 from settings import Settings
 from storage.repositories import Repositories
@@ -33,9 +34,10 @@ SCAN_DELAY = timedelta(seconds=5)
 
 def paper_trader(settings: Settings, exchange: PaperExchange, repos: Repositories, bus: EventBus,
                  clock: ManualClock) -> Trader:
-    """The live trader for a replay: the local panel without the ML voter (see ``backtest_consensus``)."""
+    """The live trader for a replay: the local panel without the ML voter (see ``backtest_consensus``); with
+    ``LEARNED_WEIGHTS=true`` it keeps the live vote book (in the replay's SQLite) and weighs the panel by it."""
     return build_trader(settings, mode=Mode.PAPER, exchange=exchange, repos=repos, bus=bus, clock=clock,
-                        consensus=backtest_consensus(settings))
+                        consensus=backtest_consensus(settings), record_votes=settings.learned_weights)
 
 
 def backtest_consensus(settings: Settings) -> Consensus:
@@ -75,7 +77,11 @@ SignalsFactory = Callable[[Settings, HistoricalMarket, list[str], datetime, date
 
 def reference_signals(settings: Settings, market: HistoricalMarket, symbols: list[str], start: datetime,
                       end: datetime) -> Mapping[str, SymbolSignals]:
-    """The slow, exact signal tables: the live scan run at every scan time (``engine.backtest.reference``)."""
+    """The slow, exact signal tables: the live scan run at every scan time (``engine.backtest.reference``). They do
+    not model ``LEARNED_WEIGHTS=true`` (the vectorised tables and the replay do)."""
+    if settings.learned_weights:
+        raise ValueError("LEARNED_WEIGHTS=true is modelled by the vectorised signal tables and the replay, not by "
+                         "the reference tables; set LEARNED_WEIGHTS=false or use the vectorised tables")
     clock = ManualClock(start)
     scan_market = HistoricalMarket(market.data_dir, clock, symbols, rules=market.rules)
     service = build_market_service(settings, scan_market, clock)
@@ -92,11 +98,25 @@ def vectorised_signals(settings: Settings, market: HistoricalMarket, symbols: li
     from strategies.signal_table import SignalConfig, build_signal_tables
 
     histories = {s: market.base_klines(s) for s in symbols}
-    tables = build_signal_tables(histories, backtest_consensus(settings), SignalConfig.from_settings(settings))
+    consensus = backtest_consensus(settings)
+    tables = build_signal_tables(histories, consensus, SignalConfig.from_settings(settings),
+                                 keep_votes=settings.learned_weights)
     for symbol, table in tables.items():   # the engine indexes a table like the market's 5m candles
         if not np.array_equal(table.open_ms, market.history(symbol)[0]):
             raise ValueError(f"{symbol}: the signal table's candles differ from the market's; cannot align them")
+    if settings.learned_weights:
+        return learned_tables(settings, tables, histories, symbols, start, end, consensus).tables
     return tables
+
+
+def learned_tables(settings: Settings, tables: Mapping[str, SymbolSignals], histories: Mapping[str, KlineBatch],
+                   symbols: list[str], start: datetime, end: datetime, consensus: Consensus) -> LearnedRun:
+    """``LEARNED_WEIGHTS=true`` for the fast engine: the live vote book replayed over its scans from ``start`` (an
+    empty book, as a replay or a fresh bot) to ``end`` (``engine.backtest.learned_weights``)."""
+    every = max(1, settings.scan_interval_seconds // 300)
+    times = fast_scan_times(int(start.timestamp() * 1000), int(end.timestamp() * 1000), every,
+                            int(SCAN_DELAY.total_seconds() * 1000))
+    return learn_over_scans(tables, histories, symbols, times, consensus, vote_log_config(settings))
 
 
 def run_fast_backtest(settings: Settings, data_dir: Path, symbols: list[str], start: datetime, end: datetime, *,

@@ -66,11 +66,14 @@ def build_consensus(settings: Settings, *, ml: bool = True) -> Consensus:
                      min_agreement=settings.min_agreement)
 
 
+def vote_log_config(settings: Settings) -> VoteLogConfig:
+    return VoteLogConfig(barrier=barrier_params(settings, settings.vote_horizon_hours),
+                         retention=timedelta(days=settings.votes_retention_days),
+                         entry_interval=settings.timeframes[0], stop_timeframe=settings.stop_atr_timeframe)
+
+
 def build_vote_log(settings: Settings, repos: Repositories, market: MarketDataService, clock: Clock) -> VoteLog:
-    return VoteLog(repos.votes, market, clock, VoteLogConfig(
-        barrier=barrier_params(settings, settings.vote_horizon_hours),
-        retention=timedelta(days=settings.votes_retention_days), entry_interval=settings.timeframes[0],
-        stop_timeframe=settings.stop_atr_timeframe))
+    return VoteLog(repos.votes, market, clock, vote_log_config(settings))
 
 
 def build_market_service(settings: Settings, source: MarketData, clock: Clock) -> MarketDataService:
@@ -95,12 +98,12 @@ def build_breakers(settings: Settings, repos: Repositories, mode: Mode) -> Break
 def build_trader(settings: Settings, *, mode: Mode, exchange: Exchange, repos: Repositories, bus: EventBus,
                  clock: Clock, market: MarketDataService | None = None, consensus: Consensus | None = None,
                  llm: LlmPanel | None = None, sleep: Sleep | None = None, record_votes: bool = False) -> Trader:
-    """``record_votes``: keep the vote book (the running bot; backtests do not); with ``LEARNED_WEIGHTS=true`` its
-    learned weights then weigh the panel."""
+    """``record_votes``: keep the vote book (the running bot, and a replay with ``LEARNED_WEIGHTS=true``); with
+    ``LEARNED_WEIGHTS=true`` its learned weights then weigh the panel (``consensus`` or the settings' one)."""
     market = market or build_market_service(settings, exchange, clock)
     vote_log = build_vote_log(settings, repos, market, clock) if record_votes else None
-    if consensus is None and vote_log is not None and settings.learned_weights:
-        base = build_consensus(settings)
+    if vote_log is not None and settings.learned_weights:
+        base = consensus or build_consensus(settings)
         consensus = LearnedConsensus(base.voters, vote_log.weights, threshold=base.threshold,
                                      min_agree=base.min_agree, min_agreement=base.min_agreement)
     return Trader(exchange=exchange, market=market,

@@ -96,46 +96,52 @@ class Consensus:
         majority = max(side_weight, key=side_weight.__getitem__)
         score = sum(self.weight(v.voter, weights) * v.confidence for v in votes if v.direction == majority) / total
         score = min(1.0, max(0.0, score))
-        agreeing = sum(1 for v in votes if v.direction == majority and self.weight(v.voter) > 0)
+        agreeing = sum(1 for v in votes if v.direction == majority and self.weight(v.voter, weights) > 0)
         passes = (score >= self.threshold and agreeing >= self.min_agree
                   and side_weight[majority] / total >= self.min_agreement)
         return (majority if passes else Direction.FLAT), score
 
-    def combine_arrays(self, votes: Sequence[tuple[str, np.ndarray, np.ndarray]], size: int
-                       ) -> tuple[np.ndarray, np.ndarray]:
+    def combine_arrays(self, votes: Sequence[tuple[str, np.ndarray, np.ndarray]], size: int,
+                       weights: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``combine`` for ``size`` candles at once: ``votes`` is ``(voter, direction int8, confidence)`` per
-        voter, in panel order; returns ``(direction int8, score)`` with the same sums in the same order."""
+        voter, in panel order; ``weights`` (voter → weight per candle) replace the panel's weight of the voters they
+        name (the backtest's learned weights). Returns ``(direction int8, score)`` with the same sums in the same
+        order."""
         n = size
-        total = sum(self.weight(name) for name, _, _ in votes)
-        if total <= 0:
+        w = {name: (weights[name] if weights is not None and name in weights else self.weight(name))
+             for name, _, _ in votes}
+        total = sum(w[name] for name, _, _ in votes)
+        if np.ndim(total) == 0 and total <= 0:
             return np.zeros(n, dtype=np.int8), np.zeros(n)
         long_w = np.zeros(n)
         short_w = np.zeros(n)
         long_n = np.zeros(n, dtype=np.int64)
         short_n = np.zeros(n, dtype=np.int64)
         for name, direction, _ in votes:
-            long_w = long_w + np.where(direction == Direction.LONG, self.weight(name), 0.0)
-            short_w = short_w + np.where(direction == Direction.SHORT, self.weight(name), 0.0)
-            if self.weight(name) > 0:
-                long_n += direction == Direction.LONG
-                short_n += direction == Direction.SHORT
+            long_w = long_w + np.where(direction == Direction.LONG, w[name], 0.0)
+            short_w = short_w + np.where(direction == Direction.SHORT, w[name], 0.0)
+            positive = np.asarray(w[name]) > 0
+            long_n += (direction == Direction.LONG) & positive
+            short_n += (direction == Direction.SHORT) & positive
         is_long = long_w > short_w
         majority = np.where(is_long, Direction.LONG, Direction.SHORT).astype(np.int8)
         agree = np.zeros(n)
         for name, direction, confidence in votes:
-            agree = agree + np.where(direction == majority, self.weight(name) * confidence, 0.0)
-        score = np.minimum(1.0, np.maximum(0.0, agree / total))
-        score = np.where(long_w == short_w, 0.0, score)
-        passes = ((long_w != short_w) & (score >= self.threshold)
-                  & (np.where(is_long, long_n, short_n) >= self.min_agree)
-                  & (np.where(is_long, long_w, short_w) / total >= self.min_agreement))
+            agree = agree + np.where(direction == majority, w[name] * confidence, 0.0)
+        answered = np.asarray(total) > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            score = np.minimum(1.0, np.maximum(0.0, agree / total))
+            share = np.where(is_long, long_w, short_w) / total
+        score = np.where((long_w == short_w) | ~answered, 0.0, score)
+        passes = (answered & (long_w != short_w) & (score >= self.threshold)
+                  & (np.where(is_long, long_n, short_n) >= self.min_agree) & (share >= self.min_agreement))
         return np.where(passes, majority, 0).astype(np.int8), score
 
 
 class LearnedConsensus(Consensus):
     """The same rule with each symbol's weights from ``source(symbol)`` (the vote book's weights learned in that
-    symbol's current regime, ``LEARNED_WEIGHTS=true``); a voter it does not name keeps weight 1.0. Live only: the
-    backtest engines do not model it."""
+    symbol's current regime, ``LEARNED_WEIGHTS=true``); a voter it does not name keeps weight 1.0. The replay runs it
+    with the live vote book; the fast engine models the same weights (``engine.backtest.learned_weights``)."""
 
     def __init__(self, voters: Sequence[Voter], source: Callable[[str], Mapping[str, float]],
                  threshold: float = 0.6, *, min_agree: int = 1, min_agreement: float = 0.0) -> None:

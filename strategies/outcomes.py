@@ -91,3 +91,62 @@ def resolve_vote(direction: int, price: float, stop_atr: float, candle_ms: int, 
         last = float(np.asarray(close, dtype=np.float64)[after][k - 1])
         return Resolution(Outcome.TIMEOUT, (direction * (last - price) - cost) / stop_dist, k)
     return Resolution(Outcome.VOID, None, k) if hole else Resolution(None, None, k)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolutions:
+    """``resolve_vote`` of many entries at once (the backtest's vote book), one value per entry."""
+
+    decided: np.ndarray        # bool: take-profit, stop or time-out (False: void, or still open at the data's end)
+    won: np.ndarray            # bool: ``Resolution.won``
+    known_ms: np.ndarray       # int64: close time of the candle that decided it (meaningless where not decided)
+
+
+def resolve_entries(rows: np.ndarray, direction: np.ndarray, price: np.ndarray, stop_atr: np.ndarray,
+                    open_ms: np.ndarray, high: np.ndarray, low: np.ndarray, p: BarrierParams,
+                    interval_ms: int = 300_000, chunk: int = 500) -> Resolutions:
+    """``resolve_vote`` for entries on the close of candle ``rows`` (indices into the candle arrays) with the
+    whole later history known, and the moment each outcome became known (the close of its deciding candle: the
+    first that touched a barrier, or the horizon's last). The same rule: the candles after the entry up to the
+    first hole, a take-profit first only when the stop is not touched in the same or an earlier candle, a time-out
+    after ``horizon`` candles; an entry whose contiguous candles end before it is decided is void (or still
+    open at the end of the data): never decided."""
+    rows = np.asarray(rows, dtype=np.int64)
+    direction = np.asarray(direction, dtype=np.int64)
+    n, m, h = len(open_ms), len(rows), p.horizon
+    decided = np.zeros(m, dtype=bool)
+    won = np.zeros(m, dtype=bool)
+    known = np.zeros(m, dtype=np.int64)
+    if m == 0:
+        return Resolutions(decided, won, known)
+    open_ms = np.asarray(open_ms, dtype=np.int64)
+    high, low = np.asarray(high, dtype=np.float64), np.asarray(low, dtype=np.float64)
+    breaks = np.flatnonzero(np.diff(open_ms) != interval_ms)          # a hole right after candle i
+    seg_end = np.append(breaks, n - 1)[np.searchsorted(np.append(breaks, n - 1), rows)]
+    k = np.minimum(seg_end - rows, h)                                  # contiguous candles after each entry
+    price, stop_atr = np.asarray(price, dtype=np.float64), np.asarray(stop_atr, dtype=np.float64)
+    ok = np.isfinite(stop_atr) & (stop_atr > 0) & np.isfinite(price) & (price > 0) & (k > 0)
+    stop_dist, tp_dist = barrier_distances(price, np.where(ok, stop_atr, 1.0), p)
+    ahead = np.arange(1, h + 1)[None, :]
+    for lo in range(0, m, chunk):
+        sl_ = slice(lo, min(m, lo + chunk))
+        idx = rows[sl_, None] + ahead
+        inside = ahead <= k[sl_, None]
+        hi = np.where(inside, high[np.minimum(idx, n - 1)], -np.inf)
+        lw = np.where(inside, low[np.minimum(idx, n - 1)], np.inf)
+        for side in (1, -1):
+            pick = np.flatnonzero(direction[sl_] == side)
+            if pick.size == 0:
+                continue
+            e = lo + pick
+            tp_price = price[e] + side * tp_dist[e]
+            sl_price = price[e] - side * stop_dist[e]
+            first_tp, first_sl = first_touches(hi[pick], lw[pick], tp_price, sl_price, side)
+            tp_first, sl_first = barrier_order(first_tp, first_sl, h)
+            timeout = ~tp_first & ~sl_first & (k[e] == h)
+            cost = price[e] * p.cost_pct / 100.0
+            decided[e] = (tp_first | sl_first | timeout) & ok[e]
+            won[e] = tp_first & ((tp_dist[e] - cost) / stop_dist[e] > 0) & ok[e]
+            last = np.where(tp_first, first_tp, np.where(sl_first, first_sl, h - 1))
+            known[e] = open_ms[rows[e]] + (last + 2) * interval_ms
+    return Resolutions(decided, won, known)

@@ -79,13 +79,21 @@ def regime_series(adx: np.ndarray, di_diff: np.ndarray, atr_pct: np.ndarray, bb_
 def last_percentile(values: np.ndarray, lookback: int) -> float:
     """``percentile_rank(values, lookback)[-1]`` without pandas: where the last value sits among the last
     ``lookback`` (NaN ignored, ties averaged), 0–100; NaN before enough history."""
-    window = np.asarray(values, dtype=np.float64)[-lookback:]
-    x = window[-1] if len(window) else np.nan
-    window = window[np.isfinite(window)]
-    if not np.isfinite(x) or len(window) < max(20, lookback // 5):
-        return float("nan")
-    rank = np.sum(window < x) + (np.sum(window == x) + 1) / 2.0
-    return float(rank / len(window) * 100.0)
+    return float(last_percentiles(np.asarray(values, dtype=np.float64).reshape(1, -1), lookback)[0])
+
+
+def last_percentiles(values: np.ndarray, lookback: int) -> np.ndarray:
+    """``last_percentile`` of each row of a 2-D array (rows × candles)."""
+    window = np.asarray(values, dtype=np.float64)[:, -lookback:]
+    if window.shape[1] == 0:
+        return np.full(len(window), np.nan)
+    x = window[:, -1:]
+    finite = np.isfinite(window)
+    count = finite.sum(axis=1)
+    rank = np.sum(window < x, axis=1) + (np.sum(window == x, axis=1) + 1) / 2.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = rank / count * 100.0
+    return np.where(np.isfinite(x[:, 0]) & (count >= max(20, lookback // 5)), out, np.nan)
 
 
 def regime_of_candles(high: np.ndarray, low: np.ndarray, close: np.ndarray, p: RegimeParams = RegimeParams(),
@@ -93,13 +101,34 @@ def regime_of_candles(high: np.ndarray, low: np.ndarray, close: np.ndarray, p: R
     """The regime at the last candle of one window (the live scan's stop-timeframe candles): ADX and ±DI (Wilder,
     ``period``), the ATR % and the Bollinger width (``bb`` candles, 2 σ) and their percentiles over the window.
     ``None`` when the window is too short for the percentiles. NumPy only (the running bot does not load pandas)."""
+    code = int(regime_codes_of_windows(*(np.asarray(v, dtype=np.float64).reshape(1, -1) for v in (high, low, close)),
+                                       p, period=period, bb=bb)[0])
+    return REGIMES[code] if code >= 0 else None
+
+
+def bollinger_width(close: np.ndarray, bb: int = 20) -> np.ndarray:
+    """The Bollinger width (4 σ over the mean of the last ``bb`` closes) at each candle of each row (2-D, rows ×
+    candles); NaN for a row's first ``bb − 1`` candles."""
     c = np.asarray(close, dtype=np.float64)
-    if len(c) < bb:
-        return None
-    ind = wilder_indicators(*(np.asarray(v, dtype=np.float64).reshape(1, -1) for v in (high, low, c)), period=period)
-    windows = np.lib.stride_tricks.sliding_window_view(c, bb)
+    windows = np.lib.stride_tricks.sliding_window_view(c, bb, axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        atr_pct = ind.atr[0] / c * 100.0
-        bb_width = np.concatenate([np.full(bb - 1, np.nan), 4.0 * windows.std(axis=1) / windows.mean(axis=1)])
-    return regime_of(float(ind.adx[0][-1]), float(ind.plus_di[0][-1] - ind.minus_di[0][-1]),
-                     last_percentile(atr_pct, p.lookback), last_percentile(bb_width, p.lookback), p)
+        width = 4.0 * windows.std(axis=-1) / windows.mean(axis=-1)
+    return np.concatenate([np.full((*c.shape[:-1], bb - 1), np.nan), width], axis=-1)
+
+
+def regime_codes_of_windows(high: np.ndarray, low: np.ndarray, close: np.ndarray, p: RegimeParams = RegimeParams(),
+                            *, period: int = 14, bb: int = 20, widths: np.ndarray | None = None) -> np.ndarray:
+    """``regime_of_candles`` of many windows of the same length at once (2-D inputs, one window per row): the
+    regime code (index into ``REGIMES``) of each window's last candle, −1 for None. The live scan calls it with
+    one row, the backtest with every stop-timeframe window it replays; ``widths`` (``bollinger_width`` of the
+    rows) may be given when the windows overlap, so each candle's width is computed once."""
+    c = np.asarray(close, dtype=np.float64)
+    rows, n = c.shape
+    if n < bb:
+        return np.full(rows, -1, dtype=np.int8)
+    ind = wilder_indicators(np.asarray(high, dtype=np.float64), np.asarray(low, dtype=np.float64), c, period=period)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        atr_pct = ind.atr / c * 100.0
+    bb_width = bollinger_width(c, bb) if widths is None else widths
+    return classify(ind.adx[:, -1], ind.plus_di[:, -1] - ind.minus_di[:, -1], last_percentiles(atr_pct, p.lookback),
+                    last_percentiles(bb_width, p.lookback), p)

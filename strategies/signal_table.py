@@ -43,6 +43,7 @@ from engine.exchange.types import KlineBatch
 from engine.market import DEFAULT_MAX_ZERO_VOLUME_RUN, DEFAULT_MIN_CANDLES, MAX_KLINES_LIMIT, resample_klines
 from strategies.consensus import Consensus
 from strategies.features import FeatureParams, Features, TimeframeFeatures, compute_features
+from strategies.regime import bollinger_width, regime_codes_of_windows
 from strategies.scanner import HISTORY_POINTS, SymbolContext, symbol_context
 from strategies.types import Signal
 from strategies.voters import VectorVoter
@@ -57,6 +58,8 @@ BASE_INTERVAL = "5m"
 BASE_MS = interval_ms(BASE_INTERVAL)
 #: 5m rows computed together: bounds the temporary memory (features of all timeframes for one block).
 ROW_BLOCK = 32_768
+
+BOLLINGER = 20   # the regime's Bollinger candles (``regime_codes_of_windows``' default)
 
 #: ``progress(symbol, rows_done, rows_total)`` after each symbol.
 Progress = Callable[[str, int, int], None]
@@ -251,6 +254,7 @@ class _Arrays:
     adx: np.ndarray
     atr_ratio: np.ndarray
     stop_atr: np.ndarray
+    votes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None  # voter → (direction, confidence), when kept
 
 
 class SymbolSignals:
@@ -271,6 +275,7 @@ class SymbolSignals:
         self.adx = arrays.adx
         self.atr_ratio = arrays.atr_ratio
         self.stop_atr = arrays.stop_atr
+        self.votes = arrays.votes
         self._tables = tables
         self._index = index
         self.features_kept = all(t.features for t in tables.values())
@@ -308,6 +313,27 @@ class SymbolSignals:
                                   <= self.config.max_lag_candles)
             out = np.where(missing & ~ok, -1, out)
         return out
+
+    def regime_codes(self, rows: np.ndarray) -> np.ndarray:
+        """The regime the live vote book records at each of ``rows`` (valid rows): ``regime_of_candles`` on the
+        row's stop-timeframe window, as an index into ``strategies.regime.REGIMES`` (−1 for None). Computed once
+        per stop candle, windows of one length in one batch."""
+        rows = np.asarray(rows, dtype=np.int64)
+        table = self._tables[self.config.stop]
+        stops = self._index[self.config.stop][rows].astype(np.int64)
+        candles, inverse = np.unique(stops, return_inverse=True)
+        codes = np.full(len(candles), -1, dtype=np.int8)
+        lengths = candles - table.starts[candles].astype(np.int64) + 1
+        b = table.batch
+        width = bollinger_width(b.close)       # a candle's width does not depend on the window it is seen in
+        for length in np.unique(lengths):
+            for lo in range(0, int(np.count_nonzero(lengths == length)), 256):
+                which = np.flatnonzero(lengths == length)[lo:lo + 256]
+                ix = (candles[which] - length + 1)[:, None] + np.arange(length)[None, :]
+                widths = width[ix]
+                widths[:, :BOLLINGER - 1] = np.nan   # the window's own first candles have none
+                codes[which] = regime_codes_of_windows(b.high[ix], b.low[ix], b.close[ix], widths=widths)
+        return codes[inverse]
 
     def row_at(self, open_ms: int) -> int | None:
         """``rows_at`` for one scan time (None when the scan leaves the symbol out)."""
@@ -424,12 +450,14 @@ def _atr_ratio(run: Run, state: WilderState, atr: np.ndarray, p: int) -> np.ndar
 
 
 def build_symbol_signals(history: KlineBatch, consensus: Consensus, cfg: SignalConfig = SignalConfig(), *,
-                         keep_features: bool = False) -> SymbolSignals:
+                         keep_features: bool = False, keep_votes: bool = False) -> SymbolSignals:
     """The signal table of one symbol from its full 5m history (sorted/deduplicated as needed).
 
     ``keep_features`` keeps every timeframe's vectorised features (``column``, and ``features_at`` reads
     them): ~200 bytes per 5m row more. Without it (the backtest) only the arrays stay and ``features_at``
-    recomputes a row's features with the live ``compute_features`` on the row's windows."""
+    recomputes a row's features with the live ``compute_features`` on the row's windows. ``keep_votes`` keeps
+    every voter's direction and confidence per row (``votes``; 9 bytes per voter and row): what the backtest's
+    learned weights replay."""
     missing = [v.name for v in consensus.voters if not isinstance(v, VectorVoter)]
     if missing:
         raise ValueError(f"voter(s) {', '.join(missing)} have no vectorised form (vote_arrays); the fast "
@@ -455,16 +483,18 @@ def build_symbol_signals(history: KlineBatch, consensus: Consensus, cfg: SignalC
     if keep_features:
         for table in tables.values():
             table.features.update({name: np.full(len(table.batch), np.nan) for name in FLOAT_FEATURES})
-    arrays = _compute_rows(base, tables, index, valid, consensus, cfg)
+    arrays = _compute_rows(base, tables, index, valid, consensus, cfg, keep_votes)
     return SymbolSignals(base.symbol, base.open_time, cfg, consensus, tables, index, valid, arrays)
 
 
 def _compute_rows(base: KlineBatch, tables: dict[str, TimeframeTable], index: dict[str, np.ndarray],
-                  valid: np.ndarray, consensus: Consensus, cfg: SignalConfig) -> _Arrays:
+                  valid: np.ndarray, consensus: Consensus, cfg: SignalConfig, keep_votes: bool = False) -> _Arrays:
     """The row arrays, block by block of ``ROW_BLOCK`` rows (memory stays bounded whatever the history)."""
     n = len(base)
     out = _Arrays(np.zeros(n, dtype=np.int8), np.zeros(n), np.full(n, np.nan), base.close.copy(),
                   np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan))
+    if keep_votes:
+        out.votes = {v.name: (np.zeros(n, dtype=np.int8), np.zeros(n)) for v in consensus.voters}
     entry = cfg.timeframes[0]
     kept = all(t.features for t in tables.values())
     needed = {tf: None for tf in cfg.timeframes} if kept else needed_features(consensus, cfg)
@@ -501,6 +531,10 @@ def _compute_rows(base: KlineBatch, tables: dict[str, TimeframeTable], index: di
         columns = _Columns(features, local, cfg.timeframes)
         votes = [(v.name, *v.vote_arrays(columns)) for v in consensus.voters]  # type: ignore[attr-defined]
         direction, score = consensus.combine_arrays(votes, len(ok))
+        if out.votes is not None:
+            for name, d, c in votes:
+                out.votes[name][0][rows] = np.where(ok, d, 0)
+                out.votes[name][1][rows] = np.where(ok, c, 0.0)
         out.direction[rows] = np.where(ok, direction, 0)
         out.score[rows] = np.where(ok, score, 0.0)
         entry_atr, stop_atr = columns.column(entry, "atr"), columns.column(cfg.stop, "atr")
@@ -516,13 +550,13 @@ def _compute_rows(base: KlineBatch, tables: dict[str, TimeframeTable], index: di
 
 def build_signal_tables(histories: Mapping[str, KlineBatch], consensus: Consensus,
                         cfg: SignalConfig = SignalConfig(), *, progress: Progress | None = None,
-                        keep_features: bool = False) -> dict[str, SymbolSignals]:
+                        keep_features: bool = False, keep_votes: bool = False) -> dict[str, SymbolSignals]:
     """``build_symbol_signals`` for several symbols; ``progress(symbol, rows_done, rows_total)`` after each."""
     total = sum(len(b) for b in histories.values())
     done = 0
     out: dict[str, SymbolSignals] = {}
     for symbol, batch in histories.items():
-        out[symbol] = build_symbol_signals(batch, consensus, cfg, keep_features=keep_features)
+        out[symbol] = build_symbol_signals(batch, consensus, cfg, keep_features=keep_features, keep_votes=keep_votes)
         done += len(batch)
         if progress is not None:
             progress(symbol, done, total)

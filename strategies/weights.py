@@ -13,6 +13,7 @@ Pure computation over plain values; the votes and outcomes are stored by ``stora
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -44,9 +45,32 @@ class WeightParams:
     floor: float = 0.0
 
 
+def squared_error(probability: float, won: bool) -> float:
+    """One vote's Brier term."""
+    d = probability - (1.0 if won else 0.0)
+    return d * d
+
+
 def brier(probabilities: Iterable[float], outcomes: Iterable[bool]) -> float:
-    pairs = [(p, 1.0 if o else 0.0) for p, o in zip(probabilities, outcomes, strict=True)]
-    return sum((p - o) ** 2 for p, o in pairs) / len(pairs) if pairs else float("nan")
+    """The mean squared error; the sum is exactly rounded (``math.fsum``), so it does not depend on the order of
+    the votes (the backtest keeps the same sum exactly as an integer, ``engine.backtest.learned_weights``)."""
+    terms = [squared_error(p, o) for p, o in zip(probabilities, outcomes, strict=True)]
+    return math.fsum(terms) / len(terms) if terms else float("nan")
+
+
+def skill_of(voter: str, regime: str, n: int, brier_score: float, wins: int,
+             p: WeightParams = WeightParams()) -> VoterSkill:
+    """The weight of ``n`` resolved votes with that Brier score and ``wins`` wins: the one formula (the live vote
+    book and the backtest both call it)."""
+    base_rate = wins / n
+    b_base = base_rate * (1 - base_rate)          # Brier of always forecasting the base rate
+    if n < p.min_votes:
+        weight = p.prior
+    elif b_base <= 0:
+        weight = p.prior if brier_score == 0 else p.floor  # every outcome the same: perfect forecasts keep the prior
+    else:
+        weight = max(p.floor, 1.0 - brier_score / b_base)
+    return VoterSkill(voter, regime, n, brier_score, b_base, weight)
 
 
 def learn_weights(votes: Iterable[ResolvedVote], p: WeightParams = WeightParams()) -> dict[tuple[str, str], VoterSkill]:
@@ -54,20 +78,10 @@ def learn_weights(votes: Iterable[ResolvedVote], p: WeightParams = WeightParams(
     recent: dict[tuple[str, str], deque[ResolvedVote]] = defaultdict(lambda: deque(maxlen=p.window))
     for vote in votes:
         recent[(vote.voter, vote.regime)].append(vote)
-    out = {}
-    for key, window in recent.items():
-        n = len(window)
-        b = brier((v.probability for v in window), (v.won for v in window))
-        base_rate = sum(v.won for v in window) / n
-        b_base = base_rate * (1 - base_rate)          # Brier of always forecasting the base rate
-        if n < p.min_votes:
-            weight = p.prior
-        elif b_base <= 0:
-            weight = p.prior if b == 0 else p.floor  # every outcome the same: perfect forecasts keep the prior
-        else:
-            weight = max(p.floor, 1.0 - b / b_base)
-        out[key] = VoterSkill(key[0], key[1], n, b, b_base, weight)
-    return out
+    return {key: skill_of(key[0], key[1], len(window), brier((v.probability for v in window),
+                                                             (v.won for v in window)),
+                          sum(v.won for v in window), p)
+            for key, window in recent.items()}
 
 
 def weights_for(regime: str | None, skills: Mapping[tuple[str, str], VoterSkill], voters: Iterable[str],
