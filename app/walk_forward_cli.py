@@ -22,6 +22,10 @@ def options_from(settings: Settings, req: Request, args: argparse.Namespace) -> 
                                  "(drop --strategy/--engine)")
     if getattr(args, "sweep", None):
         raise BacktestInputError("--walk-forward and --sweep do not combine; run them separately")
+    if settings.learned_weights:
+        raise BacktestInputError("--walk-forward does not model LEARNED_WEIGHTS=true (it would run with fixed "
+                                 "weights); set LEARNED_WEIGHTS=false, or backtest the learned weights without "
+                                 "--walk-forward")
     retrain = args.retrain_days if args.retrain_days is not None else settings.retrain_days
     if retrain <= 0 or args.train_days <= 0 or args.horizon_hours <= 0 or args.train_stride < 1:
         raise BacktestInputError("--retrain-days, --train-days and --horizon-hours must be > 0, --train-stride >= 1")

@@ -166,6 +166,14 @@ def test_walk_forward_refuses_other_engines_in_one_line(capsys):
     assert capsys.readouterr().err.strip().count("\n") == 0
 
 
+def test_walk_forward_refuses_learned_weights_it_does_not_model(capsys, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("LEARNED_WEIGHTS", "true")
+    code = main(["backtest", "--walk-forward", "--symbols", "BTCUSDT", "--start", "2025-03-01", "--end", "2025-03-08"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "LEARNED_WEIGHTS" in err
+
+
 @pytest.mark.slow
 def test_walk_forward_cli_json_carries_folds_and_voters(tmp_path: Path, capsys):
     out = tmp_path / "wf.json"
