@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from core.enums import VoterKind
 from strategies.features import Features
 from strategies.types import Direction, Vote
 from strategies.voters import FeatureColumns
@@ -165,7 +166,7 @@ class MLVoter:
         direction, confidence = decide(p_long, p_short, self.threshold)
         side = Direction(int(direction[0]))
         reason = f"P(take-profit first) long {p_long[0]:.3f}, short {p_short[0]:.3f} (threshold {self.threshold:g})"
-        return Vote(self.name, side, float(confidence[0]), reason)
+        return Vote(self.name, side, float(confidence[0]), reason, VoterKind.ML)
 
     def vote_arrays(self, columns: FeatureColumns) -> tuple[np.ndarray, np.ndarray]:
         X = matrix_from_columns(columns, self.timeframes)

@@ -12,6 +12,7 @@ import pytest
 
 from app.ml_panel import ml_voter_from_settings
 from app.runtime import build_vote_log
+from core.enums import VoterKind
 from engine.scheduler import EngineScheduler
 from strategies.ml_voter import MLVoter, feature_names
 from tests.fakes.telegram_server import FakeTelegram
@@ -56,6 +57,9 @@ async def test_set_ml_threshold_reaches_the_running_ml_voter_at_the_next_scan(co
     assert "ML_THRESHOLD: 0.5 → <b>0.7</b> (applies to the next scan; kept across restarts)" in reply.text
     after = await ml_vote_on_btc(cockpit)
     assert "<b>ml</b> FLAT" in after and "long 0.600, short 0.200 (threshold 0.7)" in after
+    # the vote book stores each vote with its voter's kind (what /model and the retrainer tell the ML votes by)
+    stored = await cockpit.rig.repos.votes.latest("BTCUSDT")
+    assert {s.row.voter: s.row.voter_kind for s in stored} == {"fixed": VoterKind.RULE, "ml": VoterKind.ML}
 
     # a restart builds the voter with ML_THRESHOLD from .env; the stored /set value is re-applied over it
     ml_voter(cockpit).threshold = cockpit.rig.settings.ml_threshold
