@@ -33,7 +33,7 @@ from strategies.ml import DAY_MS, SIDES, FoldResult, evaluate, evaluation_json, 
 from strategies.ml_dataset import build_live_dataset
 from strategies.ml_voter import MODEL_KIND, feature_names
 from strategies.model_store import ModelMeta, ModelMismatch, StoredModel, load_model, save_model
-from strategies.model_swap import finish_interrupted, install, previous_path, rollback, staged_path
+from strategies.model_swap import finish_interrupted, previous_path, rollback
 from strategies.promotion import PromotionDecision, PromotionRules, decide, judging_window_start
 from strategies.signal_table import SignalConfig
 
@@ -135,9 +135,7 @@ def _retrain(settings: Settings, args: argparse.Namespace, path: Path, started: 
             metrics={"threshold": rules.threshold, "out_of_sample": evaluation_json(oos),
                      "retrain": decision_json(decision),
                      "signal_config": {"timeframes": list(cfg.timeframes), "history": cfg.history, "stop": cfg.stop}})
-        staged = staged_path(path)
-        save_model(staged, estimators, meta)
-        install(staged, path)
+        save_model(path, estimators, meta)  # staged as MODEL.candidate.*, then installed (model_swap)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"retrain: {decision.reason}; window {ms_to_iso(window[0])[:16]} → {ms_to_iso(window[1])[:16]}, "
           f"{time.perf_counter() - started:.0f} s, peak RSS {peak_mb:.0f} MB")

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.clock import Clock
+from core.enums import VoterKind
 from engine.events import Alert, EventBus, Level
 from engine.policy.retrain_trigger import TriggerCheck, live_hit_check
-from engine.vote_reports import ML_VOTER_PREFIX, out_of_sample
+from engine.vote_reports import out_of_sample
 from storage.votes import VoteRepository
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ class Retrainer:
         """After outcomes were resolved: start a retrain if the ML voter's live hit rate fell below the bar."""
         meta = await asyncio.to_thread(_read_meta, model)
         oos_hit = out_of_sample(meta)[1] if meta is not None else None
-        rows = await repo.resolved(voter_prefix=ML_VOTER_PREFIX, limit=window)
+        rows = await repo.resolved(kind=VoterKind.ML, limit=window)
         check = live_hit_check([r.won for r in rows], window=window, out_of_sample_hit=oos_hit, margin=margin)
         now = self.clock.now()
         cooled = self._last_live_start is None or now - self._last_live_start >= LIVE_COOLDOWN

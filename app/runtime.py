@@ -172,9 +172,22 @@ class Runtime:
         self.settings = new
         trader = self.trader
         trader.reconfigure(trader_config(new, trader.mode))
-        trader.consensus.threshold = new.entry_threshold
-        trader.consensus.min_agree = new.min_agreeing_voters
-        trader.consensus.min_agreement = new.min_agreement
+        if self.scheduler is None or not self.scheduler.running("scan"):
+            self._configure_panel()  # else ``run_scan`` does before the next scan: no scan mixes two settings
+
+    def _configure_panel(self) -> None:
+        """The panel's gates and the ML voter's threshold from the current settings (the operator's /set)."""
+        from strategies.ml_voter import MLVoter
+
+        if self._trader is None:
+            return
+        consensus, s = self._trader.consensus, self.settings
+        consensus.threshold = s.entry_threshold
+        consensus.min_agree = s.min_agreeing_voters
+        consensus.min_agreement = s.min_agreement
+        for voter in consensus.voters:
+            if isinstance(voter, MLVoter):
+                voter.threshold = s.ml_threshold
 
     async def start(self) -> None:
         """Pick the mode (last explicit switch stored in the database wins over TRADING_MODE) and build."""
@@ -252,6 +265,7 @@ class Runtime:
 
     async def run_scan(self) -> None:
         self._swap_in_ml_voter()  # a model promoted while the last scan ran
+        self._configure_panel()  # settings changed with /set while the last scan ran
         async with self._counting_api_errors():
             await self.trader.scan()
 

@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import ssl
 from datetime import UTC, datetime
 
+import httpx
 from telegram import LinkPreviewOptions, Update
 from telegram.constants import ParseMode
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application
+from telegram.request import HTTPXRequest
 
 from bot.auth import AuthGate
 from bot.commands import menu, register
@@ -54,6 +58,13 @@ async def start_bot(settings: Settings, service: EngineService, bus: EventBus, *
     return bot
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """httpx's default TLS context (certifi's CA bundle), built once per process: reading the bundle costs ~0.2 s of
+    CPU, and PTB would build one for each of its two connections at every start (a restart, a test)."""
+    return httpx.create_ssl_context()
+
+
 class TelegramBot:
     def __init__(self, token: str, service: EngineService, bus: EventBus, options: BotOptions, *,
                  allowed_user_ids: list[int]) -> None:
@@ -69,11 +80,15 @@ class TelegramBot:
         self.gate = AuthGate(allowed_user_ids, on_contact=self.notifier.chat_opened)
         self.ctx = BotContext(service, Confirmations(ConfirmationRepository(db), service.now, options.confirm_ttl),
                               self.notifier, options, self.gate.allowed)
+        # PTB's own defaults for both connections (256 and 1 connections), with our timeouts and one TLS context
+        tls = {"verify": tls_context()}
+        requests = HTTPXRequest(connection_pool_size=256, connect_timeout=options.connect_timeout,
+                                read_timeout=options.read_timeout, write_timeout=options.read_timeout,
+                                pool_timeout=options.connect_timeout, httpx_kwargs=tls)
+        updates = HTTPXRequest(connection_pool_size=1, connect_timeout=options.connect_timeout,
+                               read_timeout=options.read_timeout, httpx_kwargs=tls)
         builder = (Application.builder().token(token).concurrent_updates(options.concurrent_updates).job_queue(None)
-                   .connect_timeout(options.connect_timeout).read_timeout(options.read_timeout)
-                   .write_timeout(options.read_timeout).pool_timeout(options.connect_timeout)
-                   .get_updates_connect_timeout(options.connect_timeout)
-                   .get_updates_read_timeout(options.read_timeout))
+                   .request(requests).get_updates_request(updates))
         if options.base_url:
             builder = builder.base_url(options.base_url)
         self.app: Application = builder.build()

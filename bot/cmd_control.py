@@ -146,8 +146,8 @@ async def set_value(ctx: BotContext, call: Call) -> Reply:
             question=f"⚠️ Raise <b>{esc(change.key)}</b> from {esc(change.old)} to <b>{esc(change.new)}</b>? "
                      "That is above the usual safe range.")
     change = await ctx.service.set_setting(key, value)
-    return Reply(f"✅ {esc(change.key)}: {esc(change.old)} → <b>{esc(change.new)}</b> (applies to new entries; "
-                 "kept across restarts)")
+    return Reply(f"✅ {esc(change.key)}: {esc(change.old)} → <b>{esc(change.new)}</b> (applies to "
+                 f"{esc(change.applies)}; kept across restarts)")
 
 
 async def _set_notify(ctx: BotContext, name: str, level: str) -> Reply:

@@ -5,6 +5,14 @@ from __future__ import annotations
 from enum import StrEnum
 
 
+class VoterKind(StrEnum):
+    """What kind of voter cast a vote; stored with every vote (``/model`` and the retrainer read the ML voter's)."""
+
+    RULE = "rule"   # the local technical voters (strategies.rules and the voters built on them)
+    ML = "ml"       # the scikit-learn voter (strategies.ml_voter)
+    LLM = "llm"     # an LLM provider (strategies.llm)
+
+
 class Mode(StrEnum):
     PAPER = "paper"
     LIVE = "live"

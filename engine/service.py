@@ -436,6 +436,8 @@ class EngineService:
 
     def _validated(self, key: str, value: str) -> tuple[SettableSetting, Settings]:
         spec = SETTABLE_BY_KEY.get(key.upper())
+        if spec is None and key.upper() in AT_START_ONLY:
+            raise CommandRefused(f"{key.upper()} {AT_START_ONLY[key.upper()]}: change it in .env and restart Vigil")
         if spec is None:
             raise CommandRefused(f"{key} cannot be changed at runtime; these can: {', '.join(SETTABLE_BY_KEY)}")
         current = self.runtime.settings
@@ -450,7 +452,7 @@ class EngineService:
         field = spec.key.lower()
         old_value, new_value = getattr(self.runtime.settings, field), getattr(new, field)
         risky = spec.risky_above is not None and Decimal(str(new_value)) > spec.risky_above
-        return SettingChange(spec.key, str(old_value), str(new_value), risky)
+        return SettingChange(spec.key, str(old_value), str(new_value), risky, spec.applies)
 
     def _apply_settings(self, new: Settings) -> None:
         self.runtime.apply_settings(new)
@@ -493,6 +495,8 @@ class HealthReport:
 
 
 SETTING_OVERRIDES_KEY = "setting_overrides"
+ENTRIES = "new entries"
+NEXT_SCAN = "the next scan"  # the panel's gates and the ML voter's threshold (``Runtime.apply_settings``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,6 +504,7 @@ class SettableSetting:
     key: str
     meaning: str
     risky_above: Decimal | None = None
+    applies: str = ENTRIES  # from when a change takes effect (the /set reply says it)
 
 
 SETTABLE: tuple[SettableSetting, ...] = (
@@ -512,9 +517,19 @@ SETTABLE: tuple[SettableSetting, ...] = (
     SettableSetting("MIN_STOP_PCT", "narrowest stop, % of price"),
     SettableSetting("MAX_STOP_PCT", "widest stop, % of price", Decimal(10)),
     SettableSetting("MIN_REWARD_RISK", "least take-profit/stop ratio"),
-    SettableSetting("ENTRY_THRESHOLD", "consensus score needed to enter"),
+    SettableSetting("ENTRY_THRESHOLD", "consensus score needed to enter", applies=NEXT_SCAN),
+    SettableSetting("MIN_AGREEING_VOTERS", "voters that must agree to enter", applies=NEXT_SCAN),
+    SettableSetting("MIN_AGREEMENT", "least weight share of the majority side", applies=NEXT_SCAN),
+    SettableSetting("ML_THRESHOLD", "probability the ML voter needs to vote", applies=NEXT_SCAN),
 )
 SETTABLE_BY_KEY: dict[str, SettableSetting] = {s.key: s for s in SETTABLE}
+#: panel settings /set refuses, and why (the panel is built from them at start-up)
+AT_START_ONLY: dict[str, str] = {
+    "VOTERS": "picks the panel's voters, which are built at start-up",
+    "TIMEFRAMES": "sets the candles every voter and the ML model read, fixed at start-up",
+    "ML_MODEL_PATH": "names the model file loaded at start-up (a retrain swaps in a promoted model by itself)",
+    "LEARNED_WEIGHTS": "chooses how the panel is built at start-up",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,6 +549,7 @@ class SettingChange:
     old: str
     new: str
     risky: bool = False
+    applies: str = ENTRIES
 
 
 @dataclass(frozen=True, slots=True)

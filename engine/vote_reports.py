@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.enums import VoterKind
 from engine.trading.vote_log import VoteLog
 from storage.votes import VoteRepository
 from strategies.types import Direction
@@ -26,7 +27,6 @@ from strategies.weights import ResolvedVote, WeightParams, learn_weights
 if TYPE_CHECKING:
     from strategies.model_store import ModelMeta
 
-ML_VOTER_PREFIX = "ml"          # the ML voter's name starts with it ("ml", "ml:ensemble-v1")
 SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{2,20}$")
 
 
@@ -160,7 +160,7 @@ async def model_report(models_dir: Path, repo: VoteRepository, panel: tuple[str,
                        params: WeightParams, learned_weights: bool) -> ModelReport:
     path, meta, problem = await asyncio.to_thread(read_model_meta, models_dir)
     sides, oos_hit, acted = out_of_sample(meta) if meta is not None else ({}, None, 0)
-    live = await repo.resolved(voter_prefix=ML_VOTER_PREFIX, limit=live_window)
+    live = await repo.resolved(kind=VoterKind.ML, limit=live_window)
     live_hit = sum(r.won for r in live) / len(live) if live else None
     return ModelReport(path, meta, problem, panel, oos_hit, acted, sides, live_window, len(live), live_hit,
                        await skills_report(repo, params), learned_weights, params.min_votes)

@@ -277,4 +277,12 @@ CREATE INDEX votes_symbol_time ON votes(symbol, scan_time);
 CREATE INDEX votes_pending ON votes(scan_time) WHERE outcome IS NULL AND direction != 0
 """
 
-MIGRATIONS: list[str] = [V1_CORE, V2_TELEGRAM, V3_ORDER_REASON, V4_LLM_CALLS, V5_VOTES]
+# the kind of voter that cast each vote (core.enums.VoterKind); rows from before it existed are classified once by the
+# names those voters always had: "ml" (earlier "ml:<kind>") and "llm:<provider>"
+V6_VOTER_KIND = """
+ALTER TABLE votes ADD COLUMN voter_kind TEXT NOT NULL DEFAULT 'rule' CHECK (voter_kind IN ('rule', 'ml', 'llm'));
+UPDATE votes SET voter_kind = 'ml' WHERE voter = 'ml' OR voter LIKE 'ml:%';
+UPDATE votes SET voter_kind = 'llm' WHERE voter LIKE 'llm:%'
+"""
+
+MIGRATIONS: list[str] = [V1_CORE, V2_TELEGRAM, V3_ORDER_REASON, V4_LLM_CALLS, V5_VOTES, V6_VOTER_KIND]

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from core.enums import VoterKind
 from storage.db import Database
 
 COLUMNS = ("scan_time", "symbol", "candle_ms", "voter", "direction", "confidence", "reason", "consensus", "score",
-           "regime", "price", "stop_atr", "decision", "trade_id")
+           "regime", "price", "stop_atr", "decision", "trade_id", "voter_kind")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +38,12 @@ class VoteRow:
     stop_atr: float
     decision: str             # why it traded or did not
     trade_id: int | None = None
+    voter_kind: VoterKind = VoterKind.RULE
 
     def values(self) -> tuple[object, ...]:
         return (self.scan_time.isoformat(), self.symbol, self.candle_ms, self.voter, self.direction,
                 self.confidence, self.reason, self.consensus, self.score, self.regime, self.price, self.stop_atr,
-                self.decision, self.trade_id)
+                self.decision, self.trade_id, str(self.voter_kind))
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,8 @@ class ResolvedRow:
 def _stored(r: object) -> StoredVote:
     row = VoteRow(datetime.fromisoformat(r["scan_time"]), r["symbol"], int(r["candle_ms"]), r["voter"],
                   int(r["direction"]), float(r["confidence"]), r["reason"], int(r["consensus"]), float(r["score"]),
-                  r["regime"], float(r["price"]), float(r["stop_atr"]), r["decision"], r["trade_id"])
+                  r["regime"], float(r["price"]), float(r["stop_atr"]), r["decision"], r["trade_id"],
+                  VoterKind(r["voter_kind"]))
     return StoredVote(row, int(r["id"]), r["outcome"], r["outcome_r"],
                       datetime.fromisoformat(r["resolved_at"]) if r["resolved_at"] else None)
 
@@ -121,14 +124,15 @@ class VoteRepository:
             " AND direction = ? AND outcome IS NULL",
             (outcome, r, now.isoformat(), entry.symbol, entry.candle_ms, entry.direction))
 
-    async def resolved(self, *, voter_prefix: str | None = None, limit: int | None = None) -> list[ResolvedRow]:
-        """Decided votes (take-profit, stop or time-out; not void), oldest first; with ``limit`` the newest ones."""
+    async def resolved(self, *, kind: VoterKind | None = None, limit: int | None = None) -> list[ResolvedRow]:
+        """Decided votes (take-profit, stop or time-out; not void) of voters of ``kind`` (any when None), oldest
+        first; with ``limit`` the newest ones."""
         sql = ("SELECT voter, regime, confidence, outcome, outcome_r, scan_time FROM votes"
                " WHERE outcome IN ('tp', 'sl', 'timeout')")
         params: list[object] = []
-        if voter_prefix is not None:
-            sql += " AND voter LIKE ? ESCAPE '\\'"
-            params.append(voter_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        if kind is not None:
+            sql += " AND voter_kind = ?"
+            params.append(str(kind))
         sql += " ORDER BY scan_time DESC, id DESC"
         if limit is not None:
             sql += " LIMIT ?"

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core.enums import VoterKind
 from strategies.features import Features
 from strategies.types import Direction, Vote
 
@@ -58,7 +59,7 @@ class LlmAnswer(BaseModel):
     reason: str = ""
 
     def vote(self, voter: str) -> Vote:
-        return Vote(voter, Direction[self.side], self.confidence, self.reason[:200])
+        return Vote(voter, Direction[self.side], self.confidence, self.reason[:200], VoterKind.LLM)
 
 
 class CallStatus(StrEnum):

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from core.enums import VoterKind
 from strategies.features import Features
 from strategies.types import Direction, Vote
 from strategies.voters import FeatureColumns
@@ -135,8 +136,12 @@ class MLVoter:
     def probabilities(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """P(take-profit first) per row, long and short. OpenMP is held to one thread: for one row its start-up
         costs more than the work (measured on the shared 2-core box: 68 ms per call with the default threads,
-        2 ms with one)."""
-        with _one_thread():
+        2 ms with one). scikit-learn's input and parameter checks are skipped: the fitted models are valid and the
+        inputs are finite or NaN by construction (``_derive``); on one row they were ~27 % of the call's CPU time
+        (14.5 → 10.5 ms for the calibrated ensemble), with the same probabilities."""
+        from sklearn import config_context
+
+        with _one_thread(), config_context(assume_finite=True, skip_parameter_validation=True):
             return (self.estimators["long"].predict_proba(X)[:, 1].astype(np.float64),
                     self.estimators["short"].predict_proba(X)[:, 1].astype(np.float64))
 
@@ -165,7 +170,7 @@ class MLVoter:
         direction, confidence = decide(p_long, p_short, self.threshold)
         side = Direction(int(direction[0]))
         reason = f"P(take-profit first) long {p_long[0]:.3f}, short {p_short[0]:.3f} (threshold {self.threshold:g})"
-        return Vote(self.name, side, float(confidence[0]), reason)
+        return Vote(self.name, side, float(confidence[0]), reason, VoterKind.ML)
 
     def vote_arrays(self, columns: FeatureColumns) -> tuple[np.ndarray, np.ndarray]:
         X = matrix_from_columns(columns, self.timeframes)

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from strategies.model_swap import install, meta_path, staged_path, write_atomically
 
 FORMAT = 1
 MODEL_FILE = "vigil-ml.joblib"   # in DATA_DIR/models: where `train` writes and the bot looks
@@ -76,25 +76,18 @@ class StoredModel:
     path: Path
 
 
-def meta_path(model_path: Path) -> Path:
-    return model_path.with_suffix(".json")
-
-
 def save_model(path: Path, estimators: dict[str, Any], meta: ModelMeta) -> Path:
-    """Write both files atomically (a crash leaves the previous model intact)."""
+    """Write the pair at ``path`` so that a crash at any point leaves the previous pair or the new one (once the
+    loader's ``model_swap.finish_interrupted`` has run), never a model with another model's metadata: both files are
+    staged completely as ``MODEL.candidate.*``, then ``model_swap.install`` puts them in place (the replaced pair
+    becomes ``MODEL.previous.*``)."""
     import joblib
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    for target, write in ((path, lambda f: joblib.dump(estimators, f, compress=3)),
-                          (meta_path(path), lambda f: f.write(json.dumps(meta.to_json(), indent=2).encode()))):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{target.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    staged = staged_path(path)
+    write_atomically(staged, lambda f: joblib.dump(estimators, f, compress=3))
+    write_atomically(meta_path(staged), lambda f: f.write(json.dumps(meta.to_json(), indent=2).encode()))
+    install(staged, path)
     return path
 
 

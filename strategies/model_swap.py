@@ -1,4 +1,8 @@
-"""Installing a model pair (``X.joblib`` + ``X.json``) over the one in use, so that a crash leaves a loadable pair.
+"""Writing a model pair (``X.joblib`` + ``X.json``) over the one in use, so that a crash leaves a loadable pair.
+
+Every write of a model file (``train``, ``retrain``, a rollback) goes through here: ``model_store.save_model`` stages
+the pair and installs it. Each file is written to a temporary file in the same directory, flushed and fsynced, then
+renamed over its name (and the directory fsynced), so no file is ever seen half-written.
 
 A pair is two files and no filesystem renames two files at once, so the swap is journaled by the staged files:
 
@@ -19,10 +23,14 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-
-from strategies.model_store import meta_path
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
+
+
+def meta_path(model_path: Path) -> Path:
+    """The metadata file of a model file: ``X.joblib`` → ``X.json``."""
+    return model_path.with_suffix(".json")
 
 
 def sibling(target: Path, tag: str) -> Path:
@@ -38,15 +46,37 @@ def previous_path(target: Path) -> Path:
     return sibling(target, "previous")
 
 
-def _copy_atomically(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
-    os.close(fd)
+def _sync_dir(directory: Path) -> None:
+    """Make the renames in ``directory`` durable (a power cut after the call keeps them)."""
+    fd = os.open(directory, os.O_RDONLY)
     try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(target: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``target`` holds what ``write`` wrote, completely, or is left as it was (a temporary file in the same
+    directory, fsynced, then renamed over it)."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _sync_dir(target.parent)
+
+
+def _copy_atomically(src: Path, dst: Path) -> None:
+    def copy(out: BinaryIO) -> None:
+        with src.open("rb") as f:
+            shutil.copyfileobj(f, out)
+
+    write_atomically(dst, copy)
 
 
 def finish_interrupted(target: Path) -> str:
@@ -55,6 +85,7 @@ def finish_interrupted(target: Path) -> str:
     staged_model, staged_meta = staged.is_file(), meta_path(staged).is_file()
     if staged_meta and not staged_model:      # the model was renamed, its metadata was not yet
         os.replace(meta_path(staged), meta_path(target))
+        _sync_dir(target.parent)
         log.warning("finished an interrupted model swap at %s", target)
         return "finished an interrupted swap"
     if staged_model or staged_meta:           # the swap had not started: the old pair is intact
@@ -78,6 +109,7 @@ def install(staged: Path, target: Path, *, between: Callable[[], None] | None = 
     if between is not None:
         between()
     os.replace(meta_path(staged), meta_path(target))
+    _sync_dir(target.parent)
     return previous
 
 

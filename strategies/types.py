@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from core.enums import VoterKind
+
 
 class Direction(IntEnum):
     SHORT = -1
@@ -20,6 +22,7 @@ class Vote:
     direction: Direction
     confidence: float
     reason: str = ""
+    kind: VoterKind = VoterKind.RULE  # which kind of voter cast it (the vote book stores it)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence <= 1.0:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.runtime import build_vote_log
+from core.enums import VoterKind
 from engine.trading.vote_log import VoteLog
 from storage.votes import VoteRow
 from strategies.model_store import MODEL_FILE, ModelMeta, save_model
@@ -86,8 +87,10 @@ async def test_model_without_a_model_then_with_one_and_live_votes(cockpit: Cockp
                          "short": {"hit_rate": 0.5, "acted": 100, "brier": 0.2402, "brier_base": 0.2450}}})
     save_model(rig.settings.models_dir / MODEL_FILE, {"long": None, "short": None}, meta)
     now = rig.clock.now()
+    # the ML voter's votes are told by their kind, not their name: "mlp" is a rule voter whose name starts with ml
+    kinds = {"ml": VoterKind.ML, "fixed": VoterKind.RULE, "mlp": VoterKind.RULE}
     rows = [VoteRow(now - timedelta(hours=30, minutes=5 * i), "BTCUSDT", i, voter, 1, 0.7, "", 1, 0.7, "ranging",
-                    100.0, 1.0, "") for i in range(4) for voter in ("ml", "fixed")]
+                    100.0, 1.0, "", voter_kind=kind) for i in range(4) for voter, kind in kinds.items()]
     await rig.repos.votes.record(rows)
     for n, entry in enumerate(await rig.repos.votes.pending()):
         await rig.repos.votes.resolve(entry, "tp" if n % 2 else "sl", 1.4 if n % 2 else -1.1, now)

@@ -263,10 +263,24 @@ def cli_env(base_url: str) -> dict[str, str]:
 
 
 async def run_cli(base_url: str, out: Path, cwd: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "main.py"), "--env-file", str(cwd / "none"), "download", "--symbols",
-        "BTCUSDT,ETHUSDT", "--start", "2025-03-01", "--end", "2025-03-08", "--data-dir", str(out),
-        env=cli_env(base_url), cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    """``main.py download`` as an operator's terminal runs it: in the foreground, Ctrl-C (SIGINT) reaching it.
+
+    A child inherits an *ignored* SIGINT: a test run started as a background job of a non-interactive shell (a CI
+    script's ``pytest &``, ``nohup``-style runners) ignores SIGINT, and so would the CLI, which then finishes the
+    download and exits 0 instead of stopping (the POSIX convention it rightly keeps: a background job is not
+    interrupted by Ctrl-C). A signal with a handler is reset to its default at exec, so the child is spawned while
+    SIGINT has Python's handler, as it has in a terminal's foreground job."""
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, str(ROOT / "main.py"), "--env-file", str(cwd / "none"), "download", "--symbols",
+            "BTCUSDT,ETHUSDT", "--start", "2025-03-01", "--end", "2025-03-08", "--data-dir", str(out),
+            env=cli_env(base_url), cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 async def wait_for(condition, timeout: float = 60.0) -> None:

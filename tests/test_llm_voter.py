@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from core.clock import ManualClock
+from core.enums import VoterKind
 from storage.db import Database
 from storage.llm_calls import LlmCallRepository
 from strategies.consensus import Consensus
@@ -73,7 +74,7 @@ def voter(fake: FakeLlm, http: httpx.AsyncClient, calls: LlmCallRepository, *, b
 async def test_a_valid_answer_is_a_vote_recorded_with_tokens_and_cost(fake, http, calls):
     fake.then(Reply("```json\n" + answer_json("SHORT", 0.8, "lower highs") + "\n```", 500, 50))
     vote = await voter(fake, http, calls).ask("ETHUSDT", real_features())
-    assert vote == Vote("llm:deepseek", Direction.SHORT, 0.8, "lower highs")
+    assert vote == Vote("llm:deepseek", Direction.SHORT, 0.8, "lower highs", VoterKind.LLM)
     request = fake.requests[0]
     assert request["headers"]["Authorization"] == f"Bearer {API_KEY}"
     assert request["body"]["model"] == "fake-chat" and request["body"]["temperature"] == 0
@@ -178,7 +179,8 @@ async def test_recorded_answers_replay_without_calling(fake, http, calls):
     features = real_features()
     await live.ask("ETHUSDT", features)
     replay = RecordedLlmVoter("deepseek", calls)
-    assert await replay.ask("ETHUSDT", features) == Vote("llm:deepseek", Direction.LONG, 0.7, "trend up on 1h and 4h")
+    assert await replay.ask("ETHUSDT", features) == Vote("llm:deepseek", Direction.LONG, 0.7, "trend up on 1h and 4h",
+                                                                 VoterKind.LLM)
     assert await replay.ask("ETHUSDT", real_features(end=NOW + timedelta(hours=1))) is None
     assert len(fake.requests) == 1
 

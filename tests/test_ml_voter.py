@@ -17,6 +17,7 @@ import pytest
 from app.ml_panel import ml_voter_from_settings
 from app.runtime import build_consensus
 from core.clock import ManualClock
+from core.enums import VoterKind
 from engine.exchange.historical import HistoricalMarket
 from settings import Settings
 from strategies.consensus import Consensus
@@ -71,7 +72,7 @@ def test_vote_equals_vote_arrays_on_real_rows(tables, estimators):
     for k, i in enumerate(rows):
         features = table.features_at(int(i))
         vote = voter.vote("ETHUSDT", features)
-        assert vote.direction == Direction(int(direction[k])) and vote.voter == "ml"
+        assert vote.direction == Direction(int(direction[k])) and vote.voter == "ml" and vote.kind is VoterKind.ML
         assert vote.confidence == pytest.approx(float(confidence[k]), abs=1e-9)
         p_long, p_short = voter.probabilities(np.vstack([matrix_from_columns(table.columns_at(rows[k:k + 1]),
                                                                              CFG.timeframes)]))

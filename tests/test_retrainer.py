@@ -11,6 +11,7 @@ import pytest
 
 from app.retrainer import Retrainer
 from core.clock import ManualClock
+from core.enums import VoterKind
 from engine.events import Alert, EventBus, Level, RecordingSink
 from engine.policy.retrain_trigger import live_hit_check
 from engine.trading.vote_log import VoteLog, VoteLogConfig
@@ -90,7 +91,7 @@ def test_the_trigger_fires_below_the_bar_and_not_at_or_above_it() -> None:
 
 async def ml_votes(repo: VoteRepository, wins: int, losses: int) -> None:
     rows = [VoteRow(NOW + timedelta(minutes=5 * i), "BTCUSDT", i, "ml", 1, 0.6, "", 1, 0.6, "ranging", 100.0, 1.0,
-                    "") for i in range(wins + losses)]
+                    "", voter_kind=VoterKind.ML) for i in range(wins + losses)]
     await repo.record(rows)
     for entry in await repo.pending():
         won = entry.candle_ms < wins

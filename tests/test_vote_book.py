@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from app.runtime import build_trader, build_vote_log
-from core.enums import Mode
+from core.enums import Mode, VoterKind
 from engine.events import EventBus
 from engine.trading.vote_log import ResolveReport, VoteLog, VoteLogConfig
 from storage.db import Database
@@ -37,7 +37,7 @@ async def test_migration_v5_upgrades_a_v4_file_and_keeps_its_rows(tmp_path: Path
         conn.execute("INSERT INTO state(key, value, updated_at) VALUES ('mode', '\"paper\"', ?)", (NOW.isoformat(),))
     db = await Database(path).open()
     try:
-        assert await db.schema_version() == 5 == len(MIGRATIONS)
+        assert await db.schema_version() == len(MIGRATIONS)
         assert (await db.fetchone("SELECT value FROM state WHERE key = 'mode'"))[0] == '"paper"'
         names = {r[0] for r in await db.fetchall("SELECT name FROM sqlite_master WHERE tbl_name = 'votes'")}
         assert {"votes", "votes_symbol_time", "votes_pending"} <= names
@@ -49,6 +49,31 @@ async def test_migration_v5_upgrades_a_v4_file_and_keeps_its_rows(tmp_path: Path
         with pytest.raises(sqlite3.IntegrityError):
             await db.execute("INSERT INTO votes(scan_time, symbol, candle_ms, voter, direction, confidence, consensus,"
                              " score, price, stop_atr) VALUES ('x', 'S', 1, 'v', 2, 0.5, 0, 0, 1, 1)")
+    finally:
+        await db.close()
+
+
+async def test_migration_v6_gives_each_stored_vote_its_voter_kind_and_the_ml_votes_are_told_by_it(tmp_path: Path):
+    path = tmp_path / "v5.sqlite3"
+    names = {"ml": VoterKind.ML, "ml:ensemble-v1": VoterKind.ML, "mlp": VoterKind.RULE, "llm:openai": VoterKind.LLM,
+             "trend_momentum": VoterKind.RULE}
+    with sqlite3.connect(path) as conn:   # a database as Vigil with schema version 5 left it, with resolved votes
+        for version, script in enumerate(MIGRATIONS[:5], start=1):
+            conn.executescript(script)
+            conn.execute("INSERT INTO schema_version(version, applied_at) VALUES (?, ?)", (version, NOW.isoformat()))
+        for i, voter in enumerate(names):
+            conn.execute("INSERT INTO votes(scan_time, symbol, candle_ms, voter, direction, confidence, consensus,"
+                         " score, price, stop_atr, outcome, outcome_r) VALUES (?, 'BTCUSDT', ?, ?, 1, 0.7, 1, 0.7,"
+                         " 100, 1, 'tp', 1.4)", (NOW.isoformat(), i, voter))
+    db = await Database(path).open()
+    try:
+        repo = VoteRepository(db)
+        assert {s.row.voter: s.row.voter_kind for s in await repo.latest("BTCUSDT")} == names
+        assert sorted(r.voter for r in await repo.resolved(kind=VoterKind.ML)) == ["ml", "ml:ensemble-v1"]
+        assert len(await repo.resolved()) == len(names)
+        with pytest.raises(sqlite3.IntegrityError):
+            await db.execute("INSERT INTO votes(scan_time, symbol, candle_ms, voter, direction, confidence, consensus,"
+                             " score, price, stop_atr, voter_kind) VALUES ('x', 'S', 1, 'v', 1, 0.5, 0, 0, 1, 1, 'x')")
     finally:
         await db.close()
 

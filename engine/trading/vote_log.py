@@ -146,7 +146,7 @@ class VoteLog:
             candle_ms = features.entry.open_time if features is not None else 0
             rows.extend(VoteRow(now, symbol, candle_ms, v.voter, int(v.direction), v.confidence, v.reason,
                                 int(signal.direction), signal.score, regime, signal.price, signal.atr, decision,
-                                trade_id) for v in signal.votes)
+                                trade_id, v.kind) for v in signal.votes)
         await self.repo.record(rows)
         self.latest, self.latest_time = latest, now
         return rows
