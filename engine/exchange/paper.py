@@ -235,6 +235,11 @@ class PaperExchange:
         return str(value)
 
     # --- market data (delegated; no simulation step) ----------------------------------------------
+    @property
+    def answers_inline(self) -> bool:
+        """Whether market data answers without waiting on I/O: as the market it delegates to does."""
+        return bool(getattr(self.market, "answers_inline", False))
+
     async def symbol_rules(self) -> dict[str, SymbolRules]:
         self._rules = await self.market.symbol_rules()
         return dict(self._rules)
