@@ -14,32 +14,30 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from apscheduler.triggers.interval import IntervalTrigger
-
 from app.configs import adaptive_config, barrier_params, breaker_config, exit_config, limits_config, risk_config
-from app.llm import LlmRuntime, build_llm
-from app.retrainer import Retrainer, retrain_command
 from core.clock import Clock, ExchangeClock
 from core.enums import Mode
 from engine.events import EventBus, Level
-from engine.exchange.binance import BinanceFutures
 from engine.exchange.errors import AccountConfigError, ExchangeError
 from engine.exchange.paper import PaperExchange
 from engine.exchange.protocol import Exchange, MarketData
 from engine.exchange.types import MarginType
 from engine.market import MarketDataService
 from engine.retrying import Sleep
-from engine.scheduler import EngineScheduler
 from engine.trading.breakers import Breakers
 from engine.trading.trader import Trader, TraderConfig
 from engine.trading.vote_log import VoteLog, VoteLogConfig
 from settings import Settings
 from storage.repositories import Repositories
 from strategies.consensus import Consensus, LearnedConsensus
-from strategies.llm import LlmPanel
 from strategies.panel import build_voters
 
 if TYPE_CHECKING:
+    from app.llm import LlmRuntime
+    from app.retrainer import Retrainer
+    from engine.exchange.binance import BinanceFutures
+    from engine.scheduler import EngineScheduler
+    from strategies.llm import LlmPanel
     from strategies.ml_voter import MLVoter
 
 log = logging.getLogger(__name__)
@@ -203,6 +201,8 @@ class Runtime:
     async def _activate(self, mode: Mode) -> None:
         mode = Mode(mode)
         if self.llm is None:
+            from app.llm import build_llm  # with the scheduler and the retrainer: only the bot needs them
+
             self.llm = build_llm(self.settings, self.repos.db, self.clock)
         exchange = await self._build_exchange(mode)
         try:
@@ -240,6 +240,10 @@ class Runtime:
 
     async def _connect_binance(self, mode: Mode) -> BinanceFutures:
         """Live: the account with keys. Paper: public market data only (keys are never sent)."""
+        # imported here: python-binance, aiohttp and dateparser cost half a second of start-up to every command that
+        # never talks to Binance (backtests, the demo)
+        from engine.exchange.binance import BinanceFutures
+
         s = self.settings
         if mode == Mode.LIVE:
             return await BinanceFutures.connect(
@@ -306,6 +310,11 @@ class Runtime:
             raise
 
     def start_scheduler(self) -> EngineScheduler:
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        from app.retrainer import Retrainer, retrain_command
+        from engine.scheduler import EngineScheduler
+
         s = self.settings
         self.scheduler = EngineScheduler(
             clock=self.clock, bus=self.bus, scan=self.run_scan, monitor=self.run_monitor,

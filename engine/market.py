@@ -196,9 +196,11 @@ def extend_validated(valid: KlineBatch, added: KlineBatch, now: datetime, *, min
     duplicates = int(times[0] == last)
     forming = len(times) - closed
     keep = len(valid) - duplicates
-    tail = KlineBatch(valid.symbol, valid.interval, *(
-        np.concatenate((getattr(valid, n)[:keep], getattr(added, n)[:closed]))
-        for n in ("open_time", "open", "high", "low", "close", "volume")))
+    cat = np.concatenate
+    tail = KlineBatch(valid.symbol, valid.interval, cat((valid.open_time[:keep], added.open_time[:closed])),
+                      cat((valid.open[:keep], added.open[:closed])), cat((valid.high[:keep], added.high[:closed])),
+                      cat((valid.low[:keep], added.low[:closed])), cat((valid.close[:keep], added.close[:closed])),
+                      cat((valid.volume[:keep], added.volume[:closed])))
     n = len(tail)
     if n < max(min_candles, 1) or max_zero_volume_run <= 0 or tail.volume[-1] == 0 or \
             ((now_ms // iv) * iv - iv - int(tail.open_time[-1])) // iv > max_lag_candles:
@@ -258,8 +260,11 @@ class MarketStats:
     errors: int = 0
 
     def add(self, other: MarketStats) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for name in _STAT_NAMES:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+_STAT_NAMES = tuple(f.name for f in fields(MarketStats))
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,7 +399,12 @@ class MarketDataService:
         now = self.clock.now()
         wanted = list(dict.fromkeys(symbols))
         scan = _Scan(MarketStats())
-        results = await asyncio.gather(*(self._symbol(s, now, scan) for s in wanted))
+        if getattr(self.source, "answers_inline", False):
+            # nothing to wait for (recorded data): one symbol after the other is what the tasks would do, in the same
+            # order, without creating one per symbol on every scan
+            results = [await self._symbol(s, now, scan) for s in wanted]
+        else:
+            results = await asyncio.gather(*(self._symbol(s, now, scan) for s in wanted))
         frames: dict[str, dict[str, KlineBatch]] = {}
         rejected: dict[str, str] = {}
         for symbol, (batches, reason) in zip(wanted, results, strict=True):
@@ -493,6 +503,8 @@ class MarketDataService:
             return None
         first = int(cached.open_time[-1]) + iv
         start = int(np.searchsorted(base.open_time, first))
+        if new_closed == 1:  # the usual case, one candle closed: its base candles reduced directly
+            return _one_candle(base, tf, start, first, iv, base_iv)
         built = resample_klines(base.slice(start), tf)
         expected = first + iv * np.arange(new_closed, dtype=np.int64)
         if len(built) < new_closed or not np.array_equal(built.open_time[:new_closed], expected):
@@ -527,6 +539,23 @@ class MarketDataService:
             lock = self._locks.get(symbol)
             if lock is not None and not lock.locked():
                 del self._locks[symbol]
+
+
+_FIRST = np.zeros(1, dtype=np.intp)
+
+
+def _one_candle(base: KlineBatch, tf: str, start: int, first: int, iv: int, base_iv: int) -> KlineBatch | None:
+    """The ``tf`` candle opening at ``first`` from the cached base candles ``start:`` (what ``resample_klines`` builds
+    for it, with the same reductions: bit for bit), or ``None`` when they do not cover it. The cache holds a
+    contiguous series, so the right first and last open times mean every base candle of the bucket is there."""
+    stop = start + iv // base_iv
+    times = base.open_time
+    if stop > len(times) or int(times[start]) != first or int(times[stop - 1]) != first + iv - base_iv:
+        return None
+    return KlineBatch(base.symbol, tf, np.array([first], dtype=np.int64), base.open[start:start + 1].copy(),
+                      np.maximum.reduceat(base.high[start:stop], _FIRST),
+                      np.minimum.reduceat(base.low[start:stop], _FIRST), base.close[stop - 1:stop].copy(),
+                      np.add.reduceat(base.volume[start:stop], _FIRST))
 
 
 def _concat(a: KlineBatch, b: KlineBatch) -> KlineBatch:

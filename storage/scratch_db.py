@@ -3,14 +3,17 @@
 ``Database`` talks to SQLite through aiosqlite, which hands every statement to a worker thread and wakes the loop
 with the answer: right for the live bot (a slow disk never blocks the loop), but in a replay of thousands of steps
 the hand-offs cost more CPU than the SQL. A replay database is thrown away at the end, so this one also drops
-durability (``synchronous=OFF``, journal in memory): a crash loses nothing anyone keeps. Never use it for the live
-database.
+durability (``synchronous=OFF``, journal in memory): a crash loses nothing anyone keeps. For the same reason it
+commits once, when it is closed: the whole run is one SQLite transaction, and each ``transaction()`` is a savepoint
+inside it (atomic as before: an error rolls back to the savepoint), so a step's writes stay in SQLite's page cache
+instead of being written to the file statement by statement. Never use it for the live database.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import AsyncIterator, Generator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -105,4 +108,31 @@ class ScratchDatabase(Database):
         await conn.execute("PRAGMA journal_mode=MEMORY")
         await conn.execute("PRAGMA synchronous=OFF")
         await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("BEGIN")  # the run's one transaction, committed by ``close``
         return conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        """``Database.transaction`` as a savepoint of the run's transaction: the same atomicity, no commit."""
+        async with self._write_lock:
+            conn = self.conn
+            await conn.execute("SAVEPOINT tx")
+            try:
+                yield conn
+            except BaseException:
+                await conn.execute("ROLLBACK TO tx")
+                await conn.execute("RELEASE tx")
+                raise
+            else:
+                await conn.execute("RELEASE tx")
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One write statement (no savepoint needed: SQLite undoes a failed statement by itself); lastrowid."""
+        async with self._write_lock:
+            cur = await self.conn.execute(sql, params)
+            return cur.lastrowid or 0
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.commit()  # everything the run wrote, in one go
+        await super().close()

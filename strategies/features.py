@@ -419,75 +419,98 @@ def _check_frames(frames: Mapping[str, KlineBatch], params: FeatureParams) -> st
 
 
 def _stacked_features(batches: list[KlineBatch], p: FeatureParams) -> list[TimeframeFeatures]:
-    """Features of several equally long series, computed as one stack."""
-    rows = len(batches)
-    close = np.vstack([b.close for b in batches])
-    high = np.vstack([b.high for b in batches])
-    low = np.vstack([b.low for b in batches])
+    """Features of several equally long series, computed as one stack.
+
+    The same operations on the same numbers as ``ema``, ``wilder_indicators``, ``bollinger`` and numpy's std (the
+    signal parity tests compare them with the vectorised table bit for bit), in far fewer numpy calls: only the
+    recursions run on whole series, the values read at the last candle are plain float arithmetic (IEEE, as numpy's).
+    Callers guarantee ``len >= required_candles`` (more than ``2 * rsi`` candles)."""
+    rows, n = len(batches), len(batches[0])
+    data = np.concatenate([b.close for b in batches] + [b.high for b in batches] + [b.low for b in batches]
+                          + [b.volume for b in batches]).reshape(4 * rows, n)
+    close = data[:rows]
     alphas = tuple(2.0 / (period + 1) for period in (p.ema_fast, p.ema_slow, p.macd_fast, p.macd_slow)
                    for _ in range(rows))
     stacked = np.concatenate((close, close, close, close))
     emas = _ewm(stacked, alphas, stacked[:, :1])
-    fast, slow = emas[:rows], emas[rows:2 * rows]
     line = emas[2 * rows:3 * rows] - emas[3 * rows:]
     signal = _ewm(line, (2.0 / (p.macd_signal + 1),) * rows, line[:, :1])
-    ind = wilder_indicators(high, low, close, p.rsi)
 
-    last_close = close[:, -1]
-    last_atr = ind.atr[:, -1]
+    # the Wilder family as wilder_indicators: price changes, true range and directional movement from candle 1
+    period = p.rsi
+    diffs = data[:3 * rows, 1:] - data[:3 * rows, :-1]
+    d, up, down = diffs[:rows], diffs[rows:2 * rows], -diffs[2 * rows:]
+    prev = close[:, :-1]
+    tr = np.maximum(data[rows:2 * rows, 1:], prev) - np.minimum(data[2 * rows:3 * rows, 1:], prev)
+    zero = np.zeros_like(d)
+    stack = np.concatenate((np.maximum(d, zero), np.maximum(-d, zero), tr,
+                            np.where((up > down) & (up > 0), up, zero),
+                            np.where((down > up) & (down > 0), down, zero)))
+    seed = np.true_divide(np.add.reduce(stack[:, :period], axis=1, keepdims=True), period)  # ndarray.mean's steps
+    # the smoothed series from their first value on (candle ``period``)
+    sm = np.concatenate((seed, _ewm(stack[:, period:], (1.0 / period,) * len(stack), seed)), axis=1)
+    atr_s = sm[2 * rows:3 * rows]
     with np.errstate(divide="ignore", invalid="ignore"):
-        atr_div = np.where(last_atr > 0, last_atr, np.nan)
-        k = p.slope_lookback
-        slope = (fast[:, -1] - fast[:, -1 - k]) / k / atr_div
-        trend = (fast[:, -1] - slow[:, -1]) / atr_div
-        extension = (last_close - fast[:, -1]) / atr_div
-        atr_pct = np.where(last_close > 0, last_atr / last_close * 100.0, 0.0)
-        ret_1 = last_close / close[:, -2] - 1.0
-        ret_12 = last_close / close[:, -13] - 1.0
+        di = np.where(atr_s > 0, 100.0 * sm[3 * rows:].reshape(2, rows, -1) / atr_s, 0.0)  # +DI, -DI
+        total = di[0] + di[1]
+        dx = np.where(total > 0, 100.0 * np.abs(di[0] - di[1]) / total, 0.0)
         logret = np.diff(np.log(close[:, -p.window - 1:]), axis=1)
-    volatility = logret.std(axis=1)
-    hist = line - signal
-    volume_z = _zscores_last(np.vstack([b.volume for b in batches]), p.window)
-    ref = close[:, -p.bb:]
-    pct_b, width = bollinger(close[:, -1], ref.mean(axis=1), ref.std(axis=1))
-    # python floats in one go (``tolist``) rather than one ``float()`` per value: the same numbers, less time
-    cols = {name: arr.tolist() for name, arr in (
-        ("close", last_close), ("ema_fast", fast[:, -1]), ("ema_slow", slow[:, -1]), ("slope", slope),
-        ("trend", trend), ("extension", extension), ("rsi", ind.rsi[:, -1]), ("macd", line[:, -1]),
-        ("macd_signal", signal[:, -1]), ("macd_hist", hist[:, -1]), ("macd_hist_prev", hist[:, -2]),
-        ("atr", last_atr), ("atr_pct", atr_pct), ("adx", ind.adx[:, -1]), ("plus_di", ind.plus_di[:, -1]),
-        ("minus_di", ind.minus_di[:, -1]), ("ret_1", ret_1), ("ret_12", ret_12), ("volatility", volatility),
-        ("bb_pct_b", pct_b), ("bb_width", width))}
+    adx_seed = np.true_divide(np.add.reduce(dx[:, :period], axis=1, keepdims=True), period)
+    adx = _ewm(dx[:, period:], (1.0 / period,) * rows, adx_seed)[:, -1] if dx.shape[1] > period else adx_seed[:, 0]
+    # the log returns and the volumes before the last (both ``window`` long), and the band window: mean and std
+    volume = data[3 * rows:]
+    mean, sd = _rows_mean_std(np.concatenate((logret, volume[:, -p.window - 1:-1])))
+    bb_mean, bb_sd = _rows_mean_std(close[:, -p.bb:])
+    k = p.slope_lookback
     out = []
-    for r, b in enumerate(batches):
+    for b, c, c1, c12, f, fk, s, m, m1, sg, sg1, g, lo, a, pdi, mdi, x, vol, vm, vsd, v, bm, bsd in zip(
+            batches, close[:, -1].tolist(), close[:, -2].tolist(), close[:, -13].tolist(),
+            emas[:rows, -1].tolist(), emas[:rows, -1 - k].tolist(), emas[rows:2 * rows, -1].tolist(),
+            line[:, -1].tolist(), line[:, -2].tolist(), signal[:, -1].tolist(), signal[:, -2].tolist(),
+            sm[:rows, -1].tolist(), sm[rows:2 * rows, -1].tolist(), atr_s[:, -1].tolist(), di[0, :, -1].tolist(),
+            di[1, :, -1].tolist(), adx.tolist(), sd[:rows].tolist(), mean[rows:].tolist(), sd[rows:].tolist(),
+            volume[:, -1].tolist(), bb_mean.tolist(), bb_sd.tolist(), strict=True):
+        if a != a:  # no ATR yet: RSI and the DIs are undefined too
+            rsi_v = pdi = mdi = math.nan
+        elif lo == 0:
+            rsi_v = 50.0 if g == 0 else 100.0
+        else:
+            rsi_v = 100.0 - 100.0 / (1.0 + g / lo)
+        positive = a > 0
+        half = BB_STDEVS * bsd
         out.append(TimeframeFeatures(
             interval=b.interval,
             open_time=int(b.open_time[-1]),
-            candles=len(b),
-            close=cols["close"][r],
-            ema_fast=cols["ema_fast"][r],
-            ema_slow=cols["ema_slow"][r],
-            ema_fast_slope=_finite(cols["slope"][r]),
-            trend=_finite(cols["trend"][r]),
-            extension=_finite(cols["extension"][r]),
-            rsi=cols["rsi"][r],
-            macd=cols["macd"][r],
-            macd_signal=cols["macd_signal"][r],
-            macd_hist=cols["macd_hist"][r],
-            macd_hist_prev=cols["macd_hist_prev"][r],
-            atr=cols["atr"][r],
-            atr_pct=cols["atr_pct"][r],
-            adx=cols["adx"][r],
-            plus_di=cols["plus_di"][r],
-            minus_di=cols["minus_di"][r],
-            ret_1=_finite(cols["ret_1"][r]),
-            ret_12=_finite(cols["ret_12"][r]),
-            volatility=_finite(cols["volatility"][r]),
-            volume_z=volume_z[r],
-            bb_pct_b=cols["bb_pct_b"][r],
-            bb_width=cols["bb_width"][r],
+            candles=n,
+            close=c,
+            ema_fast=f,
+            ema_slow=s,
+            ema_fast_slope=_finite((f - fk) / k / a) if positive else 0.0,
+            trend=_finite((f - s) / a) if positive else 0.0,
+            extension=_finite((c - f) / a) if positive else 0.0,
+            rsi=rsi_v,
+            macd=m,
+            macd_signal=sg,
+            macd_hist=m - sg,
+            macd_hist_prev=m1 - sg1,
+            atr=a,
+            atr_pct=a / c * 100.0 if c > 0 else 0.0,
+            adx=x,
+            plus_di=pdi,
+            minus_di=mdi,
+            ret_1=_ratio_change(c, c1),
+            ret_12=_ratio_change(c, c12),
+            volatility=_finite(vol),
+            volume_z=0.0 if vsd == 0 or not math.isfinite(vsd) else (v - vm) / vsd,
+            bb_pct_b=(c - (bm - half)) / (2.0 * half) if bsd > 0 else 0.5,
+            bb_width=2.0 * half / bm if bm > 0 else 0.0,
         ))
     return out
+
+
+def _ratio_change(price: float, before: float) -> float:
+    """``price / before - 1`` as numpy computes it, 0 when that is not finite (``_finite``)."""
+    return _finite(price / before - 1.0) if before != 0 else 0.0
 
 
 def bollinger(close: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -500,16 +523,17 @@ def bollinger(close: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> tuple[np.n
     return pct_b, width
 
 
-def _zscores_last(x: np.ndarray, window: int) -> list[float]:
-    """``zscore_last`` of each row of 2-D ``x`` (equally long rows), in one set of numpy calls."""
-    rows, n = x.shape
-    if n < 3:
-        return [0.0] * rows
-    ref = x[:, -window - 1:-1]
-    sd = ref.std(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = ((x[:, -1] - ref.mean(axis=1)) / sd).tolist()
-    return [0.0 if s == 0 or not math.isfinite(s) else v for s, v in zip(sd.tolist(), z, strict=True)]
+def _rows_mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x.mean(axis=1)`` and ``x.std(axis=1)`` of 2-D ``x``: numpy's own steps (``_methods._var``: the sum, the
+    mean, the squared deviations, their mean, the root), so the same numbers, without computing the mean twice."""
+    n = x.shape[1]
+    total = np.add.reduce(x, axis=1, keepdims=True)
+    mean = np.true_divide(total, n, out=total)
+    dev = np.subtract(x, mean)
+    np.square(dev, out=dev)
+    var = np.add.reduce(dev, axis=1)
+    np.true_divide(var, n, out=var)
+    return mean[:, 0], np.sqrt(var, out=var)
 
 
 def _finite(value: float | np.floating) -> float:

@@ -10,8 +10,10 @@ Roles come from the timeframes present, shortest first (``Features.timeframes``)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
+from operator import attrgetter
 
 import numpy as np
 
@@ -37,6 +39,13 @@ class Roles:
 
 def assign_roles(timeframes: tuple[str, ...]) -> Roles:
     """Entry, momentum and trend timeframes from the ones present (ordered shortest first)."""
+    if isinstance(timeframes, tuple):
+        return _roles(timeframes)  # every voter asks on every scan: the (frozen) answer is kept per tuple
+    return _roles.__wrapped__(tuple(timeframes))
+
+
+@lru_cache(maxsize=32)
+def _roles(timeframes: tuple[str, ...]) -> Roles:
     if not timeframes:
         raise ValueError("no timeframes")
     if len(timeframes) == 1:
@@ -56,7 +65,18 @@ def clip_arr(x: np.ndarray) -> np.ndarray:
 
 def usable(f: TimeframeFeatures, names: Iterable[str]) -> bool:
     """The named indicators are all defined and the ATR is positive."""
-    return all(math.isfinite(getattr(f, n)) for n in names) and f.atr > 0
+    getter = _getter(names) if isinstance(names, tuple) else None
+    if getter is None:
+        return all(math.isfinite(getattr(f, n)) for n in names) and f.atr > 0
+    # the voters ask this of every timeframe of every symbol on every scan: one C-level pass over the values
+    return all(map(math.isfinite, getter(f))) and f.atr > 0
+
+
+@lru_cache(maxsize=64)
+def _getter(names: tuple[str, ...]) -> Callable[[TimeframeFeatures], tuple[float, ...]] | None:
+    """The values of ``names`` as a tuple, in one call (None for an empty or one-name tuple: attrgetter then does
+    not answer a tuple)."""
+    return attrgetter(*names) if len(names) > 1 else None
 
 
 def usable_arr(columns: FeatureColumns, timeframes: Iterable[str], names: Iterable[str]) -> np.ndarray:

@@ -591,3 +591,23 @@ async def test_a_candle_never_fires_an_order_born_inside_it(tmp_path: Path):
     finally:
         await ex.close()
         await db.close()
+
+
+async def test_the_liquidation_level_follows_a_position_that_grew(db, market, clock):
+    """The triggers of a quiet candle are kept while the position and its orders are the same; a grown position
+    has a new liquidation level and the next candle is judged on it."""
+    ex = await make(db, market, clock, leverage=20)
+    await long_one(ex)  # liquidation at 95.50
+    market.candle(0, 100, 100, 99, 99.5)
+    clock.set(at(1))
+    [pos] = await ex.positions()  # a quiet candle: walked with the first position's triggers
+    assert pos.quantity == D(1) and pos.liquidation_price < D(96)
+    market.mark = D(110)
+    await ex.place_market_order(SYM, Side.BUY, D(1), "add")  # 110.022: entry 105.021, margin 10.5021
+    [pos] = await ex.positions()
+    assert pos.quantity == D(2) and D(100) < pos.liquidation_price < D(101)
+    for minute in (1, 2):
+        market.candle(minute, 100.5, 100.5, 99, 99.5)  # below the new level, far above the first
+    clock.set(at(3))
+    assert await ex.positions() == []
+    assert (await ex.fills(SYM, T0))[-1].client_id.startswith("autoclose-")

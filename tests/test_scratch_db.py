@@ -44,3 +44,16 @@ async def test_scratch_transaction_rolls_back_on_error(tmp_path: Path):
         assert row_id > 0
         rows = await db.fetchall("SELECT key FROM state WHERE key IN ('x', 'y')")
         assert [r["key"] for r in rows] == ["y"]
+
+
+async def test_scratch_failed_statement_undoes_only_itself_and_the_run_is_committed_on_close(tmp_path: Path):
+    path = tmp_path / "replay.sqlite3"
+    async with ScratchDatabase(path) as db:
+        await db.execute("INSERT INTO state(key, value, updated_at) VALUES ('a', '1', ?)", (NOW.isoformat(),))
+        with pytest.raises(sqlite3.IntegrityError):
+            await db.execute("INSERT INTO state(key, value, updated_at) VALUES ('a', '2', ?)", (NOW.isoformat(),))
+        await db.execute("INSERT INTO state(key, value, updated_at) VALUES ('b', '3', ?)", (NOW.isoformat(),))
+        async with db.transaction() as conn:  # a savepoint of the run's transaction: kept when it succeeds
+            await conn.execute("INSERT INTO state(key, value, updated_at) VALUES ('c', '4', ?)", (NOW.isoformat(),))
+    rows = sqlite3.connect(path).execute("SELECT key, value FROM state WHERE key IN ('a', 'b', 'c') ORDER BY key")
+    assert rows.fetchall() == [("a", "1"), ("b", "3"), ("c", "4")]

@@ -88,6 +88,9 @@ class HistoricalMarket:
 
     #: Finest kline interval available; PaperExchange raises its trigger interval to this.
     min_interval = BASE_INTERVAL
+    #: Market data answers from memory, never waiting on I/O (``MarketDataService`` then asks symbol by symbol
+    #: instead of in concurrent tasks: the same work in the same order, without a task per symbol).
+    answers_inline = True
 
     def __init__(self, data_dir: Path | str, clock: Clock, symbols: Iterable[str] | None = None, *,
                  exchange_info: Path | None = None, leverage_brackets: Path | None = None,

@@ -161,6 +161,9 @@ class PaperExchange:
         self._lock = asyncio.Lock()
         self._rules: dict[str, SymbolRules] | None = None
         self._last_mark: dict[str, Decimal] = {}
+        # per symbol: the (frozen) position, protective orders and brackets the triggers were built from, and them
+        self._trigger_cache: dict[str, tuple[PaperPosition | None, tuple[PaperOrder, ...],
+                                             tuple[LeverageBracket, ...] | None, list[Trigger]]] = {}
         self._dirty_cursors: set[str] = set()
         self._caught_up_ms: int | None = None
         self._next_id = FIRST_ORDER_ID
@@ -235,6 +238,11 @@ class PaperExchange:
         return str(value)
 
     # --- market data (delegated; no simulation step) ----------------------------------------------
+    @property
+    def answers_inline(self) -> bool:
+        """Whether market data answers without waiting on I/O: as the market it delegates to does."""
+        return bool(getattr(self.market, "answers_inline", False))
+
     async def symbol_rules(self) -> dict[str, SymbolRules]:
         self._rules = await self.market.symbol_rules()
         return dict(self._rules)
@@ -584,13 +592,26 @@ class PaperExchange:
         log.debug("paper funding %s %s at %s: %s", symbol, rate.rate, rate.funding_time, amount)
 
     async def _triggers(self, book: _Book, symbol: str) -> list[Trigger]:
-        out = [fills.protective_trigger(o, o.side, o.order_type, o.trigger_price or ZERO)
-               for o in book.algos_of(symbol)]
+        algos = tuple(book.algos_of(symbol))
         position = book.positions.get(symbol)
+        # An isolated position's liquidation price depends on that (frozen) position and the brackets alone: the
+        # triggers are kept while the very same objects are in the book (a cross one's moves with the other
+        # positions' marks: computed every time). A candle step asks twice (range, then mark): computed once.
+        cacheable = position is None or position.margin_type is MarginType.ISOLATED
+        brackets = await self._brackets(symbol) if position is not None and cacheable else None
+        cached = self._trigger_cache.get(symbol)
+        if (cacheable and cached is not None and cached[0] is position and cached[2] is brackets
+                and len(cached[1]) == len(algos) and all(a is b for a, b in zip(cached[1], algos, strict=True))):
+            return list(cached[3])
+        out = [fills.protective_trigger(o, o.side, o.order_type, o.trigger_price or ZERO) for o in algos]
         if position is not None:
             lp = await self._liquidation_price(book, position)
             if lp > 0:
                 out.append(fills.liquidation_trigger(position.side, lp))
+        if cacheable:
+            self._trigger_cache[symbol] = (position, algos, brackets, list(out))
+        else:
+            self._trigger_cache.pop(symbol, None)
         return out
 
     async def _resolve(self, book: _Book, conn: aiosqlite.Connection, symbol: str, *,

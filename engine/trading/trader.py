@@ -46,7 +46,7 @@ from storage.records import OrderPurpose, TradeRecord, TradeStatus
 from storage.repositories import Repositories
 from strategies.consensus import Consensus
 from strategies.llm import LlmPanel
-from strategies.scanner import ScanMemo, ScanResult, evaluate_snapshot
+from strategies.scanner import ScanMemo, ScanResult, SymbolContext, evaluate_snapshot
 from strategies.types import Direction, Signal
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,7 @@ class Trader:
         self._margin_set: set[str] = set()
         self._scan_result = ScanResult()
         self._scan_memo = ScanMemo()  # features and contexts of candle batches unchanged since the last scan
+        self._btc_ratio: tuple[SymbolContext, float | None] | None = None  # the last context read and its ratio
         self._lock = asyncio.Lock()
         self._retired = False
         self._last_equity_at: datetime | None = None
@@ -501,7 +502,13 @@ class Trader:
 
     def _btc_atr_ratio(self) -> float | None:
         context = self._scan_result.context("BTCUSDT")
-        return context.atr_ratio if context else None
+        if context is None:
+            return None
+        # the memo hands out the same (frozen) context until BTC's stop-timeframe candles change: its ratio (a median
+        # of a hundred values) is computed once per context, not on every monitor tick
+        if self._btc_ratio is None or self._btc_ratio[0] is not context:
+            self._btc_ratio = (context, context.atr_ratio)
+        return self._btc_ratio[1]
 
     async def reconcile(self) -> ReconcileReport:
         """Make the books agree with the exchange (invariant 3) and every position protected (invariant 1)."""
