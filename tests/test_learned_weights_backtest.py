@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
 START = datetime(2025, 3, 24, tzinfo=UTC)
 STEP = 300_000
+PARITY_DAYS = 7  # the replay keeps the live vote book: ~12 s of CPU per day of three symbols
 PANEL = {"entry_threshold": 0.25, "voters": "trend_momentum,trend_following,mean_reversion,breakout"}
 
 
@@ -157,8 +158,9 @@ def test_an_always_wrong_voter_loses_its_weight_only_after_its_outcomes_are_know
 
 @pytest.mark.slow
 def test_the_replay_and_the_fast_engine_use_the_same_weights_and_make_the_same_trades() -> None:
-    """The live trader with its live vote book (SQLite, resolve job, learn, prune) over the demo window, against
-    the fast engine's replayed book: the weights at every scan of every symbol, then the whole trade list."""
+    """The live trader with its live vote book (SQLite, resolve job, learn, prune) over the demo window's first
+    week, against the fast engine's replayed book: the weights at every scan of every symbol, then the whole trade
+    list."""
     settings = Settings(_env_file=None, trading_mode="paper", learned_weights=True, **PANEL)  # type: ignore[call-arg]
     seen: dict[tuple[int, str], dict[str, float]] = {}
 
@@ -175,8 +177,8 @@ def test_the_replay_and_the_fast_engine_use_the_same_weights_and_make_the_same_t
         return trader
 
     symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
-    summary = asyncio.run(run_backtest(settings, DemoOptions(data_dir=SAMPLE, symbols=symbols, start=START, days=21,
-                                                             quiet=True), make_trader=recording_trader))
+    options = DemoOptions(data_dir=SAMPLE, symbols=symbols, start=START, days=PARITY_DAYS, quiet=True)
+    summary = asyncio.run(run_backtest(settings, options, make_trader=recording_trader))
     end = summary.end + timedelta(seconds=1)
     market = HistoricalMarket(SAMPLE, ManualClock(START), symbols)
     histories = {s: market.base_klines(s) for s in symbols}
@@ -194,7 +196,8 @@ def test_the_replay_and_the_fast_engine_use_the_same_weights_and_make_the_same_t
         assert fast == pytest.approx({v: weights.get(v, 1.0) for v in voters}, rel=1e-9, abs=1e-12), \
             f"{symbol} at {now}"
         learned += any(w != 1.0 for w in weights.values())
-    assert len(seen) > 15_000 and learned > 5_000, "the weights should have been learned for most of the window"
+    assert len(seen) == len(symbols) * 288 * PARITY_DAYS, "every scan of every symbol is checked"
+    assert learned > len(seen) // 2, "the weights should have been learned for most of the window"
 
     fast_result = run_fast_backtest(settings, SAMPLE, symbols, START, end, close_at_end=False)
     expected = sorted((trade_result(t) for t in summary.trades), key=lambda t: (t.closed_at, t.symbol))
