@@ -9,6 +9,10 @@ compare: the machine is shared, so wall time moves with other people's work. can
 Measured here (2 shared cores, load 4-7), both runs side by side: before issue 8's replay work (946c4d7)
 77.3 s CPU, 235 candles/s, 12.8 ms per step; after it 31.9-35.2 s CPU, 516-569 candles/s, 5.3-5.8 ms per step;
 peak RSS 137 MB both. The demo's figures are the same (tests/test_replay_figures.py pins them).
+
+Again on 2026-11-30, the machine near idle (load ~1), the former rule's 55-trade demo window: the engine before
+issue 8 (4a13144, ``main.py demo --quiet``) 84.7 s wall, 82.1 s CPU, 214 candles/s, 134 MB; the replay now
+(``bench/backtest.py`` case c) 16.2-19.2 s wall, 943-1,119 candles/s, 116 MB: 4.4-5.2x on the same machine.
 """
 
 from __future__ import annotations
