@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from strategies.model_swap import install, meta_path, staged_path, write_atomically
+from core.atomic_files import write_atomically
+from strategies.model_swap import install, meta_path, staged_path
 
 FORMAT = 1
 MODEL_FILE = "vigil-ml.joblib"   # in DATA_DIR/models: where `train` writes and the bot looks

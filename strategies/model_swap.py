@@ -20,10 +20,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+from core.atomic_files import sync_dir, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -46,31 +47,6 @@ def previous_path(target: Path) -> Path:
     return sibling(target, "previous")
 
 
-def _sync_dir(directory: Path) -> None:
-    """Make the renames in ``directory`` durable (a power cut after the call keeps them)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(target: Path, write: Callable[[BinaryIO], None]) -> None:
-    """``target`` holds what ``write`` wrote, completely, or is left as it was (a temporary file in the same
-    directory, fsynced, then renamed over it)."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _sync_dir(target.parent)
-
-
 def _copy_atomically(src: Path, dst: Path) -> None:
     def copy(out: BinaryIO) -> None:
         with src.open("rb") as f:
@@ -85,7 +61,7 @@ def finish_interrupted(target: Path) -> str:
     staged_model, staged_meta = staged.is_file(), meta_path(staged).is_file()
     if staged_meta and not staged_model:      # the model was renamed, its metadata was not yet
         os.replace(meta_path(staged), meta_path(target))
-        _sync_dir(target.parent)
+        sync_dir(target.parent)
         log.warning("finished an interrupted model swap at %s", target)
         return "finished an interrupted swap"
     if staged_model or staged_meta:           # the swap had not started: the old pair is intact
@@ -109,7 +85,7 @@ def install(staged: Path, target: Path, *, between: Callable[[], None] | None = 
     if between is not None:
         between()
     os.replace(meta_path(staged), meta_path(target))
-    _sync_dir(target.parent)
+    sync_dir(target.parent)
     return previous
 
 

@@ -191,7 +191,8 @@ def test_help_describes_the_data_commands(capsys, command: str, words: list[str]
 
 
 def test_a_writer_dying_midway_leaves_the_old_file_whole(tmp_path: Path):
-    from engine.datasets.store import atomic_write, remove_stale_parts
+    from core.atomic_files import write_atomically
+    from engine.datasets.store import remove_stale_parts
 
     target = tmp_path / "BTCUSDT-5m.csv.gz"
     target.write_bytes(b"old")
@@ -201,7 +202,7 @@ def test_a_writer_dying_midway_leaves_the_old_file_whole(tmp_path: Path):
         raise KeyboardInterrupt  # Ctrl-C in the middle of a write
 
     with pytest.raises(KeyboardInterrupt):
-        atomic_write(target, dies)
+        write_atomically(target, dies)
     assert target.read_bytes() == b"old"
     assert not list(tmp_path.glob(".*.part"))
     (tmp_path / ".BTCUSDT-5m.csv.gz.x1.part").write_bytes(b"left by a kill -9")

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from core.atomic_files import write_atomically
 from core.clock import from_ms
 from engine.backtest.metrics import GroupRow, Metrics, metrics_json
 from engine.backtest.results import BacktestResult
@@ -93,7 +92,8 @@ def report_json(result: BacktestResult, m: Metrics) -> dict[str, Any]:
 
 
 def write_json(path: Path, result: BacktestResult, m: Metrics) -> Path:
-    return _atomic_write(path, json.dumps(report_json(result, m), indent=1).encode())
+    write_atomically(path, lambda fh: fh.write(json.dumps(report_json(result, m), indent=1).encode()))
+    return path
 
 
 # --- PNG ----------------------------------------------------------------------------------------------
@@ -133,18 +133,7 @@ def render_png(result: BacktestResult, m: Metrics, *, max_points: int = 4000) ->
 
 def write_report_dir(directory: Path, result: BacktestResult, m: Metrics) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    return _atomic_write(directory / PNG_NAME, render_png(result, m))
-
-
-def _atomic_write(path: Path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path = directory / PNG_NAME
+    png = render_png(result, m)
+    write_atomically(path, lambda fh: fh.write(png))
     return path

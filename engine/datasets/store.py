@@ -23,15 +23,15 @@ import contextlib
 import gzip
 import json
 import logging
-import os
 import shutil
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import pandas as pd
+
+from core.atomic_files import PART_SUFFIX, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +105,11 @@ def merge_into(path: Path, new: pd.DataFrame, columns: tuple[str, ...]) -> Merge
                     shutil.copyfileobj(src, fh, 1 << 20)
             fh.write(member)
 
-        atomic_write(path, append)
+        write_atomically(path, append)
     else:
         merged = pd.concat([old, fresh], ignore_index=True).sort_values(key, kind="stable")
-        atomic_write(path, lambda fh: fh.write(gzip.compress(_csv(merged, columns, header=True),
-                                                             compresslevel=_GZIP_LEVEL, mtime=0)))
+        write_atomically(path, lambda fh: fh.write(gzip.compress(_csv(merged, columns, header=True),
+                                                                 compresslevel=_GZIP_LEVEL, mtime=0)))
     return MergeResult(path, len(old) + len(fresh), len(fresh), len(new) - len(fresh))
 
 
@@ -128,7 +128,7 @@ def merge_exchange_info(path: Path, raw: dict[str, Any], symbols: Iterable[str])
                  in kept})
     out = {**raw, "symbols": [kept[s] for s in sorted(kept)]}
     text = json.dumps(out, indent=1) + "\n"
-    atomic_write(path, lambda fh: fh.write(text.encode()))
+    write_atomically(path, lambda fh: fh.write(text.encode()))
     return len(kept)
 
 
@@ -147,31 +147,14 @@ def merge_leverage_brackets(path: Path, entries: Iterable[dict[str, Any]], symbo
                  if e.get("symbol") in wanted and e.get("brackets")})
     out = {"_comment": note, "symbols": [kept[s] for s in sorted(kept)], "default": default}
     text = json.dumps(out, indent=1) + "\n"
-    atomic_write(path, lambda fh: fh.write(text.encode()))
+    write_atomically(path, lambda fh: fh.write(text.encode()))
     return len(kept)
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write through ``write(binary_file)`` into a temporary sibling, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def remove_stale_parts(data_dir: Path) -> int:
     """Delete temporary files a killed writer left behind (``.NAME.*.part``); returns how many."""
     count = 0
-    for part in data_dir.glob(".*.part"):
+    for part in data_dir.glob(f".*{PART_SUFFIX}"):
         with contextlib.suppress(FileNotFoundError):
             part.unlink()
             count += 1
@@ -186,19 +169,6 @@ def _csv(frame: pd.DataFrame, columns: tuple[str, ...], *, header: bool) -> byte
     lines = [",".join(columns)] if header else []
     lines.extend(f"{t},{','.join(map(repr, row))}" for t, *row in zip(keys, *values, strict=True))
     return ("\n".join(lines) + "\n").encode()
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # not supported on this platform
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _read(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
