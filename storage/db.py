@@ -133,14 +133,23 @@ class Database:
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._write_lock:
             conn = self.conn
-            await conn.execute("BEGIN IMMEDIATE")
+            await self._begin(conn)
             try:
                 yield conn
             except BaseException:
-                await conn.rollback()
+                await self._rollback(conn)
                 raise
             else:
-                await conn.commit()
+                await self._commit(conn)
+
+    async def _begin(self, conn: Any) -> None:
+        await conn.execute("BEGIN IMMEDIATE")
+
+    async def _commit(self, conn: Any) -> None:
+        await conn.commit()
+
+    async def _rollback(self, conn: Any) -> None:
+        await conn.rollback()
 
     # --- start-up checks -----------------------------------------------------------------
     def _check_file(self) -> None:

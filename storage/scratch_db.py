@@ -12,8 +12,7 @@ instead of being written to the file statement by statement. Never use it for th
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Generator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Generator, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -111,20 +110,16 @@ class ScratchDatabase(Database):
         await conn.execute("BEGIN")  # the run's one transaction, committed by ``close``
         return conn
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Any]:
-        """``Database.transaction`` as a savepoint of the run's transaction: the same atomicity, no commit."""
-        async with self._write_lock:
-            conn = self.conn
-            await conn.execute("SAVEPOINT tx")
-            try:
-                yield conn
-            except BaseException:
-                await conn.execute("ROLLBACK TO tx")
-                await conn.execute("RELEASE tx")
-                raise
-            else:
-                await conn.execute("RELEASE tx")
+    # ``Database.transaction`` as a savepoint of the run's transaction: the same atomicity, no commit
+    async def _begin(self, conn: Any) -> None:
+        await conn.execute("SAVEPOINT tx")
+
+    async def _commit(self, conn: Any) -> None:
+        await conn.execute("RELEASE tx")
+
+    async def _rollback(self, conn: Any) -> None:
+        await conn.execute("ROLLBACK TO tx")
+        await conn.execute("RELEASE tx")
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One write statement (no savepoint needed: SQLite undoes a failed statement by itself); lastrowid."""
