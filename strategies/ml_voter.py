@@ -108,6 +108,13 @@ def decide(p_long: np.ndarray, p_short: np.ndarray, threshold: float) -> tuple[n
     return direction, np.clip(confidence, 0.0, 1.0)
 
 
+def vote_of(name: str, p_long: np.ndarray, p_short: np.ndarray, threshold: float) -> Vote:
+    """The ML vote of one row from its two probabilities (one-element arrays), by ``decide``."""
+    direction, confidence = decide(p_long, p_short, threshold)
+    reason = f"P(take-profit first) long {p_long[0]:.3f}, short {p_short[0]:.3f} (threshold {threshold:g})"
+    return Vote(name, Direction(int(direction[0])), float(confidence[0]), reason, VoterKind.ML)
+
+
 class MLVoter:
     """``Voter`` and ``VectorVoter`` over a fitted ``{"long": model, "short": model}`` (``predict_proba``).
 
@@ -167,10 +174,7 @@ class MLVoter:
                 p_long, p_short = np.array([known[0]]), np.array([known[1]])
             else:
                 p_long, p_short = self.probabilities(row)
-        direction, confidence = decide(p_long, p_short, self.threshold)
-        side = Direction(int(direction[0]))
-        reason = f"P(take-profit first) long {p_long[0]:.3f}, short {p_short[0]:.3f} (threshold {self.threshold:g})"
-        return Vote(self.name, side, float(confidence[0]), reason, VoterKind.ML)
+        return vote_of(self.name, p_long, p_short, self.threshold)
 
     def vote_arrays(self, columns: FeatureColumns) -> tuple[np.ndarray, np.ndarray]:
         X = matrix_from_columns(columns, self.timeframes)

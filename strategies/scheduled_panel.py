@@ -19,9 +19,10 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from core.enums import VoterKind
 from strategies.consensus import Consensus
 from strategies.features import Features
-from strategies.ml_voter import decide
+from strategies.ml_voter import vote_of
 from strategies.types import Direction, Signal, Vote
 
 
@@ -42,11 +43,8 @@ class RecordedMLVoter:
     def vote(self, symbol: str, features: Features) -> Vote:
         i = _row(self.open_ms[symbol], features.entry.open_time)
         if i is None:
-            return Vote(self.name, Direction.FLAT, 0.0, "no recorded prediction for this candle")
-        pl, ps = self.p_long[symbol][i:i + 1], self.p_short[symbol][i:i + 1]
-        direction, confidence = decide(pl, ps, self.threshold)
-        reason = f"P(take-profit first) long {pl[0]:.3f}, short {ps[0]:.3f} (threshold {self.threshold:g})"
-        return Vote(self.name, Direction(int(direction[0])), float(confidence[0]), reason)
+            return Vote(self.name, Direction.FLAT, 0.0, "no recorded prediction for this candle", VoterKind.ML)
+        return vote_of(self.name, self.p_long[symbol][i:i + 1], self.p_short[symbol][i:i + 1], self.threshold)
 
 
 class ScheduledConsensus(Consensus):

@@ -25,6 +25,7 @@ from app.walk_forward import (
     training_rows,
 )
 from core.clock import ManualClock, to_ms
+from core.enums import VoterKind
 from engine.backtest.results import TradeResult
 from engine.exchange.historical import HistoricalMarket
 from main import main
@@ -155,6 +156,7 @@ def test_the_scheduled_panel_asks_the_ml_voter_only_where_a_model_covers_the_row
     for i in (rows[0], rows[199]):
         votes = {v.voter: v for v in panel.decide("BTCUSDT", table.features_at(int(i))).votes}
         assert votes["ml"].direction is Direction.LONG and votes["ml"].confidence == pytest.approx(0.9)
+        assert votes["ml"].kind is VoterKind.ML  # as the live ML voter's votes: the vote book tells them apart
     for i in (rows[200], rows[-1]):
         assert "ml" not in {v.voter for v in panel.decide("BTCUSDT", table.features_at(int(i))).votes}
 
